@@ -1,0 +1,30 @@
+#include "core/storage.h"
+
+#include "core/error.h"
+
+namespace pg {
+
+namespace {
+Allocator* g_cuda_allocator = nullptr;
+}
+
+Storage::Storage(size_t nbytes, Device device, Allocator& allocator)
+    : data_(nbytes ? allocator.allocate(nbytes) : nullptr),
+      nbytes_(nbytes),
+      device_(device),
+      allocator_(allocator) {}
+
+Storage::~Storage() { allocator_.deallocate(data_, nbytes_); }
+
+void register_allocator(DeviceType type, Allocator* allocator) {
+  if (type == DeviceType::CUDA) g_cuda_allocator = allocator;
+}
+
+Allocator& allocator_for(Device device) {
+  if (device.is_cpu()) return cpu_allocator();
+  PG_CHECK(g_cuda_allocator != nullptr, "to", "device ", device.str(),
+           " is not available: polygrad was built without the CUDA backend or no GPU was found");
+  return *g_cuda_allocator;
+}
+
+}  // namespace pg

@@ -1,0 +1,96 @@
+// The contract every device implements. Outputs are allocated by the caller (kernels/ops.cpp)
+// on the right device; inputs may have arbitrary strides unless a kernel says otherwise.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace pg {
+
+/// Element-wise functions of one tensor (plus an optional scalar).
+enum class UnaryOp {
+  Neg, Exp, Log, Sqrt, Abs, Sign, Tanh, Sigmoid, Relu, ReluMask,
+  GeluTanh, GeluErf, GeluTanhGrad, GeluErfGrad,
+  PowScalar,  ///< x^s
+  AddScalar,  ///< x + s
+  MulScalar,  ///< x * s
+  RsubScalar, ///< s - x
+};
+
+/// Element-wise functions of two broadcast tensors.
+enum class BinaryOp { Add, Sub, Mul, Div, Maximum, Minimum, Eq, Ne, Gt, Lt, Ge, Le };
+
+/// Reductions over a set of dims.
+enum class ReduceOp { Sum, Max, Min, ArgMax };
+
+/// Kernels a device provides. Every method may assume devices and dtypes were checked.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  /// out[...] = value.
+  virtual void fill(Tensor& out, double value) = 0;
+  /// dst[...] = src[...] (same shape, any strides, dtype conversion allowed).
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  /// out[i] = start + i * step (out contiguous, 1-D).
+  virtual void arange(Tensor& out, double start, double step) = 0;
+  /// Copies host memory into a contiguous tensor of this device.
+  virtual void from_host(const void* src, Tensor& dst) = 0;
+  /// Copies a contiguous tensor of this device into host memory.
+  virtual void to_host(const Tensor& src, void* dst) = 0;
+
+  /// out = op(x, scalar); x already broadcast to out's shape, out contiguous.
+  virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) = 0;
+  /// out = op(a, b); a and b already broadcast (stride-0 views) to out's shape.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  /// out = cond != 0 ? a : b; all broadcast to out's shape.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  /// Reduces x over the dims where out (same rank, keepdim) has size 1 and x does not.
+  virtual void reduce(ReduceOp op, const Tensor& x, Tensor& out) = 0;
+
+  /// out[b] = a[b] @ b[b] for a [B, M, K], b [B, K, N] (any strides), out [B, M, N] contiguous.
+  virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  /// out[i, :] = weight[index[i], :]; weight [V, D] contiguous, index flat i64/i32.
+  virtual void index_select_rows(const Tensor& weight, const Tensor& index, Tensor& out) = 0;
+  /// out[index[i], :] += src[i, :]; out [V, D] contiguous, src [N, D] contiguous.
+  virtual void index_add_rows(const Tensor& index, const Tensor& src, Tensor& out) = 0;
+
+  /// Row-wise softmax (or log-softmax) of a contiguous [R, C] tensor.
+  virtual void softmax(const Tensor& x, Tensor& out, bool log) = 0;
+  /// dx = y * (dy - sum(dy * y)) for softmax; dx = dy - exp(y) * sum(dy) for log-softmax.
+  virtual void softmax_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool log) = 0;
+  /// Layer norm over rows of contiguous x [R, C]; weight/bias [C] may be undefined.
+  virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                          Tensor& out, Tensor& mean, Tensor& rstd) = 0;
+  /// Gradients of layer_norm; dweight/dbias are written only when defined.
+  virtual void layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                   const Tensor& mean, const Tensor& rstd, Tensor& dx,
+                                   Tensor& dweight, Tensor& dbias) = 0;
+  /// Mean cross-entropy of logits [N, C] against i64 targets [N]; writes loss (scalar) and
+  /// the per-row log-sum-exp [N]. Rows whose target is ignore_index are skipped.
+  virtual void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index,
+                             double label_smoothing, Tensor& loss, Tensor& lse) = 0;
+  /// dlogits = scale * (softmax - smoothed one-hot) for kept rows, 0 for ignored rows;
+  /// `grad` is the scalar upstream gradient, divided here by the count of kept rows.
+  virtual void cross_entropy_backward(const Tensor& grad, const Tensor& logits,
+                                      const Tensor& target, const Tensor& lse,
+                                      int64_t ignore_index, double label_smoothing,
+                                      Tensor& dlogits) = 0;
+  /// out = bernoulli(keep) / keep, drawn from `gen` in row-major order.
+  virtual void dropout_mask(Tensor& out, double keep, Generator& gen) = 0;
+};
+
+/// The backend serving `device`; throws pg::Error when that device is not available.
+Backend& backend_for(Device device);
+/// Registers the backend of a device type (device backends call this when they load).
+void register_backend(DeviceType type, Backend* backend);
+
+/// Sets the number of threads for OpenMP regions and for OpenBLAS (default: all cores).
+void set_num_threads(int n);
+/// The number of threads kernels use.
+int get_num_threads();
+
+}  // namespace pg

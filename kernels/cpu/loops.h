@@ -1,0 +1,109 @@
+// Shared machinery of the CPU kernels: dtype dispatch and parallel strided iteration.
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace pg::cpu {
+
+/// Calls f(T{}) with T the C++ type of a floating dtype.
+template <typename F>
+void dispatch_floating(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::F32: f(float{}); return;
+    case DType::F64: f(double{}); return;
+    default:
+      throw Error(op, detail::concat("expected a floating-point tensor (f32 or f64), got ",
+                                     dtype_name(dt)));
+  }
+}
+
+/// Calls f(T{}) with T the C++ type of any dtype.
+template <typename F>
+void dispatch_all(DType dt, F&& f) {
+  switch (dt) {
+    case DType::F32: f(float{}); return;
+    case DType::F64: f(double{}); return;
+    case DType::I64: f(int64_t{}); return;
+    case DType::I32: f(int32_t{}); return;
+  }
+}
+
+/// Shape plus one stride vector per operand, with size-1 dims dropped and mergeable dims merged.
+template <size_t N>
+struct Layout {
+  Shape shape;
+  std::array<Shape, N> strides;
+};
+
+template <size_t N>
+Layout<N> coalesce(const Shape& shape, const std::array<const Shape*, N>& strides) {
+  Layout<N> l;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !l.shape.empty();
+    for (size_t k = 0; k < N && merge; ++k)
+      merge = l.strides[k].back() == (*strides[k])[d] * shape[d];
+    if (merge) {
+      l.shape.back() *= shape[d];
+      for (size_t k = 0; k < N; ++k) l.strides[k].back() = (*strides[k])[d];
+    } else {
+      l.shape.push_back(shape[d]);
+      for (size_t k = 0; k < N; ++k) l.strides[k].push_back((*strides[k])[d]);
+    }
+  }
+  return l;
+}
+
+/// Below this many elements a loop runs on one thread.
+inline constexpr int64_t kParallelGrain = 32768;
+
+/// Runs f(offsets, n, inner_strides) over contiguous runs of the innermost dim, in parallel.
+/// offsets are the element offsets of each operand at the run's start.
+template <size_t N, typename F>
+void for_each_run(const Layout<N>& l, F&& f) {
+  using Off = std::array<int64_t, N>;
+  int64_t rank = static_cast<int64_t>(l.shape.size());
+  if (rank == 0) {
+    f(Off{}, 1, Off{});
+    return;
+  }
+  int64_t inner = l.shape.back();
+  int64_t outer = 1;
+  for (int64_t d = 0; d + 1 < rank; ++d) outer *= l.shape[d];
+  Off istr;
+  for (size_t k = 0; k < N; ++k) istr[k] = l.strides[k].back();
+  auto row_start = [&](int64_t r) {
+    Off off{};
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      int64_t i = r % l.shape[d];
+      r /= l.shape[d];
+      for (size_t k = 0; k < N; ++k) off[k] += i * l.strides[k][d];
+    }
+    return off;
+  };
+  int64_t total = outer * inner;
+  int threads = omp_get_max_threads();
+  if (total < kParallelGrain || threads == 1) {
+    for (int64_t r = 0; r < outer; ++r) f(row_start(r), inner, istr);
+    return;
+  }
+  // Split rows into pieces so that a few long rows still spread over all threads.
+  int64_t piece = std::max<int64_t>(4096, total / (8 * threads));
+  piece = std::min(piece, inner);
+  int64_t per_row = (inner + piece - 1) / piece;
+  int64_t chunks = outer * per_row;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    int64_t r = c / per_row, j = (c % per_row) * piece;
+    Off off = row_start(r);
+    for (size_t k = 0; k < N; ++k) off[k] += j * istr[k];
+    f(off, std::min(piece, inner - j), istr);
+  }
+}
+
+}  // namespace pg::cpu

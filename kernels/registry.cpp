@@ -1,0 +1,47 @@
+// Maps devices to backends; owns the thread setting shared by OpenMP and OpenBLAS.
+#include <cblas.h>
+#include <omp.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/ops.h"
+
+namespace pg {
+
+namespace {
+Backend* g_cuda_backend = nullptr;
+}
+
+void register_backend(DeviceType type, Backend* backend) {
+  if (type == DeviceType::CUDA) g_cuda_backend = backend;
+}
+
+Backend& backend_for(Device device) {
+  static cpu::CpuBackend cpu_backend;
+  if (device.is_cpu()) return cpu_backend;
+  PG_CHECK(g_cuda_backend != nullptr, "backend", "device ", device.str(),
+           " is not available: polygrad was built without the CUDA backend or no GPU was found");
+  return *g_cuda_backend;
+}
+
+void set_num_threads(int n) {
+  PG_CHECK(n >= 1, "set_num_threads", "expected at least 1 thread, got ", n);
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int get_num_threads() { return omp_get_max_threads(); }
+
+Tensor& Tensor::fill_(double value) {
+  if (numel()) backend_for(device()).fill(*this, value);
+  return *this;
+}
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  kernels::check_same_device("copy_", {this, &src});
+  Shape st = broadcast_strides(src.shape(), src.strides(), shape(), "copy_");
+  if (numel()) backend_for(device()).copy(src.as_strided(shape(), st, src.offset()), *this);
+  return *this;
+}
+
+}  // namespace pg

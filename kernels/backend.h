@@ -25,6 +25,19 @@ enum class BinaryOp { Add, Sub, Mul, Div, Maximum, Minimum, Eq, Ne, Gt, Lt, Ge, 
 /// Reductions over a set of dims.
 enum class ReduceOp { Sum, Max, Min, ArgMax };
 
+/// Built-in attention activations with fused kernels (see DESIGN.md's policy table).
+enum class AttnActivation { Softmax, Poly, Relu, Sigmoid };
+
+/// What a fused attention kernel computes: A = act(scale * Q K^T) with masking, out = A V.
+struct AttentionParams {
+  AttnActivation act = AttnActivation::Softmax;
+  int power = 3;             ///< poly: exponent p
+  double n_exponent = -0.5;  ///< poly: weights are multiplied by N^n_exponent
+  bool n_visible = false;    ///< N = visible keys of each row instead of the key count
+  bool causal = false;       ///< query i sees keys j <= i
+  double scale = 1.0;        ///< score scale, usually 1/sqrt(d_head)
+};
+
 /// Kernels a device provides. Every method may assume devices and dtypes were checked.
 class Backend {
  public:
@@ -81,6 +94,20 @@ class Backend {
                                       Tensor& dlogits) = 0;
   /// out = bernoulli(keep) / keep, drawn from `gen` in row-major order.
   virtual void dropout_mask(Tensor& out, double keep, Generator& gen) = 0;
+
+  /// Fused attention forward. q [B,H,T,d], k [B,H,S,d], v [B,H,S,e], out [B,H,T,e] (any
+  /// strides with a unit last-dim stride); key_mask [B,S] i64 (non-zero = visible) or
+  /// undefined; lse [B,H,T] (softmax only) receives the log-sum-exp of each row;
+  /// frob_sq[b*H+h] (if not null) receives sum(A^2). The [T,S] matrix is never stored whole.
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& key_mask, const AttentionParams& p, Tensor& out,
+                                 Tensor& lse, double* frob_sq) = 0;
+  /// Fused attention backward: recomputes A tile by tile; dk and dv must be zero on entry.
+  /// grad_frob_sq[b*H+h] (if not null) receives sum((dL/dA)^2) over visible entries.
+  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& key_mask, const Tensor& lse,
+                                  const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
+                                  double* grad_frob_sq) = 0;
 };
 
 /// The backend serving `device`; throws pg::Error when that device is not available.

@@ -1,0 +1,192 @@
+// The attention-activation policy: spec parsing, fused kernels vs the composite path,
+// gradcheck of the fused op, and the ||A||_F diagnostics.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "nn/attention_activation.h"
+#include "polygrad.h"
+
+using namespace pg;
+
+namespace {
+
+const std::vector<std::string> kSpecs = {"softmax", "poly:1", "poly:2", "poly:3",
+                                         "poly:p=4,scale=n^-1", "relu", "sigmoid",
+                                         "poly:3,n=visible", "relu:n=visible",
+                                         "sigmoid:n=visible"};
+
+double max_rel_diff(const Tensor& a, const Tensor& b) {
+  auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  REQUIRE(x.size() == y.size());
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    scale = std::max(scale, std::fabs(y[i]));
+    diff = std::max(diff, std::fabs(x[i] - y[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+// Random key padding mask [B, S] that keeps at least the first key of every row visible.
+Tensor padding_mask(int64_t b, int64_t s, Generator& gen) {
+  Tensor m = randint(0, 4, {b, s}, {DType::I64}, &gen);
+  int64_t* p = m.data<int64_t>();
+  for (int64_t i = 0; i < b; ++i) p[i * s] = 1;
+  return m;
+}
+
+struct Case {
+  int64_t B, H, T, d;
+  bool causal, padded;
+};
+
+}  // namespace
+
+TEST_CASE("spec parsing accepts the table and round-trips") {
+  for (const auto& spec : kSpecs) {
+    auto a = AttentionActivation::parse(spec);
+    auto b = AttentionActivation::parse(a.spec());
+    CHECK(a.spec() == b.spec());
+    CHECK(a.has_fused_kernel());
+  }
+  auto p = AttentionActivation::parse("poly:p=2,scale=n^-0.25");
+  CHECK(p.kind() == AttentionActivation::Kind::Poly);
+  CHECK(p.power() == 2);
+  CHECK(p.n_exponent() == -0.25);
+  CHECK(AttentionActivation::parse("poly:3").n_exponent() == -0.5);
+  CHECK(AttentionActivation::parse("relu:n=visible").n_visible());
+}
+
+TEST_CASE("malformed specs raise an error listing the valid specs") {
+  for (const char* bad : {"poly:0", "poly:9", "poly:abc", "softmx", "poly:", "poly:2.5",
+                          "softmax:3", "relu:n=some", "poly:p=2,scale=2", "sigmoid:x=1", ""}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(AttentionActivation::parse(bad), doctest::Contains("valid specs"),
+                         pg::Error);
+  }
+  CHECK_THROWS_WITH_AS(AttentionActivation::parse("softmx"), doctest::Contains("softmx"),
+                       pg::Error);
+}
+
+TEST_CASE("fused attention matches the composite path in f32 (values and gradients)") {
+  Generator gen(7);
+  // T = 1, 70 and 130 cross the 64-query tile boundary; d not a power of two.
+  for (Case c : {Case{2, 3, 70, 16, false, false}, Case{2, 3, 70, 16, true, false},
+                 Case{1, 2, 130, 8, true, true}, Case{3, 1, 1, 5, false, true},
+                 Case{2, 2, 33, 12, false, true}}) {
+    for (const auto& spec : kSpecs) {
+      CAPTURE(spec);
+      CAPTURE(c.T);
+      CAPTURE(c.causal);
+      CAPTURE(c.padded);
+      auto act = AttentionActivation::parse(spec);
+      Tensor q = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+      Tensor k = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+      Tensor v = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+      Tensor mask = c.padded ? padding_mask(c.B, c.T, gen) : Tensor();
+      Tensor g = randn({c.B, c.H, c.T, c.d}, {}, &gen);
+      double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+      auto stats = std::make_shared<AttentionStats>();
+      AttentionStats ref_stats;
+      Tensor fused = fused_attention(q, k, v, act.kernel_params(c.causal, scale), mask, stats);
+      Tensor ref = composite_attention(q, k, v, act, c.causal, scale, mask, &ref_stats);
+      CHECK(max_rel_diff(fused, ref) < 1e-5);
+      CHECK(stats->a_frob == doctest::Approx(ref_stats.a_frob).epsilon(1e-5));
+      auto gf = grad(sum(mul(fused, g)), {q, k, v});
+      auto gr = grad(sum(mul(ref, g)), {q, k, v});
+      for (int i = 0; i < 3; ++i) CHECK(max_rel_diff(gf[i], gr[i]) < 1e-5);
+      CHECK(stats->has_grad);
+    }
+  }
+}
+
+TEST_CASE("fused attention passes gradcheck in f64") {
+  Generator gen(11);
+  for (Case c : {Case{1, 1, 70, 3, true, false}, Case{2, 2, 6, 4, false, true},
+                 Case{1, 2, 7, 3, true, true}}) {
+    for (const auto& spec : kSpecs) {
+      CAPTURE(spec);
+      CAPTURE(c.T);
+      auto act = AttentionActivation::parse(spec);
+      TensorOptions f64{DType::F64};
+      Tensor q = randn({c.B, c.H, c.T, c.d}, f64, &gen).requires_grad_();
+      Tensor k = randn({c.B, c.H, c.T, c.d}, f64, &gen).requires_grad_();
+      // v enters as a transposed view: the kernel must read non-contiguous operands.
+      Tensor vt = randn({c.B, c.H, c.d, c.T}, f64, &gen);
+      Tensor v = vt.transpose(2, 3).detach().requires_grad_();
+      Tensor mask = c.padded ? padding_mask(c.B, c.T, gen) : Tensor();
+      auto params = act.kernel_params(c.causal, 0.5);
+      auto report = gradcheck(
+          [&](const TensorList& in) { return fused_attention(in[0], in[1], in[2], params, mask); },
+          {q, k, v});
+      CHECK_MESSAGE(report.ok, report.message);
+    }
+  }
+}
+
+TEST_CASE("gradient-norm diagnostic equals ||dL/dA||_F of the composite path") {
+  Generator gen(3);
+  for (const char* spec : {"softmax", "poly:3", "sigmoid"}) {
+    CAPTURE(spec);
+    auto act = AttentionActivation::parse(spec);
+    TensorOptions f64{DType::F64};
+    Tensor q = randn({2, 2, 9, 4}, f64, &gen), k = randn({2, 2, 9, 4}, f64, &gen);
+    Tensor v = randn({2, 2, 9, 4}, f64, &gen).requires_grad_();
+    Tensor g = randn({2, 2, 9, 4}, f64, &gen);
+    auto stats = std::make_shared<AttentionStats>();
+    Tensor out = fused_attention(q, k, v, act.kernel_params(true, 0.5), Tensor(), stats);
+    backward(sum(mul(out, g)));
+    // dL/dA = g v^T, restricted to visible (causal) entries.
+    Tensor da = matmul(g, transpose(v.detach(), -1, -2));
+    Tensor tri = le(reshape(arange(0, 9, 1, f64), {1, 9}), reshape(arange(0, 9, 1, f64), {9, 1}));
+    Tensor fro = sqrt(sum(mul(mul(da, da), tri), {2, 3}));
+    CHECK(stats->grad_frob == doctest::Approx(mean(fro).item()).epsilon(1e-10));
+  }
+}
+
+TEST_CASE("poly attention keeps ||A||_F / sqrt(N) bounded as N grows, like softmax") {
+  // The paper's claim at the level of the kernel: with the 1/sqrt(N) scale the ratio stays
+  // O(1); with no scale (n^0) it grows with N.
+  Generator gen(5);
+  auto ratio = [&](const std::string& spec, int64_t n) {
+    Tensor q = randn({1, 4, n, 16}, {}, &gen), k = randn({1, 4, n, 16}, {}, &gen);
+    Tensor v = randn({1, 4, n, 16}, {}, &gen);
+    auto stats = std::make_shared<AttentionStats>();
+    fused_attention(q, k, v, AttentionActivation::parse(spec).kernel_params(false, 0.25), Tensor(),
+                    stats);
+    return stats->a_frob_sqrt_n;
+  };
+  CHECK(ratio("softmax", 256) <= 1.0);
+  double small = ratio("poly:3", 32), big = ratio("poly:3", 512);
+  CHECK(big / small < 2.0);
+  double small0 = ratio("poly:p=3,scale=n^0", 32), big0 = ratio("poly:p=3,scale=n^0", 512);
+  CHECK(big0 / small0 > 3.0);
+}
+
+TEST_CASE("custom activation runs through autograd and is masked after") {
+  auto act = AttentionActivation::custom("square", [](const Tensor& s) { return mul(s, s); });
+  CHECK(!act.has_fused_kernel());
+  CHECK_THROWS_AS(act.kernel_params(false, 1.0), pg::Error);
+  Generator gen(9);
+  TensorOptions f64{DType::F64};
+  Tensor q = randn({1, 1, 5, 2}, f64, &gen).requires_grad_();
+  Tensor k = randn({1, 1, 5, 2}, f64, &gen).requires_grad_();
+  Tensor v = randn({1, 1, 5, 2}, f64, &gen).requires_grad_();
+  // poly:p=2,scale=n^0 is the same function: the two paths must agree.
+  Tensor a = composite_attention(q, k, v, act, true, 0.7);
+  Tensor b = fused_attention(q, k, v,
+                             AttentionActivation::parse("poly:p=2,scale=n^0").kernel_params(true, 0.7));
+  CHECK(max_rel_diff(a, b) < 1e-12);
+  auto report = gradcheck(
+      [&](const TensorList& in) { return composite_attention(in[0], in[1], in[2], act, true, 0.7); },
+      {q, k, v});
+  CHECK_MESSAGE(report.ok, report.message);
+}
+
+TEST_CASE("attention shape errors name the shapes") {
+  Tensor q = randn({1, 2, 4, 8}), k = randn({1, 2, 4, 7}), v = randn({1, 2, 4, 8});
+  CHECK_THROWS_WITH_AS(fused_attention(q, k, v, AttentionParams{}),
+                       doctest::Contains("[1, 2, 4, 7]"), pg::Error);
+  CHECK_THROWS_WITH_AS(fused_attention(q, q, v, AttentionParams{}, ones({2, 4})),
+                       doctest::Contains("key padding mask"), pg::Error);
+}

@@ -69,6 +69,11 @@ class CachingCpuAllocator final : public Allocator {
     }
   }
 
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_allocated = stats_.allocated;
+  }
+
   AllocatorStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;

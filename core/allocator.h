@@ -26,6 +26,8 @@ class Allocator {
   virtual void empty_cache() = 0;
   /// Current counters.
   virtual AllocatorStats stats() const = 0;
+  /// Restarts peak_allocated from the current allocation.
+  virtual void reset_peak() = 0;
 };
 
 /// The process-wide caching CPU allocator.

@@ -78,11 +78,12 @@ struct RowRule {
           for (int64_t j = 0; j < kmax; ++j) a[j] = 0;
           return inf;
         }
+        // One exp per entry: unnormalised weights first, then a single scale.
         T sum = 0;
-        for (int64_t j = 0; j < kmax; ++j) sum += visible(i, j) ? std::exp(s[j] - mx) : T(0);
-        T lse = mx + std::log(sum);
-        for (int64_t j = 0; j < kmax; ++j) a[j] = visible(i, j) ? std::exp(s[j] - lse) : T(0);
-        return lse;
+        for (int64_t j = 0; j < kmax; ++j) sum += (a[j] = visible(i, j) ? std::exp(s[j] - mx) : T(0));
+        T inv = T(1) / sum;
+        for (int64_t j = 0; j < kmax; ++j) a[j] *= inv;
+        return mx + std::log(sum);
       }
       case AttnActivation::Poly: {
         T f = static_cast<T>(std::pow(n_of(i, kmax), p.n_exponent));

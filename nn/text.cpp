@@ -1,0 +1,145 @@
+#include "nn/text.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace pg {
+
+std::u32string utf8_decode(const std::string& s) {
+  std::u32string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = s[i];
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    char32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    bool ok = len > 0 && i + len <= s.size();
+    for (int k = 1; ok && k < len; ++k) {
+      unsigned char cc = s[i + k];
+      ok = (cc >> 6) == 2;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (!ok) {
+      out.push_back(0xFFFD);
+      ++i;
+      continue;
+    }
+    out.push_back(cp);
+    i += len;
+  }
+  return out;
+}
+
+std::string utf8_encode(const std::u32string& text) {
+  std::string out;
+  for (char32_t c : text) {
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else if (c < 0x800) {
+      out += static_cast<char>(0xc0 | (c >> 6));
+      out += static_cast<char>(0x80 | (c & 0x3f));
+    } else if (c < 0x10000) {
+      out += static_cast<char>(0xe0 | (c >> 12));
+      out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+      out += static_cast<char>(0x80 | (c & 0x3f));
+    } else {
+      out += static_cast<char>(0xf0 | (c >> 18));
+      out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
+      out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+      out += static_cast<char>(0x80 | (c & 0x3f));
+    }
+  }
+  return out;
+}
+
+CharVocab CharVocab::from_text(const std::u32string& text) {
+  std::u32string chars = text;
+  std::sort(chars.begin(), chars.end());
+  chars.erase(std::unique(chars.begin(), chars.end()), chars.end());
+  CharVocab v;
+  v.chars_ = chars;
+  for (size_t i = 0; i < chars.size(); ++i) v.index_[chars[i]] = static_cast<int32_t>(i);
+  return v;
+}
+
+CharVocab CharVocab::from_utf8(const std::string& chars) {
+  CharVocab v;
+  v.chars_ = utf8_decode(chars);
+  for (size_t i = 0; i < v.chars_.size(); ++i) {
+    PG_CHECK(v.index_.emplace(v.chars_[i], static_cast<int32_t>(i)).second, "vocabulary",
+             "character repeated at position ", i);
+  }
+  return v;
+}
+
+std::string CharVocab::to_utf8() const { return utf8_encode(chars_); }
+
+std::vector<int32_t> CharVocab::encode(const std::u32string& text) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto it = index_.find(text[i]);
+    PG_CHECK(it != index_.end(), "vocabulary", "character U+", std::hex,
+             static_cast<uint32_t>(text[i]), std::dec, " at position ", i,
+             " is not in the vocabulary of ", chars_.size(), " characters");
+    ids.push_back(it->second);
+  }
+  return ids;
+}
+
+std::string CharVocab::decode(const std::vector<int32_t>& ids) const {
+  std::u32string text;
+  for (int32_t id : ids) {
+    PG_CHECK(id >= 0 && id < size(), "vocabulary", "token id ", id, " is out of range for ",
+             size(), " characters");
+    text.push_back(chars_[id]);
+  }
+  return utf8_encode(text);
+}
+
+std::string read_text(const std::string& path) {
+  namespace fs = std::filesystem;
+  PG_CHECK(fs::exists(path), path, "no such file or directory");
+  std::vector<fs::path> files;
+  if (fs::is_directory(path)) {
+    for (const auto& e : fs::directory_iterator(path))
+      if (e.is_regular_file() && !e.is_symlink() && e.path().extension() != ".dat")
+        files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  PG_CHECK(!files.empty(), path, "contains no text files");
+  std::string all;
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    PG_CHECK(in.good(), f.string(), "cannot open file");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    all += ss.str();
+  }
+  return all;
+}
+
+TextCorpus load_text_corpus(const std::string& path, double val_fraction) {
+  PG_CHECK(val_fraction >= 0 && val_fraction < 1, "load_text_corpus",
+           "val_fraction must be in [0, 1), got ", val_fraction);
+  std::u32string text = utf8_decode(read_text(path));
+  PG_CHECK(text.size() >= 2, path, "has too little text (", text.size(), " characters)");
+  size_t n_train = static_cast<size_t>(static_cast<double>(text.size()) * (1 - val_fraction));
+  TextCorpus c;
+  std::u32string train = text.substr(0, n_train);
+  c.vocab = CharVocab::from_text(train);
+  c.train = c.vocab.encode(train);
+  // Characters that occur only in the validation part have no id: they are dropped.
+  std::u32string val;
+  for (char32_t ch : text.substr(n_train))
+    if (c.vocab.contains(ch)) val.push_back(ch);
+  c.val = c.vocab.encode(val);
+  return c;
+}
+
+}  // namespace pg

@@ -1,0 +1,53 @@
+// Character-level text corpora: UTF-8 files or folders, a vocabulary, a train/val split.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pg {
+
+/// Where Debian's fortunes package puts its text files.
+inline constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
+
+/// Maps Unicode code points to token ids and back.
+class CharVocab {
+ public:
+  CharVocab() = default;
+  /// Vocabulary of the distinct code points of `text`, sorted.
+  static CharVocab from_text(const std::u32string& text);
+  /// Rebuilds a vocabulary saved with to_utf8().
+  static CharVocab from_utf8(const std::string& chars);
+  /// The characters in id order, as UTF-8 (what checkpoints store).
+  std::string to_utf8() const;
+  int64_t size() const { return static_cast<int64_t>(chars_.size()); }
+  /// True when `c` has an id.
+  bool contains(char32_t c) const { return index_.count(c) != 0; }
+  /// Token ids of `text`; throws pg::Error on a character outside the vocabulary.
+  std::vector<int32_t> encode(const std::u32string& text) const;
+  /// UTF-8 text of token ids.
+  std::string decode(const std::vector<int32_t>& ids) const;
+
+ private:
+  std::u32string chars_;
+  std::unordered_map<char32_t, int32_t> index_;
+};
+
+/// A tokenised corpus split into training and validation tokens.
+struct TextCorpus {
+  CharVocab vocab;
+  std::vector<int32_t> train, val;
+};
+
+/// UTF-8 to code points; invalid bytes become U+FFFD.
+std::u32string utf8_decode(const std::string& bytes);
+/// Code points to UTF-8.
+std::string utf8_encode(const std::u32string& text);
+/// Reads a file, or every regular text file of a folder (sorted by name; skips fortune's
+/// .dat index files and symbolic links), and concatenates them.
+std::string read_text(const std::string& path);
+/// Reads `path`, builds the vocabulary from the training part and splits off the last
+/// `val_fraction` of the text for validation.
+TextCorpus load_text_corpus(const std::string& path = kFortunesDir, double val_fraction = 0.1);
+
+}  // namespace pg

@@ -1,0 +1,80 @@
+#include "nn/data_loader.h"
+
+#include <cstring>
+#include <numeric>
+
+#include "kernels/factory.h"
+
+namespace pg {
+
+Prefetcher::Prefetcher(std::function<Batch(int64_t)> make, int64_t first_step)
+    : make_(std::move(make)), step_(first_step) {
+  pending_ = std::async(std::launch::async, make_, step_);
+}
+
+Prefetcher::~Prefetcher() {
+  if (pending_.valid()) pending_.wait();
+}
+
+Batch Prefetcher::next() {
+  Batch b = pending_.get();
+  pending_ = std::async(std::launch::async, make_, ++step_);
+  return b;
+}
+
+ImageBatcher::ImageBatcher(const ImageSet& data, int64_t batch_size, uint64_t seed)
+    : data_(data), batch_size_(batch_size), seed_(seed) {
+  int64_t n = data.images.size(0);
+  PG_CHECK(batch_size > 0 && batch_size <= n, "ImageBatcher", "batch size ", batch_size,
+           " must be in [1, ", n, "]");
+  steps_per_epoch_ = n / batch_size;
+}
+
+const std::vector<int64_t>& ImageBatcher::order(int64_t epoch) const {
+  if (epoch != cached_epoch_) {
+    int64_t n = data_.images.size(0);
+    cached_order_.resize(static_cast<size_t>(n));
+    std::iota(cached_order_.begin(), cached_order_.end(), 0);
+    // Fisher-Yates with our own generator: the same permutation on every machine.
+    Generator g(seed_ + static_cast<uint64_t>(epoch));
+    for (int64_t i = n - 1; i > 0; --i) std::swap(cached_order_[i], cached_order_[g.randint(0, i + 1)]);
+    cached_epoch_ = epoch;
+  }
+  return cached_order_;
+}
+
+Batch ImageBatcher::batch(int64_t step) const {
+  int64_t epoch = step / steps_per_epoch_, first = (step % steps_per_epoch_) * batch_size_;
+  const auto& ord = order(epoch);
+  int64_t h = data_.images.size(1), w = data_.images.size(2);
+  Tensor x = empty({batch_size_, 1, h, w});
+  Tensor y = empty({batch_size_}, {DType::I64});
+  const float* src = data_.images.data<float>();
+  const int64_t* lab = data_.labels.data<int64_t>();
+  for (int64_t i = 0; i < batch_size_; ++i) {
+    int64_t j = ord[first + i];
+    std::memcpy(x.data<float>() + i * h * w, src + j * h * w, sizeof(float) * h * w);
+    y.data<int64_t>()[i] = lab[j];
+  }
+  return {x, y};
+}
+
+Batch text_batch(const std::vector<int32_t>& tokens, int64_t batch_size, int64_t context,
+                 uint64_t seed, int64_t step) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  PG_CHECK(n > context + 1, "text_batch", "the text has ", n, " tokens, fewer than context ",
+           context, " + 2");
+  Generator g(seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step));
+  Tensor x = empty({batch_size, context}, {DType::I64});
+  Tensor y = empty({batch_size, context}, {DType::I64});
+  for (int64_t b = 0; b < batch_size; ++b) {
+    int64_t off = g.randint(0, n - context - 1);
+    for (int64_t t = 0; t < context; ++t) {
+      x.data<int64_t>()[b * context + t] = tokens[off + t];
+      y.data<int64_t>()[b * context + t] = tokens[off + t + 1];
+    }
+  }
+  return {x, y};
+}
+
+}  // namespace pg

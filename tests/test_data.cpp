@@ -1,0 +1,137 @@
+// Data loaders on small files the tests write themselves: IDX (raw and gzipped), text.
+#include <doctest/doctest.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "nn/data_loader.h"
+#include "nn/mnist.h"
+#include "nn/text.h"
+#include "polygrad.h"
+
+using namespace pg;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("pg_test_data_" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void put_be32(std::string& s, uint32_t v) {
+  for (int shift : {24, 16, 8, 0}) s.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+std::string idx_images(uint32_t n, uint32_t rows, uint32_t cols, uint32_t magic = 2051) {
+  std::string s;
+  put_be32(s, magic);
+  put_be32(s, n);
+  put_be32(s, rows);
+  put_be32(s, cols);
+  for (uint32_t i = 0; i < n * rows * cols; ++i) s.push_back(static_cast<char>(i % 256));
+  return s;
+}
+
+std::string idx_labels(uint32_t n, uint32_t magic = 2049) {
+  std::string s;
+  put_be32(s, magic);
+  put_be32(s, n);
+  for (uint32_t i = 0; i < n; ++i) s.push_back(static_cast<char>(i % 10));
+  return s;
+}
+
+void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+
+void write_gz(const fs::path& p, const std::string& bytes) {
+  gzFile f = gzopen(p.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+  gzclose(f);
+}
+
+}  // namespace
+
+TEST_CASE("IDX images and labels load raw and gzipped with the right values") {
+  fs::path d = temp_dir("idx");
+  write_file(d / "train-images-idx3-ubyte", idx_images(5, 3, 4));
+  write_gz(d / "train-labels-idx1-ubyte.gz", idx_labels(5));
+  write_gz(d / "t10k-images-idx3-ubyte.gz", idx_images(2, 3, 4));
+  write_file(d / "t10k-labels-idx1-ubyte", idx_labels(2));
+  MnistData m = load_mnist(d.string());
+  CHECK(m.train.images.shape() == Shape{5, 3, 4});
+  CHECK(m.test.images.shape() == Shape{2, 3, 4});
+  CHECK(m.train.labels.dtype() == DType::I64);
+  auto px = m.train.images.to_vector<float>();
+  CHECK(px[13] == doctest::Approx(13 / 255.0));
+  CHECK(m.train.labels.to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("bad IDX files are refused with a clear error naming the file") {
+  fs::path d = temp_dir("bad");
+  write_file(d / "magic", idx_images(2, 3, 3, 1234));
+  CHECK_THROWS_WITH_AS(load_idx_images((d / "magic").string()), doctest::Contains("bad magic number 1234"), pg::Error);
+  std::string truncated = idx_images(4, 3, 3);
+  truncated.resize(truncated.size() - 5);
+  write_file(d / "short", truncated);
+  CHECK_THROWS_WITH_AS(load_idx_images((d / "short").string()), doctest::Contains("short"), pg::Error);
+  write_file(d / "tiny", "abc");
+  CHECK_THROWS_WITH_AS(load_idx_labels((d / "tiny").string()), doctest::Contains("too short"), pg::Error);
+  write_file(d / "labels", idx_labels(3, 2051));
+  CHECK_THROWS_WITH_AS(load_idx_labels((d / "labels").string()), doctest::Contains("expected 2049"), pg::Error);
+  // A gzip stream cut in the middle.
+  write_gz(d / "whole.gz", idx_images(50, 28, 28));
+  std::ifstream in(d / "whole.gz", std::ios::binary);
+  std::string gz((std::istreambuf_iterator<char>(in)), {});
+  write_file(d / "cut.gz", gz.substr(0, gz.size() / 2));
+  CHECK_THROWS_AS(load_idx_images((d / "cut.gz").string()), pg::Error);
+  CHECK_THROWS_WITH_AS(load_mnist((d / "nowhere").string()), doctest::Contains("not a directory"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_mnist(d.string()), doctest::Contains("missing train-images"), pg::Error);
+}
+
+TEST_CASE("text corpus: UTF-8 round trip, vocabulary from the training split, 90/10 split") {
+  fs::path d = temp_dir("text");
+  write_file(d / "a.txt", "héllo wörld\n");
+  write_file(d / "b.txt", "abc ∑ def\n");
+  write_file(d / "skip.dat", "zzzz");
+  std::string all = read_text(d.string());
+  CHECK(all == "héllo wörld\nabc ∑ def\n");
+  CHECK(utf8_encode(utf8_decode(all)) == all);
+  CHECK(utf8_decode("a\xff") == std::u32string{U'a', 0xFFFD});
+  TextCorpus c = load_text_corpus(d.string(), 0.1);
+  size_t n = utf8_decode(all).size();
+  CHECK(c.train.size() == static_cast<size_t>(n * 0.9));
+  CHECK(c.vocab.decode(c.train) == utf8_encode(utf8_decode(all).substr(0, c.train.size())));
+  CharVocab again = CharVocab::from_utf8(c.vocab.to_utf8());
+  CHECK(again.size() == c.vocab.size());
+  CHECK_THROWS_WITH_AS(c.vocab.encode(U"Q"), doctest::Contains("not in the vocabulary"), pg::Error);
+  CHECK_THROWS_AS(read_text((d / "missing").string()), pg::Error);
+}
+
+TEST_CASE("batches depend only on (seed, step) and the prefetcher yields them in order") {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[i] = i % 97;
+  Batch a = text_batch(tokens, 4, 16, 42, 7), b = text_batch(tokens, 4, 16, 42, 7);
+  CHECK(a.inputs.to_vector<int64_t>() == b.inputs.to_vector<int64_t>());
+  auto x = a.inputs.to_vector<int64_t>(), y = a.targets.to_vector<int64_t>();
+  for (int t = 0; t + 1 < 16; ++t) CHECK(y[t] == x[t + 1]);
+  CHECK(text_batch(tokens, 4, 16, 42, 8).inputs.to_vector<int64_t>() != x);
+  Prefetcher p([&](int64_t s) { return text_batch(tokens, 4, 16, 42, s); }, 5);
+  CHECK(p.next().inputs.to_vector<int64_t>() == text_batch(tokens, 4, 16, 42, 5).inputs.to_vector<int64_t>());
+  CHECK(p.next().inputs.to_vector<int64_t>() == text_batch(tokens, 4, 16, 42, 6).inputs.to_vector<int64_t>());
+
+  ImageSet set{rand({10, 2, 2}), arange(10)};
+  ImageBatcher batcher(set, 3, 1);
+  CHECK(batcher.steps_per_epoch() == 3);
+  // One epoch visits distinct images; the same step gives the same batch.
+  std::vector<int64_t> seen;
+  for (int s = 0; s < 3; ++s)
+    for (int64_t l : batcher.batch(s).targets.to_vector<int64_t>()) seen.push_back(l);
+  std::sort(seen.begin(), seen.end());
+  CHECK(std::unique(seen.begin(), seen.end()) == seen.end());
+  CHECK(batcher.batch(4).targets.to_vector<int64_t>() == batcher.batch(4).targets.to_vector<int64_t>());
+  CHECK(batcher.batch(1).inputs.shape() == Shape{3, 1, 2, 2});
+}

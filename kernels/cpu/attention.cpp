@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace pg::cpu {
 
@@ -80,7 +81,7 @@ struct RowRule {
         }
         // One exp per entry: unnormalised weights first, then a single scale.
         T sum = 0;
-        for (int64_t j = 0; j < kmax; ++j) sum += (a[j] = visible(i, j) ? std::exp(s[j] - mx) : T(0));
+        for (int64_t j = 0; j < kmax; ++j) sum += (a[j] = visible(i, j) ? vexp(s[j] - mx) : T(0));
         T inv = T(1) / sum;
         for (int64_t j = 0; j < kmax; ++j) a[j] *= inv;
         return mx + std::log(sum);
@@ -99,7 +100,7 @@ struct RowRule {
       case AttnActivation::Sigmoid: {
         T shift = static_cast<T>(std::log(n_of(i, kmax)));
         for (int64_t j = 0; j < kmax; ++j)
-          a[j] = visible(i, j) ? T(1) / (T(1) + std::exp(shift - s[j])) : T(0);
+          a[j] = visible(i, j) ? vsigmoid(s[j] - shift) : T(0);
         return 0;
       }
     }
@@ -222,7 +223,7 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
           // Weights from the saved log-sum-exp: exact and cheaper than recomputing the max.
           T l = lp[bh * Tq + i0 + r];
           for (int64_t j = 0; j < kmax; ++j)
-            a[j] = rule.visible(i0 + r, j) ? std::exp(s[j] - l) : T(0);
+            a[j] = rule.visible(i0 + r, j) ? vexp(s[j] - l) : T(0);
         } else {
           rule.weights(i0 + r, kmax, s, a);
         }

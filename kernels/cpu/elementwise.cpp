@@ -4,6 +4,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace pg::cpu {
 
@@ -57,12 +58,12 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, Fn fn) {
 template <typename T>
 T gelu_tanh(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);
-  return T(0.5) * x * (T(1) + std::tanh(k * (x + c * x * x * x)));
+  return T(0.5) * x * (T(1) + vtanh(k * (x + c * x * x * x)));
 }
 template <typename T>
 T gelu_tanh_grad(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);
-  T t = std::tanh(k * (x + c * x * x * x));
+  T t = vtanh(k * (x + c * x * x * x));
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x);
 }
 template <typename T>
@@ -150,25 +151,29 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
     T ts = static_cast<T>(s);
     switch (op) {
       case UnaryOp::Neg: unary_loop<T>(x, out, [](T v) { return -v; }); break;
-      case UnaryOp::Exp: unary_loop<T>(x, out, [](T v) { return std::exp(v); }); break;
+      case UnaryOp::Exp: unary_loop<T>(x, out, [](T v) { return vexp(v); }); break;
       case UnaryOp::Log: unary_loop<T>(x, out, [](T v) { return std::log(v); }); break;
       case UnaryOp::Sqrt: unary_loop<T>(x, out, [](T v) { return std::sqrt(v); }); break;
       case UnaryOp::Abs: unary_loop<T>(x, out, [](T v) { return std::abs(v); }); break;
       case UnaryOp::Sign:
         unary_loop<T>(x, out, [](T v) { return T((v > 0) - (v < 0)); });
         break;
-      case UnaryOp::Tanh: unary_loop<T>(x, out, [](T v) { return std::tanh(v); }); break;
+      case UnaryOp::Tanh: unary_loop<T>(x, out, [](T v) { return vtanh(v); }); break;
       case UnaryOp::Sigmoid:
-        unary_loop<T>(x, out, [](T v) { return T(1) / (T(1) + std::exp(-v)); });
+        unary_loop<T>(x, out, [](T v) { return vsigmoid(v); });
         break;
       case UnaryOp::Relu: unary_loop<T>(x, out, [](T v) { return v > 0 ? v : T(0); }); break;
       case UnaryOp::ReluMask:
         unary_loop<T>(x, out, [](T v) { return v > 0 ? T(1) : T(0); });
         break;
-      case UnaryOp::GeluTanh: unary_loop<T>(x, out, gelu_tanh<T>); break;
-      case UnaryOp::GeluErf: unary_loop<T>(x, out, gelu_erf<T>); break;
-      case UnaryOp::GeluTanhGrad: unary_loop<T>(x, out, gelu_tanh_grad<T>); break;
-      case UnaryOp::GeluErfGrad: unary_loop<T>(x, out, gelu_erf_grad<T>); break;
+      case UnaryOp::GeluTanh: unary_loop<T>(x, out, [](T v) { return gelu_tanh(v); }); break;
+      case UnaryOp::GeluErf: unary_loop<T>(x, out, [](T v) { return gelu_erf(v); }); break;
+      case UnaryOp::GeluTanhGrad:
+        unary_loop<T>(x, out, [](T v) { return gelu_tanh_grad(v); });
+        break;
+      case UnaryOp::GeluErfGrad:
+        unary_loop<T>(x, out, [](T v) { return gelu_erf_grad(v); });
+        break;
       case UnaryOp::PowScalar:
         unary_loop<T>(x, out, [s](T v) { return pow_scalar(v, s); });
         break;

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace pg::cpu {
 
@@ -82,11 +83,11 @@ void CpuBackend::softmax(const Tensor& x, Tensor& out, bool log) {
       if (mx == -std::numeric_limits<T>::infinity()) mx = 0;  // fully masked row
       T sum = 0;
       if (log) {
-        for (int64_t c = 0; c < cols; ++c) sum += std::exp(xr[c] - mx);
+        for (int64_t c = 0; c < cols; ++c) sum += vexp(xr[c] - mx);
         T lse = mx + std::log(sum);
         for (int64_t c = 0; c < cols; ++c) orow[c] = xr[c] - lse;
       } else {
-        for (int64_t c = 0; c < cols; ++c) sum += (orow[c] = std::exp(xr[c] - mx));
+        for (int64_t c = 0; c < cols; ++c) sum += (orow[c] = vexp(xr[c] - mx));
         T inv = T(1) / sum;
         for (int64_t c = 0; c < cols; ++c) orow[c] *= inv;
       }
@@ -109,7 +110,7 @@ void CpuBackend::softmax_backward(const Tensor& dy, const Tensor& y, Tensor& dx,
       T acc = 0;
       if (log) {
         for (int64_t c = 0; c < cols; ++c) acc += gr[c];
-        for (int64_t c = 0; c < cols; ++c) dr[c] = gr[c] - std::exp(yr[c]) * acc;
+        for (int64_t c = 0; c < cols; ++c) dr[c] = gr[c] - vexp(yr[c]) * acc;
       } else {
         for (int64_t c = 0; c < cols; ++c) acc += gr[c] * yr[c];
         for (int64_t c = 0; c < cols; ++c) dr[c] = yr[c] * (gr[c] - acc);
@@ -231,7 +232,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, int64
       for (int64_t j = 1; j < c; ++j) mx = std::max(mx, xr[j]);
       double s = 0, sx = 0;
       for (int64_t j = 0; j < c; ++j) {
-        s += std::exp(static_cast<double>(xr[j] - mx));
+        s += vexp(xr[j] - mx);
         sx += xr[j];
       }
       double l = static_cast<double>(mx) + std::log(s);
@@ -269,7 +270,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& grad, const Tensor& logits
         continue;
       }
       const T* xr = x + i * c;
-      for (int64_t j = 0; j < c; ++j) dr[j] = scale * (std::exp(xr[j] - lp[i]) - off);
+      for (int64_t j = 0; j < c; ++j) dr[j] = scale * (vexp(xr[j] - lp[i]) - off);
       dr[tgt[i]] -= scale * on;
     }
   });

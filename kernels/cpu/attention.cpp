@@ -26,13 +26,6 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a
     cblas_dgemm(CblasRowMajor, A, B, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-template <typename T>
-T ipow(T x, int p) {
-  T r = 1;
-  for (int i = 0; i < p; ++i) r *= x;
-  return r;
-}
-
 // A [B,H,R,C] operand seen one (b, h) matrix at a time.
 template <typename T>
 struct Operand {
@@ -46,61 +39,84 @@ struct Operand {
   T* at(int64_t b, int64_t h) const { return base + b * sb + h * sh; }
 };
 
-// Everything a row of the score tile needs to turn scores into weights and back.
+// x^P with P known at compile time, so the loops below vectorise.
+template <int P, typename T>
+T ipow_c(T x) {
+  T r = x;
+  for (int i = 1; i < P; ++i) r *= x;
+  return r;
+}
+
+// Calls f(std::integral_constant<int, P>) for the runtime power p in 1..8.
+template <typename F>
+void with_power(int p, F&& f) {
+  switch (p) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
+  }
+}
+
+// Everything a row of the score tile needs to turn scores into weights and back. Keys at or
+// beyond limit(i) are hidden by causality; below it, `kvis` (0/1 per key, or null) hides
+// padded keys. Hidden weights are exactly zero.
 template <typename T>
 struct RowRule {
   const AttentionParams& p;
-  int64_t keys;          // S
-  const int64_t* kmask;  // [S] of this batch row, or null
+  int64_t keys;    // S
+  const T* kvis;   // [S] of this batch row, or null
 
-  bool visible(int64_t i, int64_t j) const {
-    return (!p.causal || j <= i) && (!kmask || kmask[j] != 0);
-  }
-  int64_t count_visible(int64_t i, int64_t kmax) const {
-    int64_t n = 0;
-    for (int64_t j = 0; j < kmax; ++j) n += visible(i, j);
-    return n;
-  }
+  int64_t limit(int64_t i, int64_t kmax) const { return p.causal ? std::min(kmax, i + 1) : kmax; }
+  T vis(int64_t j) const { return kvis ? kvis[j] : T(1); }
   // N of the policy table for row i.
   double n_of(int64_t i, int64_t kmax) const {
-    return p.n_visible ? static_cast<double>(std::max<int64_t>(count_visible(i, kmax), 1))
-                       : static_cast<double>(keys);
+    if (!p.n_visible) return static_cast<double>(keys);
+    int64_t lim = limit(i, kmax);
+    double n = 0;
+    for (int64_t j = 0; j < lim; ++j) n += vis(j);
+    return std::max(n, 1.0);
   }
 
   // Weights a[j] from scores s[j] for row i; returns the row's log-sum-exp (softmax).
   T weights(int64_t i, int64_t kmax, const T* s, T* a) const {
     const T inf = std::numeric_limits<T>::infinity();
+    int64_t lim = limit(i, kmax);
+    for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
     switch (p.act) {
       case AttnActivation::Softmax: {
         T mx = -inf;
-        for (int64_t j = 0; j < kmax; ++j)
-          if (visible(i, j)) mx = std::max(mx, s[j]);
+        for (int64_t j = 0; j < lim; ++j) mx = std::max(mx, vis(j) != 0 ? s[j] : -inf);
         if (mx == -inf) {  // nothing visible: all weights zero
-          for (int64_t j = 0; j < kmax; ++j) a[j] = 0;
+          for (int64_t j = 0; j < lim; ++j) a[j] = 0;
           return inf;
         }
         // One exp per entry: unnormalised weights first, then a single scale.
         T sum = 0;
-        for (int64_t j = 0; j < kmax; ++j) sum += (a[j] = visible(i, j) ? vexp(s[j] - mx) : T(0));
+        for (int64_t j = 0; j < lim; ++j) sum += (a[j] = vis(j) * vexp(s[j] - mx));
         T inv = T(1) / sum;
-        for (int64_t j = 0; j < kmax; ++j) a[j] *= inv;
+        for (int64_t j = 0; j < lim; ++j) a[j] *= inv;
         return mx + std::log(sum);
       }
       case AttnActivation::Poly: {
         T f = static_cast<T>(std::pow(n_of(i, kmax), p.n_exponent));
-        for (int64_t j = 0; j < kmax; ++j) a[j] = visible(i, j) ? ipow(s[j], p.power) * f : T(0);
+        with_power(p.power, [&](auto P) {
+          for (int64_t j = 0; j < lim; ++j) a[j] = vis(j) * f * ipow_c<P()>(s[j]);
+        });
         return 0;
       }
       case AttnActivation::Relu: {
         T inv = static_cast<T>(1.0 / n_of(i, kmax));
-        for (int64_t j = 0; j < kmax; ++j)
-          a[j] = visible(i, j) && s[j] > 0 ? s[j] * inv : T(0);
+        for (int64_t j = 0; j < lim; ++j) a[j] = vis(j) * inv * std::max(s[j], T(0));
         return 0;
       }
       case AttnActivation::Sigmoid: {
         T shift = static_cast<T>(std::log(n_of(i, kmax)));
-        for (int64_t j = 0; j < kmax; ++j)
-          a[j] = visible(i, j) ? vsigmoid(s[j] - shift) : T(0);
+        for (int64_t j = 0; j < lim; ++j) a[j] = vis(j) * vsigmoid(s[j] - shift);
         return 0;
       }
     }
@@ -109,31 +125,55 @@ struct RowRule {
 
   // Turns dA (in place) into dS = dL/dscores for row i, given scores s and weights a.
   void scores_grad(int64_t i, int64_t kmax, const T* s, const T* a, T* da) const {
+    int64_t lim = limit(i, kmax);
+    for (int64_t j = lim; j < kmax; ++j) da[j] = 0;
     switch (p.act) {
       case AttnActivation::Softmax: {
         T dot = 0;
-        for (int64_t j = 0; j < kmax; ++j) dot += a[j] * da[j];
-        for (int64_t j = 0; j < kmax; ++j) da[j] = a[j] * (da[j] - dot);
+        for (int64_t j = 0; j < lim; ++j) dot += a[j] * da[j];
+        for (int64_t j = 0; j < lim; ++j) da[j] = a[j] * (da[j] - dot);
         return;
       }
       case AttnActivation::Poly: {
         T f = static_cast<T>(p.power * std::pow(n_of(i, kmax), p.n_exponent));
-        for (int64_t j = 0; j < kmax; ++j)
-          da[j] = visible(i, j) ? da[j] * f * ipow(s[j], p.power - 1) : T(0);
+        with_power(p.power, [&](auto P) {
+          if constexpr (P() == 1)
+            for (int64_t j = 0; j < lim; ++j) da[j] = vis(j) * f * da[j];
+          else
+            for (int64_t j = 0; j < lim; ++j) da[j] = vis(j) * f * da[j] * ipow_c<P() - 1>(s[j]);
+        });
         return;
       }
       case AttnActivation::Relu: {
         T inv = static_cast<T>(1.0 / n_of(i, kmax));
-        for (int64_t j = 0; j < kmax; ++j) da[j] = visible(i, j) && s[j] > 0 ? da[j] * inv : T(0);
+        for (int64_t j = 0; j < lim; ++j) da[j] = s[j] > 0 ? vis(j) * inv * da[j] : T(0);
         return;
       }
       case AttnActivation::Sigmoid:
-        for (int64_t j = 0; j < kmax; ++j)
-          da[j] = visible(i, j) ? da[j] * a[j] * (T(1) - a[j]) : T(0);
+        for (int64_t j = 0; j < lim; ++j) da[j] = vis(j) * da[j] * a[j] * (T(1) - a[j]);
         return;
     }
   }
+
+  // sum over visible entries of da^2 (the gradient-norm diagnostic).
+  double visible_sq(int64_t i, int64_t kmax, const T* da) const {
+    int64_t lim = limit(i, kmax);
+    double acc = 0;
+    for (int64_t j = 0; j < lim; ++j) acc += static_cast<double>(vis(j) * da[j] * da[j]);
+    return acc;
+  }
 };
+
+// The key padding mask as 0/1 values of the compute type ([B, S]), or empty.
+template <typename T>
+std::vector<T> key_visibility(const Tensor& key_mask) {
+  std::vector<T> v;
+  if (!key_mask.defined()) return v;
+  const int64_t* m = key_mask.data<int64_t>();
+  v.resize(static_cast<size_t>(key_mask.numel()));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = m[i] != 0 ? T(1) : T(0);
+  return v;
+}
 
 // Scratch tiles for every thread, from the caching allocator so repeated calls touch no
 // new pages.
@@ -148,7 +188,8 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), d = q.size(3);
   int64_t S = k.size(2), e = v.size(3);
   Operand<T> Q(q), K(k), V(v), O(out);
-  const int64_t* km = key_mask.defined() ? key_mask.data<int64_t>() : nullptr;
+  std::vector<T> kv = key_visibility<T>(key_mask);
+  const T* km = kv.empty() ? nullptr : kv.data();
   T* lp = lse.defined() ? lse.data<T>() : nullptr;
   int threads = omp_get_max_threads();
   int64_t tile = kQueryBlock * S;
@@ -191,7 +232,8 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
   int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), d = q.size(3);
   int64_t S = k.size(2), e = v.size(3);
   Operand<T> Q(q), K(k), V(v), dO(dout), dQ(dq), dK(dk), dV(dv);
-  const int64_t* km = key_mask.defined() ? key_mask.data<int64_t>() : nullptr;
+  std::vector<T> kv = key_visibility<T>(key_mask);
+  const T* km = kv.empty() ? nullptr : kv.data();
   const T* lp = lse.defined() ? lse.data<T>() : nullptr;
   int threads = omp_get_max_threads();
   int64_t tile = kQueryBlock * S;
@@ -222,8 +264,9 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
         if (p.act == AttnActivation::Softmax) {
           // Weights from the saved log-sum-exp: exact and cheaper than recomputing the max.
           T l = lp[bh * Tq + i0 + r];
-          for (int64_t j = 0; j < kmax; ++j)
-            a[j] = rule.visible(i0 + r, j) ? vexp(s[j] - l) : T(0);
+          int64_t lim = rule.limit(i0 + r, kmax);
+          for (int64_t j = 0; j < lim; ++j) a[j] = rule.vis(j) * vexp(s[j] - l);
+          for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
         } else {
           rule.weights(i0 + r, kmax, s, a);
         }
@@ -232,9 +275,7 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
       gemm<T>(true, false, kmax, e, rows, 1, abuf, kmax, gp + i0 * dO.ld, dO.ld, 1, dvp, dV.ld);
       for (int64_t r = 0; r < rows; ++r) {
         T* da = dabuf + r * kmax;
-        if (grad_frob_sq)
-          for (int64_t j = 0; j < kmax; ++j)
-            if (rule.visible(i0 + r, j)) gs += static_cast<double>(da[j]) * da[j];
+        if (grad_frob_sq) gs += rule.visible_sq(i0 + r, kmax, da);
         rule.scores_grad(i0 + r, kmax, sbuf + r * kmax, abuf + r * kmax, da);
       }
       gemm<T>(false, false, rows, d, kmax, scale, dabuf, kmax, kp, K.ld, 0, dqp + i0 * dQ.ld,

@@ -3,6 +3,7 @@
 #pragma once
 #include <vector>
 
+#include "autograd/node.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 

@@ -1,0 +1,97 @@
+#include "nn/layers.h"
+
+#include <cmath>
+
+#include "kernels/factory.h"
+#include "nn/init.h"
+
+namespace pg {
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias) {
+  PG_CHECK(in > 0 && out > 0, "Linear", "sizes must be positive, got in ", in, ", out ", out);
+  double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  weight = empty({out, in});
+  uniform_(weight, -bound, bound);
+  register_parameter("weight", &weight);
+  if (has_bias) {
+    bias = empty({out});
+    uniform_(bias, -bound, bound);
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  PG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "Linear", "expected input [..., ",
+           weight.size(1), "], got ", shape_str(x.shape()));
+  // Fold leading dims into one: a single GEMM against the transposed weight view.
+  Shape lead(x.shape().begin(), x.shape().end() - 1);
+  Tensor x2 = x.dim() == 2 ? x : reshape(x, {-1, x.size(-1)});
+  Tensor y = matmul(x2, transpose(weight, 0, 1));
+  if (bias.defined()) y = add(y, bias);
+  lead.push_back(weight.size(0));
+  return x.dim() == 2 ? y : reshape(y, lead);
+}
+
+Embedding::Embedding(int64_t num, int64_t dim) {
+  PG_CHECK(num > 0 && dim > 0, "Embedding", "sizes must be positive, got ", num, ", ", dim);
+  weight = empty({num, dim});
+  normal_(weight, 0.0, 1.0);
+  register_parameter("weight", &weight);
+}
+
+Tensor Embedding::forward(const Tensor& index) { return embedding(weight, index); }
+
+LayerNorm::LayerNorm(int64_t dim, double eps_, bool affine) : eps(eps_) {
+  if (affine) {
+    weight = ones({dim});
+    bias = zeros({dim});
+    register_parameter("weight", &weight);
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor LayerNorm::forward(const Tensor& x) { return layer_norm(x, weight, bias, eps); }
+
+RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
+  weight = ones({dim});
+  register_parameter("weight", &weight);
+}
+
+Tensor RMSNorm::forward(const Tensor& x) {
+  Tensor inv = pow(add(mean(mul(x, x), {-1}, true), eps), -0.5);
+  return mul(mul(x, inv), weight);
+}
+
+Dropout::Dropout(double p_, Generator* gen) : p(p_), gen_(gen) {
+  PG_CHECK(p >= 0 && p <= 1, "Dropout", "probability must be in [0, 1], got ", p);
+}
+
+Tensor Dropout::forward(const Tensor& x) { return dropout(x, p, is_training(), gen_); }
+
+MLP::MLP(int64_t dim, int64_t hidden, double p) {
+  fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden));
+  fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim));
+  drop = register_module("drop", std::make_shared<Dropout>(p));
+}
+
+Tensor MLP::forward(const Tensor& x) { return (*drop)((*fc2)(gelu((*fc1)(x)))); }
+
+Sequential& Sequential::add(std::shared_ptr<Module> m) {
+  layers_.push_back(register_module(std::to_string(layers_.size()), std::move(m)));
+  return *this;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& m : layers_) h = (*m)(h);
+  return h;
+}
+
+Tensor mse_loss(const Tensor& pred, const Tensor& target) {
+  PG_CHECK(pred.shape() == target.shape(), "mse_loss", "prediction ", shape_str(pred.shape()),
+           " and target ", shape_str(target.shape()), " must have the same shape");
+  Tensor d = sub(pred, target);
+  return mean(mul(d, d));
+}
+
+}  // namespace pg

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Golden values from PyTorch for polygrad's tests (needs Debian's python3-torch).
 
-Builds a small pre-norm transformer block with fixed weights, runs forward and backward for
+1. Builds a small pre-norm transformer block with fixed weights, runs forward and backward for
 each built-in attention activation (polynomial, ReLU and sigmoid attention written out by
 hand), and writes weights, input, upstream gradient, outputs and gradients to
-tests/fixtures/transformer_block.safetensors. The tests read the file; they never need
-PyTorch. Run from the repository root: python3 tools/make_fixtures.py
+tests/fixtures/transformer_block.safetensors.
+2. Runs three steps of AdamW, Adam (L2 weight decay) and SGD (Nesterov momentum, weight
+decay) on a fixed parameter with fixed gradients and writes the parameter after each step to
+tests/fixtures/optim_steps.safetensors.
+The tests read the files; they never need PyTorch. Run from the repository root: python3 tools/make_fixtures.py
 """
 import json
 import math
@@ -126,5 +129,32 @@ def main():
     save_safetensors(os.path.join(FIXTURES, "transformer_block.safetensors"), out, meta)
 
 
+def optimizer_steps():
+    torch.manual_seed(1)
+    p0 = torch.randn(3, 4)
+    grads = [torch.randn(3, 4) for _ in range(3)]
+    out = {"p0": p0}
+    for i, g in enumerate(grads):
+        out["grad%d" % i] = g
+    makers = {
+        "adamw": lambda p: torch.optim.AdamW([p], lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1),
+        "adam": lambda p: torch.optim.Adam([p], lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1),
+        "sgd": lambda p: torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    }
+    for name, make in makers.items():
+        p = p0.clone().requires_grad_()
+        opt = make(p)
+        for i, g in enumerate(grads):
+            p.grad = g.clone()
+            opt.step()
+            out["%s.step%d" % (name, i)] = p.detach().clone()
+    meta = {"generator": "tools/make_fixtures.py", "torch": torch.__version__,
+            "config": json.dumps({"adamw": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1},
+                                  "adam": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1},
+                                  "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}})}
+    save_safetensors(os.path.join(FIXTURES, "optim_steps.safetensors"), out, meta)
+
+
 if __name__ == "__main__":
     main()
+    optimizer_steps()

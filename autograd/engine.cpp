@@ -47,7 +47,10 @@ void run_backward(const Tensor& output, const Tensor& grad_output, bool retain_g
       return;
     }
     Tensor old(leaf->grad);
-    Tensor ng = accumulate(old, g);
+    // The first gradient a leaf receives may alias other tensors (add hands its incoming
+    // gradient to both inputs, sum's is a stride-0 expansion, the caller passes their own):
+    // .grad gets contiguous storage of its own, since optimizers update it in place.
+    Tensor ng = old.defined() ? add(old, g) : g.clone();
     leaf->grad = (create_graph ? ng : ng.detach()).impl_ptr();
   };
 

@@ -13,7 +13,10 @@ std::vector<int64_t> normalized_dims(const std::vector<int64_t>& dims, int64_t r
   std::vector<int64_t> out;
   if (dims.empty())
     for (int64_t d = 0; d < rank; ++d) out.push_back(d);
-  for (int64_t d : dims) out.push_back(wrap_dim(d, rank, op));
+  for (int64_t d : dims) {
+    int64_t w = wrap_dim(d, rank, op);
+    if (rank > 0) out.push_back(w);  // a 0-d tensor accepts dim 0 / -1 but has no dim to reduce
+  }
   return out;
 }
 
@@ -56,6 +59,7 @@ Tensor max(const Tensor& x) {
 
 Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   int64_t d = wrap_dim(dim, x.dim(), "max");
+  if (x.dim() == 0) return max(x.reshape({1}), 0, false);  // like PyTorch: the element itself
   Tensor out = kernels::reduce(ReduceOp::Max, x, {d}, keepdim);
   Tensor idx = kernels::reduce(ReduceOp::ArgMax, x, {d}, true);
   Shape in_shape = x.shape(), kd = keepdim_shape(x.shape(), {d});
@@ -82,6 +86,9 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   for (int64_t i = 0; i < x.dim(); ++i) {
     if (i < lead) dims.push_back(i);
     else if (shape[i - lead] == 1 && x.shape()[i] != 1) dims.push_back(i);
+    else
+      PG_CHECK(shape[i - lead] == x.shape()[i], "sum_to", "cannot sum shape ", shape_str(x.shape()),
+               " to ", shape_str(shape));
   }
   Tensor s = dims.empty() ? x : sum(x, dims, true);
   return reshape(s, shape);

@@ -61,12 +61,14 @@ Tensor permute(const Tensor& x, const Shape& dims) {
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   Shape dims(x.dim());
   std::iota(dims.begin(), dims.end(), 0);
-  std::swap(dims[wrap_dim(d0, x.dim(), "transpose")], dims[wrap_dim(d1, x.dim(), "transpose")]);
+  int64_t w0 = wrap_dim(d0, x.dim(), "transpose"), w1 = wrap_dim(d1, x.dim(), "transpose");
+  if (x.dim() > 0) std::swap(dims[w0], dims[w1]);  // 0-d: transpose(0, 0) is the identity
   return permute(x, dims);
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
   int64_t d = wrap_dim(dim, x.dim(), "slice");
+  PG_CHECK(x.dim() > 0, "slice", "cannot slice a 0-d tensor");
   PG_CHECK(step > 0, "slice", "step must be positive, got ", step);
   int64_t n = x.shape()[d];
   if (start < 0) start += n;
@@ -108,6 +110,7 @@ Tensor cat(const TensorList& xs, int64_t dim) {
   PG_CHECK(!xs.empty(), "cat", "expected at least one tensor");
   const Tensor& first = xs[0];
   int64_t d = wrap_dim(dim, first.dim(), "cat");
+  PG_CHECK(first.dim() > 0, "cat", "zero-dimensional tensors cannot be concatenated; use stack");
   Shape shape = first.shape();
   shape[d] = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -175,6 +178,7 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
 
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   int64_t d = wrap_dim(dim, this->dim(), "narrow");
+  PG_CHECK(this->dim() > 0, "narrow", "cannot narrow a 0-d tensor");
   int64_t n = shape()[d];
   PG_CHECK(start >= 0 && length >= 0 && start + length <= n, "narrow", "range [", start, ", ",
            start + length, ") is out of bounds for dim ", d, " of size ", n, " (shape ",
@@ -184,6 +188,7 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
 
 Tensor Tensor::select(int64_t dim, int64_t index) const {
   int64_t d = wrap_dim(dim, this->dim(), "select");
+  PG_CHECK(this->dim() > 0, "select", "cannot select from a 0-d tensor");
   int64_t n = shape()[d];
   PG_CHECK(index >= -n && index < n, "select", "index ", index, " is out of range for dim ", d,
            " of size ", n, " (shape ", shape_str(shape()), ")");
@@ -195,7 +200,7 @@ Tensor Tensor::expand(const Shape& shape) const { return pg::expand(*this, shape
 
 Tensor Tensor::squeeze(int64_t dim) const {
   int64_t d = wrap_dim(dim, this->dim(), "squeeze");
-  if (shape()[d] != 1) return *this;
+  if (this->dim() == 0 || shape()[d] != 1) return *this;
   Shape s = shape();
   s.erase(s.begin() + d);
   return pg::reshape(*this, s);

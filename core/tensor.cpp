@@ -12,7 +12,11 @@ TensorImpl& Tensor::impl() const {
   return *impl_;
 }
 
-int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
+int64_t Tensor::size(int64_t d) const {
+  int64_t w = wrap_dim(d, dim(), "size");
+  PG_CHECK(dim() > 0, "size", "a 0-d tensor has no dim ", d);
+  return shape()[w];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -101,20 +105,27 @@ Tensor empty_like(const Tensor& t) {
 
 namespace {
 
-// Reads element `flat` (row-major position) of a CPU tensor as double.
-double read_as_double(const Tensor& t, const Shape& idx) {
-  int64_t off = 0;
+// Reads the element at multi-index `idx` of a CPU tensor as T, converting directly from the
+// stored type (through double, 64-bit integers above 2^53 would lose their low bits).
+template <typename T>
+T read_as(const Tensor& t, const Shape& idx) {
+  int64_t off = t.offset();
   for (size_t i = 0; i < idx.size(); ++i) off += idx[i] * t.strides()[i];
   const char* base = static_cast<const char*>(t.impl().storage->data());
   switch (t.dtype()) {
-    case DType::F32: return reinterpret_cast<const float*>(base)[t.offset() + off];
-    case DType::F64: return reinterpret_cast<const double*>(base)[t.offset() + off];
+    case DType::F32:
+      return static_cast<T>(reinterpret_cast<const float*>(base)[off]);
+    case DType::F64:
+      return static_cast<T>(reinterpret_cast<const double*>(base)[off]);
     case DType::I64:
-      return static_cast<double>(reinterpret_cast<const int64_t*>(base)[t.offset() + off]);
-    case DType::I32: return reinterpret_cast<const int32_t*>(base)[t.offset() + off];
+      return static_cast<T>(reinterpret_cast<const int64_t*>(base)[off]);
+    case DType::I32:
+      return static_cast<T>(reinterpret_cast<const int32_t*>(base)[off]);
   }
-  return 0;
+  return T(0);
 }
+
+double read_as_double(const Tensor& t, const Shape& idx) { return read_as<double>(t, idx); }
 
 template <typename F>
 void for_each_index(const Shape& shape, F&& f) {
@@ -150,9 +161,7 @@ std::vector<T> Tensor::to_vector() const {
     out.assign(p, p + numel());
     return out;
   }
-  for_each_index(c.shape(), [&](const Shape& idx) {
-    out.push_back(static_cast<T>(read_as_double(c, idx)));
-  });
+  for_each_index(c.shape(), [&](const Shape& idx) { out.push_back(read_as<T>(c, idx)); });
   return out;
 }
 template std::vector<float> Tensor::to_vector<float>() const;

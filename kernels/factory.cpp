@@ -1,5 +1,6 @@
 #include "kernels/factory.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/backend.h"
@@ -82,6 +83,12 @@ Tensor rand(const Shape& shape, TensorOptions opts, Generator* gen) {
   PG_CHECK(is_floating(opts.dtype), "rand", "expected a floating dtype, got ",
            dtype_name(opts.dtype));
   Generator& g = gen ? *gen : default_generator();
+  if (opts.dtype == DType::F32) {
+    // Draws above 1 - 2^-25 round up to 1.0f; clamp them to the largest float below 1 so the
+    // range stays [0, 1) without changing any other value of the stream.
+    const double below_one = static_cast<double>(std::nextafter(1.0f, 0.0f));
+    return host_random(shape, opts, [&] { return std::min(g.uniform(), below_one); });
+  }
   return host_random(shape, opts, [&] { return g.uniform(); });
 }
 

@@ -90,6 +90,7 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
   std::vector<bool> reduced(x.dim(), dims.empty());
   for (int64_t d : dims) {
     int64_t w = wrap_dim(d, x.dim(), name);
+    if (x.dim() == 0) continue;  // dim 0 / -1 of a 0-d tensor: nothing to reduce
     PG_CHECK(!reduced[w] || dims.empty(), name, "dim ", d, " given twice");
     reduced[w] = true;
   }
@@ -124,7 +125,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
            k, " vs ", b.size(-2), ")");
   Shape batch_a(a.shape().begin(), a.shape().end() - 2);
   Shape batch_b(b.shape().begin(), b.shape().end() - 2);
-  Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  Shape batch;
+  try {
+    batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  } catch (const Error&) {
+    // The batch shapes alone do not tell the user which operands were meant.
+    throw Error("matmul", detail::concat("batch dims of ", shape_str(a.shape()), " and ",
+                                         shape_str(b.shape()), " cannot be broadcast together"));
+  }
   int64_t nb = shape_numel(batch);
   Shape full_a = batch, full_b = batch, out_shape = batch;
   full_a.insert(full_a.end(), {m, k});

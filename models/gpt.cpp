@@ -1,0 +1,123 @@
+#include "models/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "kernels/factory.h"
+#include "nn/init.h"
+
+namespace pg {
+
+std::string GptConfig::to_json() const {
+  nlohmann::json j = {{"model", "gpt"},         {"vocab_size", vocab_size}, {"context", context},
+                      {"dim", dim},             {"layers", layers},         {"heads", heads},
+                      {"mlp_ratio", mlp_ratio}, {"dropout", dropout},       {"attn", attn},
+                      {"tie_weights", tie_weights}};
+  return j.dump();
+}
+
+GptConfig GptConfig::from_json(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    throw Error("GptConfig", std::string("config is not valid JSON: ") + e.what());
+  }
+  GptConfig c;
+  auto get = [&](const char* key, auto& field) {
+    if (!j.contains(key)) throw Error("GptConfig", std::string("config misses '") + key + "'");
+    try {
+      j.at(key).get_to(field);
+    } catch (const std::exception&) {
+      throw Error("GptConfig", std::string("config field '") + key + "' has the wrong type");
+    }
+  };
+  get("vocab_size", c.vocab_size);
+  get("context", c.context);
+  get("dim", c.dim);
+  get("layers", c.layers);
+  get("heads", c.heads);
+  get("mlp_ratio", c.mlp_ratio);
+  get("dropout", c.dropout);
+  get("attn", c.attn);
+  get("tie_weights", c.tie_weights);
+  return c;
+}
+
+Gpt::Gpt(const GptConfig& c) : config_(c) {
+  PG_CHECK(c.vocab_size > 0 && c.context > 0 && c.layers > 0, "Gpt",
+           "vocab_size, context and layers must be positive (got ", c.vocab_size, ", ", c.context,
+           ", ", c.layers, ")");
+  tok_ = register_module("tok", std::make_shared<Embedding>(c.vocab_size, c.dim));
+  pos_ = register_module("pos", std::make_shared<Embedding>(c.context, c.dim));
+  AttentionConfig ac;
+  ac.dim = c.dim;
+  ac.heads = c.heads;
+  ac.activation = AttentionActivation::parse(c.attn);
+  ac.causal = true;
+  for (int64_t i = 0; i < c.layers; ++i)
+    blocks_.push_back(register_module("blocks." + std::to_string(i),
+                                      std::make_shared<TransformerBlock>(ac, c.mlp_ratio * c.dim,
+                                                                         c.dropout)));
+  ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(c.dim));
+  head_ = register_module("head", std::make_shared<Linear>(c.dim, c.vocab_size, false));
+  // GPT-2's initialisation: N(0, 0.02) everywhere, residual projections scaled by depth.
+  for (auto& [name, p] : named_parameters()) {
+    if (name.ends_with(".bias") || name.find("ln") != std::string::npos) continue;
+    double std = name.ends_with("proj.weight") || name.ends_with("fc2.weight")
+                     ? 0.02 / std::sqrt(2.0 * static_cast<double>(c.layers))
+                     : 0.02;
+    normal_(p, 0.0, std);
+  }
+  if (c.tie_weights) head_->weight = tok_->weight;
+}
+
+Tensor Gpt::forward(const Tensor& tokens) {
+  PG_CHECK(tokens.dim() == 2 && tokens.size(1) <= config_.context, "Gpt",
+           "expected token ids [B, T] with T <= context ", config_.context, ", got ",
+           shape_str(tokens.shape()));
+  int64_t T = tokens.size(1);
+  Tensor positions = arange(T, {DType::I64, tokens.device()});
+  Tensor x = add((*tok_)(tokens), (*pos_)(positions));
+  for (auto& b : blocks_) x = (*b)(x);
+  return (*head_)((*ln_f_)(x));
+}
+
+std::vector<int32_t> Gpt::generate(std::vector<int32_t> ids, int64_t count, double temperature,
+                                   int64_t top_k, Generator& gen) {
+  PG_CHECK(!ids.empty(), "generate", "the prompt must hold at least one token");
+  NoGradGuard no_grad;
+  bool was_training = is_training();
+  eval();
+  for (int64_t n = 0; n < count; ++n) {
+    int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - config_.context);
+    std::vector<int64_t> window(ids.begin() + start, ids.end());
+    Tensor x = from_vector(window, {1, static_cast<int64_t>(window.size())});
+    Tensor logits = forward(x).select(1, -1).select(0, 0).contiguous();
+    std::vector<float> l = logits.to_vector<float>();
+    int32_t next;
+    if (temperature <= 0) {
+      next = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    } else {
+      std::vector<int32_t> order(l.size());
+      for (size_t i = 0; i < l.size(); ++i) order[i] = static_cast<int32_t>(i);
+      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+      size_t k = top_k > 0 ? std::min<size_t>(top_k, order.size()) : order.size();
+      std::vector<double> p(k);
+      double total = 0;
+      for (size_t i = 0; i < k; ++i) total += p[i] = std::exp((l[order[i]] - l[order[0]]) / temperature);
+      double u = gen.uniform() * total;
+      size_t i = 0;
+      while (i + 1 < k && (u -= p[i]) > 0) ++i;
+      next = order[i];
+    }
+    ids.push_back(next);
+  }
+  train(was_training);
+  return ids;
+}
+
+}  // namespace pg

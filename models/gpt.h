@@ -1,0 +1,55 @@
+// GPT: a decoder-only character language model built from nn modules.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "nn/attention.h"
+#include "nn/layers.h"
+#include "nn/module.h"
+
+namespace pg {
+
+/// Size and policy of a GPT; saved in checkpoints so that a checkpoint rebuilds the model.
+struct GptConfig {
+  int64_t vocab_size = 0;
+  int64_t context = 128;
+  int64_t dim = 128;
+  int64_t layers = 4;
+  int64_t heads = 4;
+  int64_t mlp_ratio = 4;
+  double dropout = 0.0;
+  std::string attn = "softmax";  ///< attention-activation spec
+  bool tie_weights = false;      ///< share the token embedding with the output head
+
+  /// JSON text of the config.
+  std::string to_json() const;
+  /// Parses to_json()'s text; throws pg::Error naming the bad field.
+  static GptConfig from_json(const std::string& text);
+};
+
+/// Token + learned position embeddings, pre-norm causal blocks, final LayerNorm, linear head.
+class Gpt : public Module {
+ public:
+  explicit Gpt(const GptConfig& config);
+  /// Token ids [B, T] (i64, T <= context) -> logits [B, T, vocab].
+  Tensor forward(const Tensor& tokens) override;
+  std::string type_name() const override { return "Gpt"; }
+  const GptConfig& config() const { return config_; }
+  /// Continues `prompt` by `count` tokens sampled at `temperature` from the top_k most likely
+  /// (top_k <= 0: all); temperature 0 picks the most likely token.
+  std::vector<int32_t> generate(std::vector<int32_t> prompt, int64_t count, double temperature,
+                                int64_t top_k, Generator& gen);
+  /// The attention blocks, for diagnostics.
+  const std::vector<std::shared_ptr<TransformerBlock>>& blocks() const { return blocks_; }
+
+ private:
+  GptConfig config_;
+  std::shared_ptr<Embedding> tok_, pos_;
+  std::vector<std::shared_ptr<TransformerBlock>> blocks_;
+  std::shared_ptr<LayerNorm> ln_f_;
+  std::shared_ptr<Linear> head_;
+};
+
+}  // namespace pg

@@ -1,0 +1,90 @@
+#include "models/vit.h"
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/ops.h"
+#include "kernels/factory.h"
+#include "nn/init.h"
+
+namespace pg {
+
+std::string VitConfig::to_json() const {
+  nlohmann::json j = {{"model", "vit"},     {"image_size", image_size}, {"channels", channels},
+                      {"patch", patch},     {"classes", classes},       {"dim", dim},
+                      {"layers", layers},   {"heads", heads},           {"mlp_ratio", mlp_ratio},
+                      {"dropout", dropout}, {"attn", attn}};
+  return j.dump();
+}
+
+VitConfig VitConfig::from_json(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    throw Error("VitConfig", std::string("config is not valid JSON: ") + e.what());
+  }
+  VitConfig c;
+  auto get = [&](const char* key, auto& field) {
+    if (!j.contains(key)) throw Error("VitConfig", std::string("config misses '") + key + "'");
+    try {
+      j.at(key).get_to(field);
+    } catch (const std::exception&) {
+      throw Error("VitConfig", std::string("config field '") + key + "' has the wrong type");
+    }
+  };
+  get("image_size", c.image_size);
+  get("channels", c.channels);
+  get("patch", c.patch);
+  get("classes", c.classes);
+  get("dim", c.dim);
+  get("layers", c.layers);
+  get("heads", c.heads);
+  get("mlp_ratio", c.mlp_ratio);
+  get("dropout", c.dropout);
+  get("attn", c.attn);
+  return c;
+}
+
+Vit::Vit(const VitConfig& c) : config_(c) {
+  PG_CHECK(c.patch > 0 && c.image_size % c.patch == 0, "Vit", "image size ", c.image_size,
+           " must be a multiple of the patch size ", c.patch);
+  patch_embed_ = register_module("patch_embed",
+                                 std::make_shared<Linear>(c.channels * c.patch * c.patch, c.dim));
+  cls_token = zeros({1, 1, c.dim});
+  pos_embed = zeros({1, c.patches() + 1, c.dim});
+  normal_(cls_token, 0.0, 0.02);
+  normal_(pos_embed, 0.0, 0.02);
+  register_parameter("cls_token", &cls_token);
+  register_parameter("pos_embed", &pos_embed);
+  AttentionConfig ac;
+  ac.dim = c.dim;
+  ac.heads = c.heads;
+  ac.activation = AttentionActivation::parse(c.attn);
+  ac.causal = false;
+  for (int64_t i = 0; i < c.layers; ++i)
+    blocks_.push_back(register_module("blocks." + std::to_string(i),
+                                      std::make_shared<TransformerBlock>(ac, c.mlp_ratio * c.dim,
+                                                                         c.dropout)));
+  ln_ = register_module("ln", std::make_shared<LayerNorm>(c.dim));
+  head_ = register_module("head", std::make_shared<Linear>(c.dim, c.classes));
+}
+
+Tensor Vit::forward(const Tensor& images) {
+  const auto& c = config_;
+  PG_CHECK(images.dim() == 4 && images.size(1) == c.channels && images.size(2) == c.image_size &&
+               images.size(3) == c.image_size,
+           "Vit", "expected images [B, ", c.channels, ", ", c.image_size, ", ", c.image_size,
+           "], got ", shape_str(images.shape()));
+  int64_t B = images.size(0), g = c.image_size / c.patch, p = c.patch;
+  // [B, C, g, p, g, p] -> [B, g, g, C, p, p] -> [B, g*g, C*p*p]
+  Tensor patches = reshape(permute(reshape(images, {B, c.channels, g, p, g, p}), {0, 2, 4, 1, 3, 5}),
+                           {B, g * g, c.channels * p * p});
+  Tensor x = (*patch_embed_)(patches);
+  x = cat({expand(cls_token, {B, 1, c.dim}), x}, 1);
+  x = add(x, pos_embed);
+  for (auto& b : blocks_) x = (*b)(x);
+  Tensor cls = (*ln_)(x).select(1, 0);
+  return (*head_)(cls);
+}
+
+}  // namespace pg

@@ -1,0 +1,184 @@
+// The `polygrad` command: train, eval, sample and compare.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "kernels/factory.h"
+#include "nn/attention_activation.h"
+#include "nn/checkpoint.h"
+#include "nn/data_loader.h"
+#include "nn/mnist.h"
+#include "nn/text.h"
+#include "tools/compare.h"
+#include "tools/train_programs.h"
+
+using namespace pg;
+using namespace pg::tools;
+
+namespace {
+
+// Flags every training run takes.
+void add_train_flags(CLI::App* app, TrainOptions& o) {
+  app->add_option("--attn", o.attn, "attention activation: softmax, poly:3, poly:p=2,scale=n^-0.5, relu, sigmoid")
+      ->capture_default_str()
+      ->check([](const std::string& s) {
+        try {
+          AttentionActivation::parse(s);
+          return std::string();
+        } catch (const pg::Error& e) {
+          return std::string(e.what());
+        }
+      });
+  app->add_option("--steps", o.steps, "optimizer steps (0: from --epochs, or the model's default)");
+  app->add_option("--epochs", o.epochs, "ViT: passes over the training set")->check(CLI::NonNegativeNumber);
+  app->add_option("--batch", o.batch, "batch size (0: model default)")->check(CLI::NonNegativeNumber);
+  app->add_option("--lr", o.lr, "peak learning rate (0: model default)")->check(CLI::NonNegativeNumber);
+  app->add_option("--warmup", o.warmup, "warm-up steps (-1: 5% of the run)");
+  app->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  app->add_option("--seed", o.seed, "seed of initialisation, data order and dropout")->capture_default_str();
+  app->add_option("--threads", o.threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app->add_option("--out", o.out, "run directory")->capture_default_str();
+  app->add_option("--data", o.data, "data path (ViT: MNIST-layout dir; GPT: text file or dir)");
+  app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
+  app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)");
+  app->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0: at the end)");
+}
+
+void add_vit_flags(CLI::App* app, VitConfig& c) {
+  app->add_option("--patch", c.patch, "patch size")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--dim", c.dim, "model width")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--layers", c.layers, "transformer blocks")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--heads", c.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--mlp-ratio", c.mlp_ratio, "MLP hidden = ratio * dim")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--dropout", c.dropout, "dropout")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+}
+
+void add_gpt_flags(CLI::App* app, GptConfig& c) {
+  app->add_option("--context", c.context, "context length")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--dim", c.dim, "model width")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--layers", c.layers, "transformer blocks")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--heads", c.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--dropout", c.dropout, "dropout")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  app->add_flag("--tie-weights", c.tie_weights, "share token embedding and output head");
+}
+
+int run_eval(const std::string& ckpt_path, const std::string& data) {
+  Checkpoint ck = load_checkpoint(ckpt_path);
+  NoGradGuard no_grad;
+  if (ck.metadata.at("model") == "vit") {
+    Vit model(VitConfig::from_json(ck.metadata.at("config")));
+    model.load_state_dict(ck.model);
+    model.eval();
+    MnistData d = load_mnist(data.empty() ? kFashionMnistDir : data);
+    int64_t n = d.test.images.size(0), correct = 0;
+    for (int64_t i = 0; i < n; i += 500) {
+      int64_t m = std::min<int64_t>(500, n - i);
+      Tensor x = d.test.images.narrow(0, i, m).unsqueeze(1);
+      auto pred = argmax(model(x), 1).to_vector<int64_t>();
+      auto y = d.test.labels.narrow(0, i, m).to_vector<int64_t>();
+      for (int64_t j = 0; j < m; ++j) correct += pred[j] == y[j];
+    }
+    std::printf("test accuracy %.2f%% (%lld/%lld)\n", 100.0 * correct / n, (long long)correct, (long long)n);
+    return 0;
+  }
+  Gpt model(GptConfig::from_json(ck.metadata.at("config")));
+  model.load_state_dict(ck.model);
+  model.eval();
+  TextCorpus corpus = load_text_corpus(data.empty() ? kFortunesDir : data, 0.1);
+  PG_CHECK(corpus.vocab.to_utf8() == ck.metadata.at("vocab"), ckpt_path,
+           "was trained on a different text (vocabulary differs)");
+  double total = 0;
+  for (int64_t i = 0; i < 8; ++i) {
+    Batch b = text_batch(corpus.val, 32, model.config().context, 0xe7a1, i);
+    total += cross_entropy(model(b.inputs), b.targets).item();
+  }
+  std::printf("validation loss %.4f nats/char\n", total / 8);
+  return 0;
+}
+
+int run_sample(const std::string& ckpt_path, const std::string& prompt, int64_t tokens,
+               double temperature, int64_t top_k, uint64_t seed) {
+  Checkpoint ck = load_checkpoint(ckpt_path);
+  PG_CHECK(ck.metadata.at("model") == "gpt", ckpt_path, "is not a GPT checkpoint");
+  Gpt model(GptConfig::from_json(ck.metadata.at("config")));
+  model.load_state_dict(ck.model);
+  CharVocab vocab = CharVocab::from_utf8(ck.metadata.at("vocab"));
+  Generator gen(seed);
+  std::u32string p = utf8_decode(prompt.empty() ? "\n" : prompt);
+  std::u32string kept;
+  for (char32_t c : p)
+    if (vocab.contains(c)) kept.push_back(c);
+  PG_CHECK(!kept.empty(), "sample", "no character of the prompt is in the model's vocabulary");
+  std::printf("%s\n", vocab.decode(model.generate(vocab.encode(kept), tokens, temperature, top_k, gen)).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"polygrad: transformers with a pluggable attention activation"};
+  app.require_subcommand(1);
+  TrainOptions train_opt;
+  VitConfig vit;
+  GptConfig gpt;
+
+  auto* train = app.add_subcommand("train", "train a model");
+  train->require_subcommand(1);
+  auto* train_vit_cmd = train->add_subcommand("vit", "ViT on Fashion-MNIST (or --data DIR)");
+  add_train_flags(train_vit_cmd, train_opt);
+  add_vit_flags(train_vit_cmd, vit);
+  auto* train_gpt_cmd = train->add_subcommand("gpt", "character GPT on a text corpus (default: fortunes)");
+  add_train_flags(train_gpt_cmd, train_opt);
+  add_gpt_flags(train_gpt_cmd, gpt);
+
+  std::string ckpt, data, prompt;
+  int64_t tokens = 300, top_k = 20;
+  double temperature = 0.8;
+  uint64_t seed = 1;
+  auto* eval = app.add_subcommand("eval", "evaluate a checkpoint");
+  eval->add_option("--ckpt", ckpt, "checkpoint file")->required()->check(CLI::ExistingFile);
+  eval->add_option("--data", data, "data path (default: the model's default)");
+  auto* sample = app.add_subcommand("sample", "generate text from a GPT checkpoint");
+  sample->add_option("--ckpt", ckpt, "checkpoint file")->required()->check(CLI::ExistingFile);
+  sample->add_option("--prompt", prompt, "text to continue");
+  sample->add_option("--tokens", tokens, "characters to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sample->add_option("--temperature", temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sample->add_option("--top-k", top_k, "sample among the k most likely (0 = all)")->capture_default_str();
+  sample->add_option("--seed", seed, "sampling seed")->capture_default_str();
+
+  CompareOptions cmp;
+  auto* compare = app.add_subcommand("compare", "train once per activation and write a report");
+  add_train_flags(compare, cmp.train);
+  compare->add_option("--model", cmp.model, "vit or gpt")->capture_default_str()->check(CLI::IsMember({"vit", "gpt"}));
+  compare->add_option("--attn-list", cmp.activations, "activation specs, space-separated")
+      ->capture_default_str();
+  compare->add_option("--patch", cmp.vit.patch, "ViT patch size")->capture_default_str();
+  compare->add_option("--dim", cmp.vit.dim, "ViT width")->capture_default_str();
+  compare->add_option("--layers", cmp.vit.layers, "ViT blocks")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "polygrad: %s (see --help)\n", e.what());
+    return e.get_exit_code() ? e.get_exit_code() : 2;
+  }
+  try {
+    if (train_vit_cmd->parsed()) train_vit(train_opt, vit);
+    else if (train_gpt_cmd->parsed()) train_gpt(train_opt, gpt);
+    else if (eval->parsed()) return run_eval(ckpt, data);
+    else if (sample->parsed()) return run_sample(ckpt, prompt, tokens, temperature, top_k, seed);
+    else if (compare->parsed()) return run_compare(cmp);
+  } catch (const pg::Error& e) {
+    std::fprintf(stderr, "polygrad: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,65 @@
+// What every training program shares: progress line, metrics file, Ctrl-C, plots.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace pg::tools {
+
+/// A live "step/total loss throughput ETA" line on a terminal; plain periodic lines otherwise.
+class ProgressLine {
+ public:
+  ProgressLine(int64_t first_step, int64_t total, std::string unit);
+  /// Reports `step` (1-based count of finished steps) with its loss and items processed.
+  void update(int64_t step, double loss, int64_t items);
+  /// Ends the line.
+  void finish();
+
+ private:
+  int64_t first_, total_;
+  std::string unit_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_, last_print_;
+  int64_t items_ = 0;
+};
+
+/// Appends one JSON object per line to DIR/metrics.jsonl.
+class MetricsWriter {
+ public:
+  /// Opens `path`; `append` keeps earlier lines (resume), else truncates.
+  MetricsWriter(const std::string& path, bool append);
+  void write(const nlohmann::json& record);
+
+ private:
+  std::ofstream out_;
+  std::string path_;
+};
+
+/// Makes the first Ctrl-C request a clean stop (checked with stop_requested()).
+void install_stop_handler();
+/// True once Ctrl-C was pressed.
+bool stop_requested();
+
+/// Draws curves with gnuplot into `png`: each series is (title, data file, x column, y column).
+/// Returns false (and prints why) when gnuplot is missing or fails.
+struct PlotSeries {
+  std::string title, file;
+  int x_col, y_col;
+};
+bool plot_png(const std::string& png, const std::string& title, const std::string& xlabel,
+              const std::string& ylabel, const std::vector<PlotSeries>& series,
+              bool log_y = false);
+
+}  // namespace pg::tools
+
+namespace pg::tools {
+/// Turns DIR/metrics.jsonl into DIR/train.tsv, DIR/eval.tsv and DIR/afrob.tsv.
+void write_tsv(const std::string& dir);
+/// Turns DIR/metrics.jsonl into DIR/train.tsv and DIR/eval.tsv and draws DIR/curves.png
+/// (training and evaluation loss, and accuracy when present).
+void write_curves(const std::string& dir);
+}  // namespace pg::tools

@@ -1,0 +1,39 @@
+// Flags shared by the training programs (parsed by tools/polygrad.cpp with CLI11).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pg::tools {
+
+/// What a training run is asked to do.
+struct TrainOptions {
+  std::string attn = "softmax";  ///< attention-activation spec
+  int64_t steps = 0;             ///< total optimizer steps (0: derive from epochs)
+  double epochs = 0;             ///< ViT: passes over the training set (used when steps == 0)
+  int64_t batch = 0;             ///< 0: the model's default
+  double lr = 0;                 ///< 0: the model's default
+  int64_t warmup = -1;           ///< warm-up steps (-1: 5% of the run)
+  double weight_decay = 0.05;
+  double grad_clip = 1.0;
+  uint64_t seed = 1337;
+  int threads = 0;               ///< 0: all cores
+  std::string out = "out/run";   ///< run directory: metrics, checkpoints, plots
+  std::string data;              ///< data path ("" = the model's default)
+  bool resume = false;           ///< continue from OUT/checkpoint.safetensors
+  int64_t eval_every = 0;        ///< 0: a few times per run
+  int64_t ckpt_every = 0;        ///< 0: only at the end (and on Ctrl-C)
+  bool quiet = false;            ///< no terminal drawings at the end (compare uses it)
+};
+
+/// What a finished run reports (compare builds its table from these).
+struct RunSummary {
+  double final_metric = 0;  ///< ViT: test accuracy; GPT: validation loss (nats/char)
+  double best_metric = 0;
+  double ms_per_step = 0;
+  double items_per_s = 0;
+  int64_t steps = 0;
+  std::vector<double> a_frob_sqrt_n;  ///< per layer, at the end
+};
+
+}  // namespace pg::tools

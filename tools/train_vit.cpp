@@ -1,0 +1,227 @@
+// Trains a Vision Transformer on Fashion-MNIST (or any MNIST-layout directory).
+// Read top to bottom: it is also the worked example of polygrad's API.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "models/vit.h"
+#include "nn/checkpoint.h"
+#include "nn/data_loader.h"
+#include "nn/mnist.h"
+#include "nn/optim.h"
+#include "polygrad.h"
+#include "tools/train_common.h"
+#include "tools/train_programs.h"
+
+namespace pg::tools {
+
+namespace {
+
+const char* kFashionClasses[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+// Decoupled weight decay on matrices only: biases, norms, class token and positions keep it off.
+std::vector<ParamGroup> param_groups(const Module& model, double lr, double wd) {
+  ParamGroup decay{{}, lr, wd}, no_decay{{}, lr, 0.0};
+  for (auto& [name, p] : model.named_parameters()) {
+    bool matrix = p.dim() >= 2 && name != "cls_token" && name != "pos_embed";
+    (matrix ? decay : no_decay).params.push_back(p);
+  }
+  return {decay, no_decay};
+}
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+  std::vector<int64_t> predictions;
+};
+
+// Loss and accuracy over a whole split, in batches, without recording a graph.
+EvalResult evaluate(Vit& model, const ImageSet& split) {
+  NoGradGuard no_grad;
+  model.eval();
+  EvalResult r;
+  int64_t n = split.images.size(0), bs = 500, correct = 0;
+  int64_t h = split.images.size(1), w = split.images.size(2);
+  for (int64_t i = 0; i < n; i += bs) {
+    int64_t m = std::min(bs, n - i);
+    Tensor x = split.images.narrow(0, i, m).reshape({m, 1, h, w});
+    Tensor y = split.labels.narrow(0, i, m);
+    Tensor logits = model(x);
+    r.loss += cross_entropy(logits, y).item() * static_cast<double>(m);
+    auto pred = argmax(logits, 1).to_vector<int64_t>();
+    auto truth = y.to_vector<int64_t>();
+    for (int64_t j = 0; j < m; ++j) correct += pred[j] == truth[j];
+    r.predictions.insert(r.predictions.end(), pred.begin(), pred.end());
+  }
+  model.train();
+  r.loss /= static_cast<double>(n);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  return r;
+}
+
+// A grey image as text: two pixel rows per line, brightness as a character ramp.
+std::vector<std::string> draw_image(const Tensor& img) {
+  static const char* ramp = " .:-=+*#%@";
+  auto px = img.to_vector<float>();
+  int64_t h = img.size(0), w = img.size(1);
+  std::vector<std::string> lines;
+  for (int64_t r = 0; r + 1 < h; r += 2) {
+    std::string line;
+    for (int64_t c = 0; c < w; ++c) {
+      float v = 0.5f * (px[r * w + c] + px[(r + 1) * w + c]);
+      line += ramp[std::min(9, static_cast<int>(v * 10))];
+    }
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+void show_results(const ImageSet& test, const EvalResult& r, int64_t classes) {
+  auto truth = test.labels.to_vector<int64_t>();
+  std::vector<int64_t> hit(classes, 0), total(classes, 0);
+  for (size_t i = 0; i < truth.size(); ++i) {
+    ++total[truth[i]];
+    hit[truth[i]] += r.predictions[i] == truth[i];
+  }
+  std::printf("\nper-class test accuracy\n  %-12s %8s %8s\n", "class", "acc", "images");
+  for (int64_t c = 0; c < classes; ++c)
+    std::printf("  %-12s %7.1f%% %8lld\n",
+                classes == 10 ? kFashionClasses[c] : std::to_string(c).c_str(),
+                100.0 * static_cast<double>(hit[c]) / std::max<int64_t>(total[c], 1),
+                (long long)total[c]);
+  // Six test images side by side, with the predicted and the true label.
+  const int64_t shown = 6, stride = static_cast<int64_t>(truth.size()) / shown;
+  std::vector<std::vector<std::string>> pics;
+  for (int64_t k = 0; k < shown; ++k) pics.push_back(draw_image(test.images.select(0, k * stride)));
+  std::printf("\n");
+  for (size_t line = 0; line < pics[0].size(); ++line) {
+    for (auto& p : pics) std::printf("%s  ", p[line].c_str());
+    std::printf("\n");
+  }
+  auto name = [&](int64_t c) { return classes == 10 ? std::string(kFashionClasses[c]) : std::to_string(c); };
+  for (int64_t k = 0; k < shown; ++k) {
+    int64_t i = k * stride;
+    std::string label = (r.predictions[i] == truth[i] ? "ok " : "XX ") + name(r.predictions[i]);
+    std::printf("%-30s", label.c_str());
+  }
+  std::printf("\n");
+  for (int64_t k = 0; k < shown; ++k) std::printf("%-30s", ("true: " + name(truth[k * stride])).c_str());
+  std::printf("\n");
+}
+
+}  // namespace
+
+RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
+  namespace fs = std::filesystem;
+  if (opt.threads > 0) set_num_threads(opt.threads);
+  fs::create_directories(opt.out);
+  const std::string ckpt_path = opt.out + "/checkpoint.safetensors";
+
+  // --- data ----------------------------------------------------------------------------
+  MnistData data = load_mnist(opt.data.empty() ? kFashionMnistDir : opt.data);
+  cfg.image_size = data.train.images.size(1);
+  cfg.channels = 1;
+  cfg.attn = opt.attn;
+  int64_t batch = opt.batch > 0 ? opt.batch : 128;
+  ImageBatcher batcher(data.train, batch, opt.seed);
+  int64_t total = opt.steps > 0 ? opt.steps
+                                : static_cast<int64_t>(std::ceil((opt.epochs > 0 ? opt.epochs : 1) *
+                                                                 batcher.steps_per_epoch()));
+
+  // --- model and optimizer --------------------------------------------------------------
+  manual_seed(opt.seed);
+  Checkpoint resumed;
+  if (opt.resume) {
+    resumed = load_checkpoint(ckpt_path);
+    cfg = VitConfig::from_json(resumed.metadata.at("config"));
+  }
+  Vit model(cfg);
+  double lr = opt.lr > 0 ? opt.lr : 1e-3;
+  AdamW optimizer(param_groups(model, lr, opt.weight_decay));
+  int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
+  WarmupCosineLR schedule(lr, warmup, total, lr * 0.05);
+  int64_t step = 0;
+  if (opt.resume) {
+    restore_checkpoint(resumed, model, &optimizer);
+    step = resumed.step;
+  }
+  std::printf("ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
+              "%d threads\n",
+              cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(),
+              (long long)total, (long long)batch,
+              static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads());
+  auto save = [&] {
+    save_checkpoint(ckpt_path, model, &optimizer, step,
+                    {{"model", "vit"}, {"config", cfg.to_json()}});
+  };
+
+  // --- training loop --------------------------------------------------------------------
+  MetricsWriter metrics(opt.out + "/metrics.jsonl", opt.resume);
+  int64_t eval_every = opt.eval_every > 0 ? opt.eval_every : std::max<int64_t>(1, total / 5);
+  Prefetcher loader([&](int64_t s) { return batcher.batch(s); }, step);
+  ProgressLine progress(step, total, "img");
+  install_stop_handler();
+  RunSummary summary;
+  auto t_start = std::chrono::steady_clock::now();
+  int64_t first_step = step;
+  while (step < total) {
+    Batch b = loader.next();
+    optimizer.set_lr(schedule.lr_at(step));
+    Tensor loss = cross_entropy(model(b.inputs), b.targets);
+    optimizer.zero_grad();
+    loss.backward();
+    double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
+    optimizer.step();
+    ++step;
+    double l = loss.item();
+    nlohmann::json rec = {{"step", step}, {"loss", l}, {"lr", schedule.lr_at(step - 1)},
+                          {"grad_norm", grad_norm}};
+    std::vector<double> norms;
+    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n);
+    rec["a_frob_sqrt_n"] = norms;
+    metrics.write(rec);
+    progress.update(step, l, batch);
+    if (step % eval_every == 0 || step == total) {
+      EvalResult ev = evaluate(model, data.test);
+      metrics.write({{"step", step}, {"test_loss", ev.loss}, {"test_accuracy", ev.accuracy}});
+      summary.best_metric = std::max(summary.best_metric, ev.accuracy);
+      summary.final_metric = ev.accuracy;
+      if (!opt.quiet && step != total)
+        std::printf("%sstep %lld: test accuracy %.2f%%, test loss %.4f\n", isatty(1) ? "\n" : "",
+                    (long long)step, 100 * ev.accuracy, ev.loss);
+    }
+    if (opt.ckpt_every > 0 && step % opt.ckpt_every == 0) save();
+    if (stop_requested()) {
+      progress.finish();
+      save();
+      std::printf("interrupted at step %lld: checkpoint saved to %s (continue with --resume)\n",
+                  (long long)step, ckpt_path.c_str());
+      summary.steps = step;
+      return summary;
+    }
+  }
+  progress.finish();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  save();
+
+  // --- results --------------------------------------------------------------------------
+  summary.steps = step;
+  summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
+  summary.items_per_s = static_cast<double>((step - first_step) * batch) / seconds;
+  for (auto& blk : model.blocks()) summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
+  EvalResult final_eval = evaluate(model, data.test);
+  summary.final_metric = final_eval.accuracy;
+  summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);
+  std::printf("test accuracy %.2f%% (best %.2f%%), test loss %.4f, %.1f ms/step, %.0f img/s\n",
+              100 * final_eval.accuracy, 100 * summary.best_metric, final_eval.loss,
+              summary.ms_per_step, summary.items_per_s);
+  if (!opt.quiet) {
+    show_results(data.test, final_eval, cfg.classes);
+    write_curves(opt.out);
+  }
+  return summary;
+}
+
+}  // namespace pg::tools

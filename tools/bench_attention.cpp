@@ -10,6 +10,7 @@
 
 #include "nn/attention_activation.h"
 #include "polygrad.h"
+#include "tools/omp_env.h"
 
 using namespace pg;
 
@@ -40,6 +41,7 @@ Result measure(int repeats, F&& step) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pg::tools::ensure_passive_omp_wait(argv);
   int64_t B = 32, H = 4, T = 128, d = 32;
   int repeats = 20;
   if (argc >= 5) B = std::atoll(argv[1]), H = std::atoll(argv[2]), T = std::atoll(argv[3]), d = std::atoll(argv[4]);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "polygrad.h"
+#include "tools/omp_env.h"
 
 namespace {
 
@@ -28,6 +29,7 @@ double median_seconds(int repeats, F&& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pg::tools::ensure_passive_omp_wait(argv);
   int64_t m = 2048, k = 512, n = 512;
   int repeats = 30;
   if (argc >= 4) m = std::atoll(argv[1]), k = std::atoll(argv[2]), n = std::atoll(argv[3]);

@@ -14,6 +14,7 @@
 #include "nn/mnist.h"
 #include "nn/text.h"
 #include "tools/compare.h"
+#include "tools/omp_env.h"
 #include "tools/train_programs.h"
 
 using namespace pg;
@@ -120,6 +121,7 @@ int run_sample(const std::string& ckpt_path, const std::string& prompt, int64_t 
 }  // namespace
 
 int main(int argc, char** argv) {
+  pg::tools::ensure_passive_omp_wait(argv);
   CLI::App app{"polygrad: transformers with a pluggable attention activation"};
   app.require_subcommand(1);
   TrainOptions train_opt;

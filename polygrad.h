@@ -1,8 +1,8 @@
 // The whole public API of polygrad in one include.
 #pragma once
 #include "autograd/engine.h"
-#include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
+#include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "core/allocator.h"
 #include "core/error.h"

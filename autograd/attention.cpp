@@ -52,11 +52,11 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     PG_CHECK(key_padding_mask.shape() == Shape({B, S}), "attention",
              "expected a key padding mask of shape ", shape_str({B, S}), ", got ",
              shape_str(key_padding_mask.shape()));
-    mask = kernels::convert(kernels::binary(BinaryOp::Ne, key_padding_mask,
-                                            zeros({}, {key_padding_mask.dtype(),
-                                                       key_padding_mask.device()}),
-                                            "attention"),
-                            DType::I64);
+    mask = kernels::convert(
+        kernels::binary(BinaryOp::Ne, key_padding_mask,
+                        zeros({}, {key_padding_mask.dtype(), key_padding_mask.device()}),
+                        "attention"),
+        DType::I64);
   }
   Tensor qd = kernel_operand(q), kd = kernel_operand(k), vd = kernel_operand(v);
   TensorOptions opts{q.dtype(), q.device()};
@@ -65,8 +65,8 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor lse = softmax ? empty({B, H, T}, opts) : Tensor();
   std::vector<double> frob(static_cast<size_t>(B * H), 0.0);
   if (out.numel())
-    backend_for(q.device()).attention_forward(qd, kd, vd, mask, params, out, lse,
-                                              stats ? frob.data() : nullptr);
+    backend_for(q.device())
+        .attention_forward(qd, kd, vd, mask, params, out, lse, stats ? frob.data() : nullptr);
   if (stats) {
     stats->a_frob = mean_sqrt(frob);
     stats->a_frob_sqrt_n = stats->a_frob / std::sqrt(static_cast<double>(std::max<int64_t>(S, 1)));
@@ -81,9 +81,9 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                   Tensor dv = zeros({B, S, H, vd.size(3)}, opts).permute({0, 2, 1, 3});
                   std::vector<double> gsq(static_cast<size_t>(B * H), 0.0);
                   if (dq.numel() || dk.numel())
-                    backend_for(qd.device()).attention_backward(gd, qd, kd, vd, mask, lse, params,
-                                                                dq, dk, dv,
-                                                                stats ? gsq.data() : nullptr);
+                    backend_for(qd.device())
+                        .attention_backward(gd, qd, kd, vd, mask, lse, params, dq, dk, dv,
+                                            stats ? gsq.data() : nullptr);
                   if (stats) {
                     stats->grad_frob = mean_sqrt(gsq);
                     stats->has_grad = true;

@@ -9,10 +9,10 @@ namespace pg {
 
 /// Diagnostics the fused kernels accumulate at negligible cost (the paper's quantities).
 struct AttentionStats {
-  double a_frob = 0;          ///< ||A||_F, mean over batch and heads (last forward)
-  double a_frob_sqrt_n = 0;   ///< a_frob / sqrt(N), N = number of keys
-  double grad_frob = 0;       ///< ||dL/dA||_F, mean over batch and heads (last backward)
-  bool has_grad = false;      ///< grad_frob was written by a backward
+  double a_frob = 0;         ///< ||A||_F, mean over batch and heads (last forward)
+  double a_frob_sqrt_n = 0;  ///< a_frob / sqrt(N), N = number of keys
+  double grad_frob = 0;      ///< ||dL/dA||_F, mean over batch and heads (last backward)
+  bool has_grad = false;     ///< grad_frob was written by a backward
 };
 
 /// out = act(scale * q k^T) v for q [B,H,T,d], k [B,H,S,d], v [B,H,S,e]; returns [B,H,T,e].

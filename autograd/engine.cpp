@@ -95,9 +95,8 @@ void run_backward(const Tensor& output, const Tensor& grad_output, bool retain_g
     TensorList in_grads;
     if (g.defined()) {
       in_grads = n->apply(g);
-      PG_CHECK(in_grads.size() == n->next().size(), n->name(),
-               "internal error: backward returned ", in_grads.size(), " gradients for ",
-               n->next().size(), " inputs");
+      PG_CHECK(in_grads.size() == n->next().size(), n->name(), "internal error: backward returned ",
+               in_grads.size(), " gradients for ", n->next().size(), " inputs");
     }
     for (size_t i = 0; i < n->next().size(); ++i) {
       const Edge& e = n->next()[i];

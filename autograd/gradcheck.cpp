@@ -65,9 +65,9 @@ GradcheckReport gradcheck(const std::function<Tensor(const TensorList&)>& fn,
       report.max_abs_error = std::max(report.max_abs_error, err);
       if (report.ok && !(err <= opts.atol + opts.rtol * std::fabs(numeric))) {
         std::ostringstream os;
-        os << "gradient mismatch for input " << wrt_index[k] << " (shape "
-           << shape_str(x.shape()) << ") at element " << shape_str(idx) << ": analytic "
-           << av[e] << ", numeric " << numeric << ", |diff| " << err;
+        os << "gradient mismatch for input " << wrt_index[k] << " (shape " << shape_str(x.shape())
+           << ") at element " << shape_str(idx) << ": analytic " << av[e] << ", numeric " << numeric
+           << ", |diff| " << err;
         report.ok = false;
         report.message = os.str();
       }

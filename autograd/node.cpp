@@ -44,8 +44,10 @@ Tensor record(const char* name, Tensor out, const TensorList& inputs, BackwardFn
       e.shape = t.shape();
       e.dtype = t.dtype();
       if (t.requires_grad()) {
-        if (t.grad_fn()) e.fn = t.grad_fn();
-        else e.leaf = t.impl_ptr();
+        if (t.grad_fn())
+          e.fn = t.grad_fn();
+        else
+          e.leaf = t.impl_ptr();
       }
     }
     edges.push_back(std::move(e));

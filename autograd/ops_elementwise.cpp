@@ -68,8 +68,7 @@ Tensor add(const Tensor& a, double s) {
 Tensor mul(const Tensor& a, double s) {
   kernels::check_floating("mul", a);
   Tensor out = kernels::unary(UnaryOp::MulScalar, a, s);
-  return record("mul_scalar", out, {a},
-                [s](const Tensor& g) -> TensorList { return {mul(g, s)}; });
+  return record("mul_scalar", out, {a}, [s](const Tensor& g) -> TensorList { return {mul(g, s)}; });
 }
 
 Tensor rsub(const Tensor& a, double s) {

@@ -41,8 +41,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   kernels::check_same_dtype("layer_norm", {&x, &weight, &bias});
   int64_t c = x.size(-1);
   for (const Tensor* p : {&weight, &bias})
-    PG_CHECK(!p->defined() || p->shape() == Shape{c}, "layer_norm", "expected weight and bias of shape [",
-             c, "] for input ", shape_str(x.shape()), ", got ", shape_str(p->shape()));
+    PG_CHECK(!p->defined() || p->shape() == Shape{c}, "layer_norm",
+             "expected weight and bias of shape [", c, "] for input ", shape_str(x.shape()),
+             ", got ", shape_str(p->shape()));
   int64_t rows = x.numel() / std::max<int64_t>(c, 1);
   Tensor xc = x.contiguous().detach();
   Tensor x2 = xc.as_strided({rows, c}, {c, 1}, xc.offset());
@@ -54,24 +55,25 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   if (rows && c) backend_for(x.device()).layer_norm(x2, w, b, eps, out2, mu, rstd);
   bool nx = x.requires_grad(), nw = weight.defined() && weight.requires_grad(),
        nb = bias.defined() && bias.requires_grad();
-  return record("layer_norm", out, {x, weight, bias},
-                [x2, w, mu, rstd, nx, nw, nb, opts, shape = x.shape()](const Tensor& g) -> TensorList {
-                  forbid_double_backward("layer_norm");
-                  int64_t rows = x2.size(0), c = x2.size(1);
-                  Tensor gc = g.contiguous();
-                  Tensor g2 = gc.as_strided({rows, c}, {c, 1}, gc.offset());
-                  Tensor dx = nx ? empty(shape, opts) : Tensor();
-                  Tensor dw = nw ? empty({c}, opts) : Tensor();
-                  Tensor db = nb ? empty({c}, opts) : Tensor();
-                  Tensor dx2 = nx ? dx.as_strided({rows, c}, {c, 1}, 0) : Tensor();
-                  if (rows && c)
-                    backend_for(x2.device()).layer_norm_backward(g2, x2, w, mu, rstd, dx2, dw, db);
-                  else {
-                    if (dw.defined()) dw.fill_(0);
-                    if (db.defined()) db.fill_(0);
-                  }
-                  return {dx, dw, db};
-                });
+  return record(
+      "layer_norm", out, {x, weight, bias},
+      [x2, w, mu, rstd, nx, nw, nb, opts, shape = x.shape()](const Tensor& g) -> TensorList {
+        forbid_double_backward("layer_norm");
+        int64_t rows = x2.size(0), c = x2.size(1);
+        Tensor gc = g.contiguous();
+        Tensor g2 = gc.as_strided({rows, c}, {c, 1}, gc.offset());
+        Tensor dx = nx ? empty(shape, opts) : Tensor();
+        Tensor dw = nw ? empty({c}, opts) : Tensor();
+        Tensor db = nb ? empty({c}, opts) : Tensor();
+        Tensor dx2 = nx ? dx.as_strided({rows, c}, {c, 1}, 0) : Tensor();
+        if (rows && c)
+          backend_for(x2.device()).layer_norm_backward(g2, x2, w, mu, rstd, dx2, dw, db);
+        else {
+          if (dw.defined()) dw.fill_(0);
+          if (db.defined()) db.fill_(0);
+        }
+        return {dx, dw, db};
+      });
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& index) {
@@ -107,15 +109,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   Tensor loss = empty({}, opts), lse = empty({n}, opts);
   backend_for(logits.device()).cross_entropy(l2, tc, ignore_index, label_smoothing, loss, lse);
   Shape shape = logits.shape();
-  return record("cross_entropy", loss, {logits},
-                [l2, tc, lse, ignore_index, label_smoothing, opts, shape](const Tensor& g) -> TensorList {
-                  forbid_double_backward("cross_entropy");
-                  Tensor d = empty(shape, opts);
-                  Tensor d2 = d.as_strided(l2.shape(), {l2.size(1), 1}, 0);
-                  backend_for(l2.device()).cross_entropy_backward(g, l2, tc, lse, ignore_index,
-                                                                 label_smoothing, d2);
-                  return {d};
-                });
+  return record(
+      "cross_entropy", loss, {logits},
+      [l2, tc, lse, ignore_index, label_smoothing, opts, shape](const Tensor& g) -> TensorList {
+        forbid_double_backward("cross_entropy");
+        Tensor d = empty(shape, opts);
+        Tensor d2 = d.as_strided(l2.shape(), {l2.size(1), 1}, 0);
+        backend_for(l2.device())
+            .cross_entropy_backward(g, l2, tc, lse, ignore_index, label_smoothing, d2);
+        return {d};
+      });
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {

@@ -84,8 +84,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
            shape_str(shape));
   std::vector<int64_t> dims;
   for (int64_t i = 0; i < x.dim(); ++i) {
-    if (i < lead) dims.push_back(i);
-    else if (shape[i - lead] == 1 && x.shape()[i] != 1) dims.push_back(i);
+    if (i < lead)
+      dims.push_back(i);
+    else if (shape[i - lead] == 1 && x.shape()[i] != 1)
+      dims.push_back(i);
     else
       PG_CHECK(shape[i - lead] == x.shape()[i], "sum_to", "cannot sum shape ", shape_str(x.shape()),
                " to ", shape_str(shape));

@@ -20,9 +20,10 @@ Tensor slice_backward(const Tensor& g, const Shape& shape, int64_t dim, int64_t 
   Tensor view = out.as_strided(g.shape(), st, off);
   view.copy_(g);
   int64_t end = start + g.shape()[dim] * step;
-  return record("slice_backward", out, {g}, [dim, start, end, step](const Tensor& gg) -> TensorList {
-    return {slice(gg, dim, start, end, step)};
-  });
+  return record("slice_backward", out, {g},
+                [dim, start, end, step](const Tensor& gg) -> TensorList {
+                  return {slice(gg, dim, start, end, step)};
+                });
 }
 
 }  // namespace
@@ -99,8 +100,8 @@ Tensor expand(const Tensor& x, const Shape& shape) {
     }
   check_shape(target, "expand");
   if (target == x.shape()) return x;
-  Tensor out = x.as_strided(target, broadcast_strides(x.shape(), x.strides(), target, "expand"),
-                            x.offset());
+  Tensor out =
+      x.as_strided(target, broadcast_strides(x.shape(), x.strides(), target, "expand"), x.offset());
   Shape in_shape = x.shape();
   return record("expand", out, {x},
                 [in_shape](const Tensor& g) -> TensorList { return {sum_to(g, in_shape)}; });
@@ -231,16 +232,14 @@ Tensor Tensor::to(DType dtype) const {
   DType from = this->dtype();
   Tensor out = kernels::convert(*this, dtype);
   if (!is_floating(dtype) || !is_floating(from)) return out;
-  return record("to", out, {*this},
-                [from](const Tensor& g) -> TensorList { return {g.to(from)}; });
+  return record("to", out, {*this}, [from](const Tensor& g) -> TensorList { return {g.to(from)}; });
 }
 
 Tensor Tensor::to(Device device) const {
   if (device == this->device()) return *this;
   Device from = this->device();
   Tensor out = kernels::to_device(*this, device);
-  return record("to", out, {*this},
-                [from](const Tensor& g) -> TensorList { return {g.to(from)}; });
+  return record("to", out, {*this}, [from](const Tensor& g) -> TensorList { return {g.to(from)}; });
 }
 
 }  // namespace pg

@@ -29,7 +29,7 @@ std::string concat(const Args&... args) {
 }  // namespace pg
 
 /// Throws pg::Error(op, message...) unless cond holds.
-#define PG_CHECK(cond, op, ...)                                  \
-  do {                                                           \
+#define PG_CHECK(cond, op, ...)                                              \
+  do {                                                                       \
     if (!(cond)) throw ::pg::Error((op), ::pg::detail::concat(__VA_ARGS__)); \
   } while (0)

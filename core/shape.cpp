@@ -80,8 +80,8 @@ Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, cons
     }
   }
   if (infer >= 0) {
-    PG_CHECK(known != 0 && numel % known == 0, op, "cannot reshape ", shape_str(from), " (",
-             numel, " elements) to ", shape_str(requested));
+    PG_CHECK(known != 0 && numel % known == 0, op, "cannot reshape ", shape_str(from), " (", numel,
+             " elements) to ", shape_str(requested));
     out[infer] = numel / known;
   }
   PG_CHECK(shape_numel(out) == numel, op, "cannot reshape ", shape_str(from), " (", numel,
@@ -126,8 +126,7 @@ std::optional<Shape> view_strides(const Shape& shape, const Shape& strides,
 void check_shape(const Shape& shape, const char* op) {
   PG_CHECK(static_cast<int>(shape.size()) <= kMaxRank, op, "rank ", shape.size(),
            " exceeds the maximum rank ", kMaxRank, " (shape ", shape_str(shape), ")");
-  for (int64_t s : shape)
-    PG_CHECK(s >= 0, op, "negative size in shape ", shape_str(shape));
+  for (int64_t s : shape) PG_CHECK(s >= 0, op, "negative size in shape ", shape_str(shape));
 }
 
 }  // namespace pg

@@ -24,7 +24,8 @@ int64_t wrap_dim(int64_t dim, int64_t rank, const char* op);
 /// NumPy broadcast of two shapes; throws pg::Error naming `op` when incompatible.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 /// Strides that view a tensor of (shape, strides) as `target` (broadcast): 0 on expanded dims.
-Shape broadcast_strides(const Shape& shape, const Shape& strides, const Shape& target, const char* op);
+Shape broadcast_strides(const Shape& shape, const Shape& strides, const Shape& target,
+                        const char* op);
 /// Resolves one -1 in a requested reshape; throws pg::Error when numel differs.
 Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, const char* op);
 /// Strides for viewing (shape, strides) as new_shape without copying, if possible.

@@ -38,8 +38,8 @@ void* Tensor::raw_data() const {
 
 template <typename T>
 T* Tensor::data() const {
-  PG_CHECK(dtype() == dtype_of<T>(), "data", "tensor has dtype ", dtype_name(dtype()),
-           " but ", dtype_name(dtype_of<T>()), " was requested");
+  PG_CHECK(dtype() == dtype_of<T>(), "data", "tensor has dtype ", dtype_name(dtype()), " but ",
+           dtype_name(dtype_of<T>()), " was requested");
   return static_cast<T*>(raw_data());
 }
 template float* Tensor::data<float>() const;

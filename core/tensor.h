@@ -34,7 +34,10 @@ struct TensorOptions {
   DType dtype = DType::F32;
   Device device = Device::cpu();
   bool requires_grad = false;
-  TensorOptions& with_dtype(DType d) { dtype = d; return *this; }
+  TensorOptions& with_dtype(DType d) {
+    dtype = d;
+    return *this;
+  }
 };
 
 /// A multi-dimensional array. Copying a Tensor copies the handle, not the data.
@@ -86,7 +89,9 @@ class Tensor {
   double item() const;
   /// The single value of a one-element tensor, as T.
   template <typename T>
-  T item() const { return static_cast<T>(item()); }
+  T item() const {
+    return static_cast<T>(item());
+  }
   /// All values in row-major order, converted to T.
   template <typename T>
   std::vector<T> to_vector() const;

@@ -11,12 +11,24 @@ namespace pg {
 
 /// Element-wise functions of one tensor (plus an optional scalar).
 enum class UnaryOp {
-  Neg, Exp, Log, Sqrt, Abs, Sign, Tanh, Sigmoid, Relu, ReluMask,
-  GeluTanh, GeluErf, GeluTanhGrad, GeluErfGrad,
-  PowScalar,  ///< x^s
-  AddScalar,  ///< x + s
-  MulScalar,  ///< x * s
-  RsubScalar, ///< s - x
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Abs,
+  Sign,
+  Tanh,
+  Sigmoid,
+  Relu,
+  ReluMask,
+  GeluTanh,
+  GeluErf,
+  GeluTanhGrad,
+  GeluErfGrad,
+  PowScalar,   ///< x^s
+  AddScalar,   ///< x + s
+  MulScalar,   ///< x * s
+  RsubScalar,  ///< s - x
 };
 
 /// Element-wise functions of two broadcast tensors.
@@ -89,9 +101,8 @@ class Backend {
   /// dlogits = scale * (softmax - smoothed one-hot) for kept rows, 0 for ignored rows;
   /// `grad` is the scalar upstream gradient, divided here by the count of kept rows.
   virtual void cross_entropy_backward(const Tensor& grad, const Tensor& logits,
-                                      const Tensor& target, const Tensor& lse,
-                                      int64_t ignore_index, double label_smoothing,
-                                      Tensor& dlogits) = 0;
+                                      const Tensor& target, const Tensor& lse, int64_t ignore_index,
+                                      double label_smoothing, Tensor& dlogits) = 0;
   /// out = bernoulli(keep) / keep, drawn from `gen` in row-major order.
   virtual void dropout_mask(Tensor& out, double keep, Generator& gen) = 0;
 

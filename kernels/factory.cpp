@@ -99,8 +99,7 @@ Tensor randn(const Shape& shape, TensorOptions opts, Generator* gen) {
   return host_random(shape, opts, [&] { return g.normal(); });
 }
 
-Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions opts,
-               Generator* gen) {
+Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions opts, Generator* gen) {
   PG_CHECK(high > low, "randint", "expected low < high, got [", low, ", ", high, ")");
   Generator& g = gen ? *gen : default_generator();
   return host_random(shape, opts, [&] { return static_cast<double>(g.randint(low, high)); });
@@ -120,13 +119,13 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device devi
                    bool requires_grad) {
   check_shape(shape, "from_vector");
   PG_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector", "got ",
-           values.size(), " values for shape ", shape_str(shape), " (expected ",
-           shape_numel(shape), ")");
+           values.size(), " values for shape ", shape_str(shape), " (expected ", shape_numel(shape),
+           ")");
   return from_data(values.data(), shape, device, requires_grad);
 }
 
-#define PG_INSTANTIATE(T)                                                                  \
-  template Tensor from_data<T>(const T*, const Shape&, Device, bool);                     \
+#define PG_INSTANTIATE(T)                                             \
+  template Tensor from_data<T>(const T*, const Shape&, Device, bool); \
   template Tensor from_vector<T>(const std::vector<T>&, const Shape&, Device, bool);
 PG_INSTANTIATE(float)
 PG_INSTANTIATE(double)

@@ -49,7 +49,8 @@ TensorOptions like(const Tensor& t) { return TensorOptions{t.dtype(), t.device()
 
 // Views x as `shape` if its strides allow it, else copies it contiguous first.
 Tensor reshape_raw(const Tensor& x, const Shape& shape) {
-  if (auto st = view_strides(x.shape(), x.strides(), shape)) return x.as_strided(shape, *st, x.offset());
+  if (auto st = view_strides(x.shape(), x.strides(), shape))
+    return x.as_strided(shape, *st, x.offset());
   Tensor c = clone(x);
   return c.as_strided(shape, contiguous_strides(shape), 0);
 }
@@ -75,18 +76,21 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_same_device("where", {&cond, &a, &b});
   check_same_dtype("where", {&a, &b});
-  Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(),
-                                 "where");
+  Shape shape =
+      broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = empty(shape, like(a));
   if (out.numel())
-    backend_for(a.device()).where(expand_to(cond, shape, "where"), expand_to(a, shape, "where"),
-                                  expand_to(b, shape, "where"), out);
+    backend_for(a.device())
+        .where(expand_to(cond, shape, "where"), expand_to(a, shape, "where"),
+               expand_to(b, shape, "where"), out);
   return out;
 }
 
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  const char* name = op == ReduceOp::Sum ? "sum" : op == ReduceOp::Max ? "max"
-                     : op == ReduceOp::Min ? "min" : "argmax";
+  const char* name = op == ReduceOp::Sum   ? "sum"
+                     : op == ReduceOp::Max ? "max"
+                     : op == ReduceOp::Min ? "min"
+                                           : "argmax";
   std::vector<bool> reduced(x.dim(), dims.empty());
   for (int64_t d : dims) {
     int64_t w = wrap_dim(d, x.dim(), name);
@@ -104,8 +108,10 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
   TensorOptions opts = like(x);
   if (op == ReduceOp::ArgMax) opts.dtype = DType::I64;
   Tensor out = empty(keep_shape, opts);
-  if (op == ReduceOp::Sum && x.numel() == 0) out.fill_(0);
-  else if (out.numel()) backend_for(x.device()).reduce(op, x, out);
+  if (op == ReduceOp::Sum && x.numel() == 0)
+    out.fill_(0);
+  else if (out.numel())
+    backend_for(x.device()).reduce(op, x, out);
   if (keepdim) return out;
   Shape squeezed;
   for (int64_t i = 0; i < x.dim(); ++i)
@@ -121,8 +127,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
            shape_str(a.shape()), " and ", shape_str(b.shape()), " (unsqueeze vectors first)");
   int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
   PG_CHECK(b.size(-2) == k, "matmul", "shapes ", shape_str(a.shape()), " and ",
-           shape_str(b.shape()), " cannot be multiplied: expected a.size(-1) == b.size(-2) (",
-           k, " vs ", b.size(-2), ")");
+           shape_str(b.shape()), " cannot be multiplied: expected a.size(-1) == b.size(-2) (", k,
+           " vs ", b.size(-2), ")");
   Shape batch_a(a.shape().begin(), a.shape().end() - 2);
   Shape batch_b(b.shape().begin(), b.shape().end() - 2);
   Shape batch;
@@ -142,8 +148,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor b3 = reshape_raw(expand_to(b, full_b, "matmul"), {nb, k, n});
   Tensor out = empty({nb, m, n}, like(a));
   if (out.numel()) {
-    if (k == 0) out.fill_(0);
-    else backend_for(a.device()).matmul(a3, b3, out);
+    if (k == 0)
+      out.fill_(0);
+    else
+      backend_for(a.device()).matmul(a3, b3, out);
   }
   return out.as_strided(out_shape, contiguous_strides(out_shape), 0);
 }
@@ -183,11 +191,13 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
            shape_str(shape));
   std::vector<int64_t> dims;
   for (int64_t i = 0; i < x.dim(); ++i) {
-    if (i < lead) dims.push_back(i);
-    else if (shape[i - lead] == 1 && x.shape()[i] != 1) dims.push_back(i);
+    if (i < lead)
+      dims.push_back(i);
+    else if (shape[i - lead] == 1 && x.shape()[i] != 1)
+      dims.push_back(i);
     else
-      PG_CHECK(shape[i - lead] == x.shape()[i], "sum_to", "cannot sum shape ",
-               shape_str(x.shape()), " to ", shape_str(shape));
+      PG_CHECK(shape[i - lead] == x.shape()[i], "sum_to", "cannot sum shape ", shape_str(x.shape()),
+               " to ", shape_str(shape));
   }
   if (dims.empty()) return reshape_raw(x, shape);
   return reshape_raw(reduce(ReduceOp::Sum, x, dims, true), shape);
@@ -223,7 +233,8 @@ Tensor softmax_lastdim(const Tensor& x, bool log) {
     int64_t c = x.dim() ? x.size(-1) : 1;
     Shape rc{out.numel() / c, c};
     Tensor o2 = out.as_strided(rc, contiguous_strides(rc), 0);
-    backend_for(x.device()).softmax(xc.as_strided(rc, contiguous_strides(rc), xc.offset()), o2, log);
+    backend_for(x.device())
+        .softmax(xc.as_strided(rc, contiguous_strides(rc), xc.offset()), o2, log);
   }
   return out;
 }
@@ -234,7 +245,9 @@ Tensor softmax_lastdim_backward(const Tensor& dy, const Tensor& y, bool log) {
   if (dx.numel()) {
     int64_t c = y.dim() ? y.size(-1) : 1;
     Shape rc{dx.numel() / c, c};
-    auto as2 = [&](const Tensor& t) { return t.as_strided(rc, contiguous_strides(rc), t.offset()); };
+    auto as2 = [&](const Tensor& t) {
+      return t.as_strided(rc, contiguous_strides(rc), t.offset());
+    };
     Tensor d2 = as2(dx);
     backend_for(y.device()).softmax_backward(as2(dyc), as2(yc), d2, log);
   }

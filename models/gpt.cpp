@@ -7,43 +7,32 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
+#include "models/config_json.h"
 #include "nn/init.h"
 
 namespace pg {
 
 std::string GptConfig::to_json() const {
-  nlohmann::json j = {{"model", "gpt"},         {"vocab_size", vocab_size}, {"context", context},
-                      {"dim", dim},             {"layers", layers},         {"heads", heads},
-                      {"mlp_ratio", mlp_ratio}, {"dropout", dropout},       {"attn", attn},
-                      {"tie_weights", tie_weights}};
+  nlohmann::json j = {{"model", "gpt"},         {"vocab_size", vocab_size},
+                      {"context", context},     {"dim", dim},
+                      {"layers", layers},       {"heads", heads},
+                      {"mlp_ratio", mlp_ratio}, {"dropout", dropout},
+                      {"attn", attn},           {"tie_weights", tie_weights}};
   return j.dump();
 }
 
 GptConfig GptConfig::from_json(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    throw Error("GptConfig", std::string("config is not valid JSON: ") + e.what());
-  }
+  nlohmann::json j = parse_config(text, "GptConfig");
   GptConfig c;
-  auto get = [&](const char* key, auto& field) {
-    if (!j.contains(key)) throw Error("GptConfig", std::string("config misses '") + key + "'");
-    try {
-      j.at(key).get_to(field);
-    } catch (const std::exception&) {
-      throw Error("GptConfig", std::string("config field '") + key + "' has the wrong type");
-    }
-  };
-  get("vocab_size", c.vocab_size);
-  get("context", c.context);
-  get("dim", c.dim);
-  get("layers", c.layers);
-  get("heads", c.heads);
-  get("mlp_ratio", c.mlp_ratio);
-  get("dropout", c.dropout);
-  get("attn", c.attn);
-  get("tie_weights", c.tie_weights);
+  config_field(j, "vocab_size", c.vocab_size, "GptConfig");
+  config_field(j, "context", c.context, "GptConfig");
+  config_field(j, "dim", c.dim, "GptConfig");
+  config_field(j, "layers", c.layers, "GptConfig");
+  config_field(j, "heads", c.heads, "GptConfig");
+  config_field(j, "mlp_ratio", c.mlp_ratio, "GptConfig");
+  config_field(j, "dropout", c.dropout, "GptConfig");
+  config_field(j, "attn", c.attn, "GptConfig");
+  config_field(j, "tie_weights", c.tie_weights, "GptConfig");
   return c;
 }
 
@@ -59,9 +48,9 @@ Gpt::Gpt(const GptConfig& c) : config_(c) {
   ac.activation = AttentionActivation::parse(c.attn);
   ac.causal = true;
   for (int64_t i = 0; i < c.layers; ++i)
-    blocks_.push_back(register_module("blocks." + std::to_string(i),
-                                      std::make_shared<TransformerBlock>(ac, c.mlp_ratio * c.dim,
-                                                                         c.dropout)));
+    blocks_.push_back(
+        register_module("blocks." + std::to_string(i),
+                        std::make_shared<TransformerBlock>(ac, c.mlp_ratio * c.dim, c.dropout)));
   ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(c.dim));
   head_ = register_module("head", std::make_shared<Linear>(c.dim, c.vocab_size, false));
   // GPT-2's initialisation: N(0, 0.02) everywhere, residual projections scaled by depth.
@@ -108,7 +97,8 @@ std::vector<int32_t> Gpt::generate(std::vector<int32_t> ids, int64_t count, doub
       size_t k = top_k > 0 ? std::min<size_t>(top_k, order.size()) : order.size();
       std::vector<double> p(k);
       double total = 0;
-      for (size_t i = 0; i < k; ++i) total += p[i] = std::exp((l[order[i]] - l[order[0]]) / temperature);
+      for (size_t i = 0; i < k; ++i)
+        total += p[i] = std::exp((l[order[i]] - l[order[0]]) / temperature);
       double u = gen.uniform() * total;
       size_t i = 0;
       while (i + 1 < k && (u -= p[i]) > 0) ++i;

@@ -4,44 +4,39 @@
 
 #include "autograd/ops.h"
 #include "kernels/factory.h"
+#include "models/config_json.h"
 #include "nn/init.h"
 
 namespace pg {
 
 std::string VitConfig::to_json() const {
-  nlohmann::json j = {{"model", "vit"},     {"image_size", image_size}, {"channels", channels},
-                      {"patch", patch},     {"classes", classes},       {"dim", dim},
-                      {"layers", layers},   {"heads", heads},           {"mlp_ratio", mlp_ratio},
-                      {"dropout", dropout}, {"attn", attn}};
+  nlohmann::json j = {{"model", "vit"},
+                      {"image_size", image_size},
+                      {"channels", channels},
+                      {"patch", patch},
+                      {"classes", classes},
+                      {"dim", dim},
+                      {"layers", layers},
+                      {"heads", heads},
+                      {"mlp_ratio", mlp_ratio},
+                      {"dropout", dropout},
+                      {"attn", attn}};
   return j.dump();
 }
 
 VitConfig VitConfig::from_json(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    throw Error("VitConfig", std::string("config is not valid JSON: ") + e.what());
-  }
+  nlohmann::json j = parse_config(text, "VitConfig");
   VitConfig c;
-  auto get = [&](const char* key, auto& field) {
-    if (!j.contains(key)) throw Error("VitConfig", std::string("config misses '") + key + "'");
-    try {
-      j.at(key).get_to(field);
-    } catch (const std::exception&) {
-      throw Error("VitConfig", std::string("config field '") + key + "' has the wrong type");
-    }
-  };
-  get("image_size", c.image_size);
-  get("channels", c.channels);
-  get("patch", c.patch);
-  get("classes", c.classes);
-  get("dim", c.dim);
-  get("layers", c.layers);
-  get("heads", c.heads);
-  get("mlp_ratio", c.mlp_ratio);
-  get("dropout", c.dropout);
-  get("attn", c.attn);
+  config_field(j, "image_size", c.image_size, "VitConfig");
+  config_field(j, "channels", c.channels, "VitConfig");
+  config_field(j, "patch", c.patch, "VitConfig");
+  config_field(j, "classes", c.classes, "VitConfig");
+  config_field(j, "dim", c.dim, "VitConfig");
+  config_field(j, "layers", c.layers, "VitConfig");
+  config_field(j, "heads", c.heads, "VitConfig");
+  config_field(j, "mlp_ratio", c.mlp_ratio, "VitConfig");
+  config_field(j, "dropout", c.dropout, "VitConfig");
+  config_field(j, "attn", c.attn, "VitConfig");
   return c;
 }
 
@@ -62,9 +57,9 @@ Vit::Vit(const VitConfig& c) : config_(c) {
   ac.activation = AttentionActivation::parse(c.attn);
   ac.causal = false;
   for (int64_t i = 0; i < c.layers; ++i)
-    blocks_.push_back(register_module("blocks." + std::to_string(i),
-                                      std::make_shared<TransformerBlock>(ac, c.mlp_ratio * c.dim,
-                                                                         c.dropout)));
+    blocks_.push_back(
+        register_module("blocks." + std::to_string(i),
+                        std::make_shared<TransformerBlock>(ac, c.mlp_ratio * c.dim, c.dropout)));
   ln_ = register_module("ln", std::make_shared<LayerNorm>(c.dim));
   head_ = register_module("head", std::make_shared<Linear>(c.dim, c.classes));
 }
@@ -77,8 +72,9 @@ Tensor Vit::forward(const Tensor& images) {
            "], got ", shape_str(images.shape()));
   int64_t B = images.size(0), g = c.image_size / c.patch, p = c.patch;
   // [B, C, g, p, g, p] -> [B, g, g, C, p, p] -> [B, g*g, C*p*p]
-  Tensor patches = reshape(permute(reshape(images, {B, c.channels, g, p, g, p}), {0, 2, 4, 1, 3, 5}),
-                           {B, g * g, c.channels * p * p});
+  Tensor patches =
+      reshape(permute(reshape(images, {B, c.channels, g, p, g, p}), {0, 2, 4, 1, 3, 5}),
+              {B, g * g, c.channels * p * p});
   Tensor x = (*patch_embed_)(patches);
   x = cat({expand(cls_token, {B, 1, c.dim}), x}, 1);
   x = add(x, pos_embed);

@@ -20,8 +20,8 @@ MultiHeadAttention::MultiHeadAttention(const AttentionConfig& config) : config_(
 }
 
 Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& key_padding_mask) {
-  PG_CHECK(x.dim() == 3 && x.size(2) == config_.dim, "MultiHeadAttention",
-           "expected input [B, T, ", config_.dim, "], got ", shape_str(x.shape()));
+  PG_CHECK(x.dim() == 3 && x.size(2) == config_.dim, "MultiHeadAttention", "expected input [B, T, ",
+           config_.dim, "], got ", shape_str(x.shape()));
   int64_t B = x.size(0), T = x.size(1), H = config_.heads, hd = config_.dim / H;
   // [B, T, 3, H, hd] -> [3, B, H, T, hd]: views, no copies; the fused kernel reads them
   // with BLAS leading dimensions.

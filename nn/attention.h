@@ -14,9 +14,9 @@ struct AttentionConfig {
   int64_t heads = 4;
   AttentionActivation activation;  ///< default softmax
   bool causal = false;
-  bool qk_norm = false;     ///< LayerNorm on queries and keys (per head)
-  bool use_fused = true;    ///< fused kernel when the activation has one
-  bool record_stats = true; ///< keep ||A||_F diagnostics of the last forward/backward
+  bool qk_norm = false;      ///< LayerNorm on queries and keys (per head)
+  bool use_fused = true;     ///< fused kernel when the activation has one
+  bool record_stats = true;  ///< keep ||A||_F diagnostics of the last forward/backward
 };
 
 /// Self-attention: qkv projection, per-head attention with the policy, output projection.

@@ -48,11 +48,16 @@ AttentionActivation AttentionActivation::parse(const std::string& spec) {
     args = spec.substr(colon + 1);
     if (args.empty()) bad_spec(spec, "nothing after ':'");
   }
-  if (name == "softmax") a.kind_ = Kind::Softmax;
-  else if (name == "poly") a.kind_ = Kind::Poly;
-  else if (name == "relu") a.kind_ = Kind::Relu;
-  else if (name == "sigmoid") a.kind_ = Kind::Sigmoid;
-  else bad_spec(spec, "unknown activation '" + name + "'");
+  if (name == "softmax")
+    a.kind_ = Kind::Softmax;
+  else if (name == "poly")
+    a.kind_ = Kind::Poly;
+  else if (name == "relu")
+    a.kind_ = Kind::Relu;
+  else if (name == "sigmoid")
+    a.kind_ = Kind::Sigmoid;
+  else
+    bad_spec(spec, "unknown activation '" + name + "'");
   if (args.empty()) return a;
   if (a.kind_ == Kind::Softmax) bad_spec(spec, "softmax takes no options");
   auto parts = split(args, ',');
@@ -72,9 +77,12 @@ AttentionActivation AttentionActivation::parse(const std::string& spec) {
       if (val.rfind("n^", 0) != 0 || !parse_number(val.substr(2), a.n_exponent_))
         bad_spec(spec, "scale must look like n^-0.5, got '" + val + "'");
     } else if (key == "n") {
-      if (val == "visible") a.n_visible_ = true;
-      else if (val == "keys") a.n_visible_ = false;
-      else bad_spec(spec, "n must be 'keys' or 'visible', got '" + val + "'");
+      if (val == "visible")
+        a.n_visible_ = true;
+      else if (val == "keys")
+        a.n_visible_ = false;
+      else
+        bad_spec(spec, "n must be 'keys' or 'visible', got '" + val + "'");
     } else {
       bad_spec(spec, "unexpected option '" + part + "'");
     }
@@ -83,8 +91,7 @@ AttentionActivation AttentionActivation::parse(const std::string& spec) {
 }
 
 AttentionActivation AttentionActivation::custom(std::string name, CustomFn fn) {
-  PG_CHECK(fn != nullptr, "attention activation", "custom activation '", name,
-           "' has no function");
+  PG_CHECK(fn != nullptr, "attention activation", "custom activation '", name, "' has no function");
   AttentionActivation a;
   a.kind_ = Kind::Custom;
   a.custom_name_ = std::move(name);
@@ -95,13 +102,19 @@ AttentionActivation AttentionActivation::custom(std::string name, CustomFn fn) {
 std::string AttentionActivation::spec() const {
   std::ostringstream os;
   switch (kind_) {
-    case Kind::Softmax: return "softmax";
-    case Kind::Custom: return "custom:" + custom_name_;
+    case Kind::Softmax:
+      return "softmax";
+    case Kind::Custom:
+      return "custom:" + custom_name_;
     case Kind::Poly:
       os << "poly:p=" << power_ << ",scale=n^" << n_exponent_;
       break;
-    case Kind::Relu: os << "relu"; break;
-    case Kind::Sigmoid: os << "sigmoid"; break;
+    case Kind::Relu:
+      os << "relu";
+      break;
+    case Kind::Sigmoid:
+      os << "sigmoid";
+      break;
   }
   if (n_visible_) os << (kind_ == Kind::Poly ? ",n=visible" : ":n=visible");
   return os.str();
@@ -136,9 +149,10 @@ Tensor AttentionActivation::apply(const Tensor& s, const Tensor& visible) const 
   auto times_visible = [&](const Tensor& a) { return visible.defined() ? mul(a, visible) : a; };
   switch (kind_) {
     case Kind::Softmax: {
-      Tensor masked = visible.defined()
-                          ? where(visible, s, full({}, -std::numeric_limits<double>::infinity(), opts))
-                          : s;
+      Tensor masked =
+          visible.defined()
+              ? where(visible, s, full({}, -std::numeric_limits<double>::infinity(), opts))
+              : s;
       return softmax(masked, -1);
     }
     case Kind::Poly: {
@@ -154,7 +168,8 @@ Tensor AttentionActivation::apply(const Tensor& s, const Tensor& visible) const 
       Tensor shifted = n_visible_ ? sub(s, log(n_rows)) : add(s, -std::log(keys));
       return times_visible(sigmoid(shifted));
     }
-    case Kind::Custom: return times_visible(custom_(s));
+    case Kind::Custom:
+      return times_visible(custom_(s));
   }
   return Tensor();
 }

@@ -37,8 +37,10 @@ Checkpoint load_checkpoint(const std::string& path) {
     throw Error(path, "checkpoint step '" + c.metadata.at("step") + "' is not a number");
   }
   for (auto& [name, t] : file.tensors) {
-    if (name.rfind("model.", 0) == 0) c.model[name.substr(6)] = t;
-    else if (name.rfind("optim.", 0) == 0) c.optimizer[name.substr(6)] = t;
+    if (name.rfind("model.", 0) == 0)
+      c.model[name.substr(6)] = t;
+    else if (name.rfind("optim.", 0) == 0)
+      c.optimizer[name.substr(6)] = t;
     else if (name == "rng.state") {
       PG_CHECK(t.dtype() == DType::I64 && t.numel() == 6, path,
                "tensor rng.state must be i64 of 6 elements, got ", dtype_name(t.dtype()), " ",

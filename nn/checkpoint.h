@@ -11,8 +11,8 @@ namespace pg {
 
 /// Everything a checkpoint file holds.
 struct Checkpoint {
-  StateDict model;      ///< "model.<name>" entries, without the prefix
-  StateDict optimizer;  ///< "optim.<name>" entries, without the prefix
+  StateDict model;                              ///< "model.<name>" entries, without the prefix
+  StateDict optimizer;                          ///< "optim.<name>" entries, without the prefix
   std::map<std::string, std::string> metadata;  ///< config, model kind, vocabulary, ...
   int64_t step = 0;
   std::array<uint64_t, 6> rng{};  ///< pg::default_generator() state

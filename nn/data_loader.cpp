@@ -37,7 +37,8 @@ const std::vector<int64_t>& ImageBatcher::order(int64_t epoch) const {
     std::iota(cached_order_.begin(), cached_order_.end(), 0);
     // Fisher-Yates with our own generator: the same permutation on every machine.
     Generator g(seed_ + static_cast<uint64_t>(epoch));
-    for (int64_t i = n - 1; i > 0; --i) std::swap(cached_order_[i], cached_order_[g.randint(0, i + 1)]);
+    for (int64_t i = n - 1; i > 0; --i)
+      std::swap(cached_order_[i], cached_order_[g.randint(0, i + 1)]);
     cached_epoch_ = epoch;
   }
   return cached_order_;

@@ -39,9 +39,11 @@ void Module::visit_slots(F&& f, const std::string& prefix, bool params, bool buf
 NamedTensors Module::named_parameters() const {
   NamedTensors out;
   std::set<const TensorImpl*> seen;  // tied weights are listed once
-  visit_slots([&](const std::string& n, Tensor* t) {
-    if (seen.insert(t->impl_ptr().get()).second) out.emplace_back(n, *t);
-  }, "", true, false);
+  visit_slots(
+      [&](const std::string& n, Tensor* t) {
+        if (seen.insert(t->impl_ptr().get()).second) out.emplace_back(n, *t);
+      },
+      "", true, false);
   return out;
 }
 
@@ -80,20 +82,24 @@ void Module::zero_grad() {
 }
 
 void Module::to(Device device) {
-  visit_slots([&](const std::string&, Tensor* t) {
-    bool rg = t->requires_grad();
-    *t = t->detach().to(device);
-    if (rg) t->requires_grad_(true);
-  }, "", true, true);
+  visit_slots(
+      [&](const std::string&, Tensor* t) {
+        bool rg = t->requires_grad();
+        *t = t->detach().to(device);
+        if (rg) t->requires_grad_(true);
+      },
+      "", true, true);
 }
 
 void Module::to(DType dtype) {
-  visit_slots([&](const std::string&, Tensor* t) {
-    if (!is_floating(t->dtype())) return;
-    bool rg = t->requires_grad();
-    *t = t->detach().to(dtype);
-    if (rg) t->requires_grad_(true);
-  }, "", true, true);
+  visit_slots(
+      [&](const std::string&, Tensor* t) {
+        if (!is_floating(t->dtype())) return;
+        bool rg = t->requires_grad();
+        *t = t->detach().to(dtype);
+        if (rg) t->requires_grad_(true);
+      },
+      "", true, true);
 }
 
 StateDict Module::state_dict() const {
@@ -105,19 +111,21 @@ StateDict Module::state_dict() const {
 void Module::load_state_dict(const StateDict& state, bool strict) {
   NoGradGuard no_grad;
   std::set<std::string> used;
-  visit_slots([&](const std::string& n, Tensor* t) {
-    auto it = state.find(n);
-    if (it == state.end()) {
-      PG_CHECK(!strict, "load_state_dict", "missing tensor '", n, "' of shape ",
-               shape_str(t->shape()), " for ", type_name());
-      return;
-    }
-    PG_CHECK(it->second.shape() == t->shape(), "load_state_dict", "tensor '", n, "' has shape ",
-             shape_str(it->second.shape()), " but ", type_name(), " expects ",
-             shape_str(t->shape()));
-    t->copy_(it->second.to(t->device()));
-    used.insert(n);
-  }, "", true, true);
+  visit_slots(
+      [&](const std::string& n, Tensor* t) {
+        auto it = state.find(n);
+        if (it == state.end()) {
+          PG_CHECK(!strict, "load_state_dict", "missing tensor '", n, "' of shape ",
+                   shape_str(t->shape()), " for ", type_name());
+          return;
+        }
+        PG_CHECK(it->second.shape() == t->shape(), "load_state_dict", "tensor '", n, "' has shape ",
+                 shape_str(it->second.shape()), " but ", type_name(), " expects ",
+                 shape_str(t->shape()));
+        t->copy_(it->second.to(t->device()));
+        used.insert(n);
+      },
+      "", true, true);
   if (!strict) return;
   for (auto& [n, t] : state)
     PG_CHECK(used.count(n), "load_state_dict", "unexpected tensor '", n, "' of shape ",

@@ -15,9 +15,13 @@ namespace {
 // Calls f(T{}) for the floating dtype of a parameter.
 template <typename F>
 void with_float(const Tensor& p, F&& f) {
-  if (p.dtype() == DType::F32) f(float{});
-  else if (p.dtype() == DType::F64) f(double{});
-  else throw Error("optimizer", "parameters must be f32 or f64, got " + std::string(dtype_name(p.dtype())));
+  if (p.dtype() == DType::F32)
+    f(float{});
+  else if (p.dtype() == DType::F64)
+    f(double{});
+  else
+    throw Error("optimizer",
+                "parameters must be f32 or f64, got " + std::string(dtype_name(p.dtype())));
 }
 
 bool big(int64_t n) { return n > 32768 && omp_get_max_threads() > 1; }
@@ -27,8 +31,8 @@ bool big(int64_t n) { return n > 32768 && omp_get_max_threads() > 1; }
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
   for (size_t g = 0; g < groups_.size(); ++g) {
     for (auto& p : groups_[g].params) {
-      PG_CHECK(p.defined() && p.is_leaf() && is_floating(p.dtype()), "optimizer",
-               "group ", g, " holds a tensor that is not a floating leaf parameter");
+      PG_CHECK(p.defined() && p.is_leaf() && is_floating(p.dtype()), "optimizer", "group ", g,
+               " holds a tensor that is not a floating leaf parameter");
       PG_CHECK(p.is_contiguous() && p.device().is_cpu(), "optimizer",
                "parameters must be contiguous CPU tensors (got shape ", shape_str(p.shape()), ")");
     }
@@ -204,7 +208,8 @@ WarmupCosineLR::WarmupCosineLR(double base, int64_t warmup, int64_t total, doubl
 double WarmupCosineLR::lr_at(int64_t step) const {
   if (step < warmup_) return base_ * static_cast<double>(step + 1) / static_cast<double>(warmup_);
   if (step >= total_) return min_;
-  double progress = static_cast<double>(step - warmup_) / static_cast<double>(std::max<int64_t>(total_ - warmup_, 1));
+  double progress = static_cast<double>(step - warmup_) /
+                    static_cast<double>(std::max<int64_t>(total_ - warmup_, 1));
   return min_ + 0.5 * (base_ - min_) * (1 + std::cos(M_PI * progress));
 }
 

@@ -65,8 +65,8 @@ class SGD : public Optimizer {
 /// AdamW (torch.optim.AdamW: p -= lr * wd * p). One fused loop per parameter.
 class Adam : public Optimizer {
  public:
-  Adam(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999,
-       double eps = 1e-8, bool decoupled = false);
+  Adam(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+       bool decoupled = false);
 
  protected:
   void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
@@ -80,8 +80,7 @@ class Adam : public Optimizer {
 /// Adam with decoupled weight decay.
 class AdamW : public Adam {
  public:
-  AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999,
-        double eps = 1e-8)
+  AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
       : Adam(std::move(groups), beta1, beta2, eps, true) {}
 };
 

@@ -19,10 +19,14 @@ constexpr uint64_t kMaxHeader = 100u << 20;  // the reference implementation's l
 
 const char* st_dtype(DType dt) {
   switch (dt) {
-    case DType::F32: return "F32";
-    case DType::F64: return "F64";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
+    case DType::F32:
+      return "F32";
+    case DType::F64:
+      return "F64";
+    case DType::I64:
+      return "I64";
+    case DType::I32:
+      return "I32";
   }
   return "?";
 }
@@ -107,8 +111,7 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
 
 SafetensorsFile load_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  PG_CHECK(in.good() && !std::filesystem::is_directory(path), path,
-           "cannot open safetensors file");
+  PG_CHECK(in.good() && !std::filesystem::is_directory(path), path, "cannot open safetensors file");
   in.seekg(0, std::ios::end);
   uint64_t size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
@@ -151,10 +154,12 @@ SafetensorsFile load_safetensors(const std::string& path) {
     if (!entry["shape"].is_array()) throw bad("shape must be an array");
     Shape shape;
     for (auto& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) throw bad("shape holds a negative or non-integer size");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        throw bad("shape holds a negative or non-integer size");
       shape.push_back(d.get<int64_t>());
     }
-    if (static_cast<int>(shape.size()) > kMaxRank) throw bad("rank above " + std::to_string(kMaxRank));
+    if (static_cast<int>(shape.size()) > kMaxRank)
+      throw bad("rank above " + std::to_string(kMaxRank));
     auto& offs = entry["data_offsets"];
     if (!offs.is_array() || offs.size() != 2 || !offs[0].is_number_unsigned() ||
         !offs[1].is_number_unsigned())
@@ -162,15 +167,22 @@ SafetensorsFile load_safetensors(const std::string& path) {
     uint64_t begin = offs[0], end = offs[1];
     if (begin > end || end > data_size)
       throw bad("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                "] lie outside the " + std::to_string(data_size) + "-byte data section (truncated file?)");
+                "] lie outside the " + std::to_string(data_size) +
+                "-byte data section (truncated file?)");
     size_t elem;
     DType target;
-    if (dt == "F32") elem = 4, target = DType::F32;
-    else if (dt == "F64") elem = 8, target = DType::F64;
-    else if (dt == "I64") elem = 8, target = DType::I64;
-    else if (dt == "I32") elem = 4, target = DType::I32;
-    else if (dt == "BF16" || dt == "F16") elem = 2, target = DType::F32;
-    else throw bad("unsupported dtype '" + dt + "' (supported: F32, F64, I64, I32, BF16, F16)");
+    if (dt == "F32")
+      elem = 4, target = DType::F32;
+    else if (dt == "F64")
+      elem = 8, target = DType::F64;
+    else if (dt == "I64")
+      elem = 8, target = DType::I64;
+    else if (dt == "I32")
+      elem = 4, target = DType::I32;
+    else if (dt == "BF16" || dt == "F16")
+      elem = 2, target = DType::F32;
+    else
+      throw bad("unsupported dtype '" + dt + "' (supported: F32, F64, I64, I32, BF16, F16)");
     uint64_t numel = 1;
     for (int64_t d : shape) {
       if (d != 0 && numel > (1ull << 62) / static_cast<uint64_t>(d)) throw bad("shape too large");

@@ -93,8 +93,8 @@ std::vector<int32_t> CharVocab::encode(const std::u32string& text) const {
 std::string CharVocab::decode(const std::vector<int32_t>& ids) const {
   std::u32string text;
   for (int32_t id : ids) {
-    PG_CHECK(id >= 0 && id < size(), "vocabulary", "token id ", id, " is out of range for ",
-             size(), " characters");
+    PG_CHECK(id >= 0 && id < size(), "vocabulary", "token id ", id, " is out of range for ", size(),
+             " characters");
     text.push_back(chars_[id]);
   }
   return utf8_encode(text);

@@ -11,10 +11,9 @@ using namespace pg;
 
 namespace {
 
-const std::vector<std::string> kSpecs = {"softmax", "poly:1", "poly:2", "poly:3",
-                                         "poly:p=4,scale=n^-1", "relu", "sigmoid",
-                                         "poly:3,n=visible", "relu:n=visible",
-                                         "sigmoid:n=visible"};
+const std::vector<std::string> kSpecs = {
+    "softmax", "poly:1",  "poly:2",           "poly:3",         "poly:p=4,scale=n^-1",
+    "relu",    "sigmoid", "poly:3,n=visible", "relu:n=visible", "sigmoid:n=visible"};
 
 double max_rel_diff(const Tensor& a, const Tensor& b) {
   auto x = a.to_vector<double>(), y = b.to_vector<double>();
@@ -174,11 +173,13 @@ TEST_CASE("custom activation runs through autograd and is masked after") {
   Tensor v = randn({1, 1, 5, 2}, f64, &gen).requires_grad_();
   // poly:p=2,scale=n^0 is the same function: the two paths must agree.
   Tensor a = composite_attention(q, k, v, act, true, 0.7);
-  Tensor b = fused_attention(q, k, v,
-                             AttentionActivation::parse("poly:p=2,scale=n^0").kernel_params(true, 0.7));
+  Tensor b = fused_attention(
+      q, k, v, AttentionActivation::parse("poly:p=2,scale=n^0").kernel_params(true, 0.7));
   CHECK(max_rel_diff(a, b) < 1e-12);
   auto report = gradcheck(
-      [&](const TensorList& in) { return composite_attention(in[0], in[1], in[2], act, true, 0.7); },
+      [&](const TensorList& in) {
+        return composite_attention(in[0], in[1], in[2], act, true, 0.7);
+      },
       {q, k, v});
   CHECK_MESSAGE(report.ok, report.message);
 }

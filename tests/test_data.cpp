@@ -44,7 +44,9 @@ std::string idx_labels(uint32_t n, uint32_t magic = 2049) {
   return s;
 }
 
-void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+void write_file(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary) << bytes;
+}
 
 void write_gz(const fs::path& p, const std::string& bytes) {
   gzFile f = gzopen(p.c_str(), "wb");
@@ -73,23 +75,29 @@ TEST_CASE("IDX images and labels load raw and gzipped with the right values") {
 TEST_CASE("bad IDX files are refused with a clear error naming the file") {
   fs::path d = temp_dir("bad");
   write_file(d / "magic", idx_images(2, 3, 3, 1234));
-  CHECK_THROWS_WITH_AS(load_idx_images((d / "magic").string()), doctest::Contains("bad magic number 1234"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_idx_images((d / "magic").string()),
+                       doctest::Contains("bad magic number 1234"), pg::Error);
   std::string truncated = idx_images(4, 3, 3);
   truncated.resize(truncated.size() - 5);
   write_file(d / "short", truncated);
-  CHECK_THROWS_WITH_AS(load_idx_images((d / "short").string()), doctest::Contains("short"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_idx_images((d / "short").string()), doctest::Contains("short"),
+                       pg::Error);
   write_file(d / "tiny", "abc");
-  CHECK_THROWS_WITH_AS(load_idx_labels((d / "tiny").string()), doctest::Contains("too short"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_idx_labels((d / "tiny").string()), doctest::Contains("too short"),
+                       pg::Error);
   write_file(d / "labels", idx_labels(3, 2051));
-  CHECK_THROWS_WITH_AS(load_idx_labels((d / "labels").string()), doctest::Contains("expected 2049"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_idx_labels((d / "labels").string()), doctest::Contains("expected 2049"),
+                       pg::Error);
   // A gzip stream cut in the middle.
   write_gz(d / "whole.gz", idx_images(50, 28, 28));
   std::ifstream in(d / "whole.gz", std::ios::binary);
   std::string gz((std::istreambuf_iterator<char>(in)), {});
   write_file(d / "cut.gz", gz.substr(0, gz.size() / 2));
   CHECK_THROWS_AS(load_idx_images((d / "cut.gz").string()), pg::Error);
-  CHECK_THROWS_WITH_AS(load_mnist((d / "nowhere").string()), doctest::Contains("not a directory"), pg::Error);
-  CHECK_THROWS_WITH_AS(load_mnist(d.string()), doctest::Contains("missing train-images"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_mnist((d / "nowhere").string()), doctest::Contains("not a directory"),
+                       pg::Error);
+  CHECK_THROWS_WITH_AS(load_mnist(d.string()), doctest::Contains("missing train-images"),
+                       pg::Error);
 }
 
 TEST_CASE("text corpus: UTF-8 round trip, vocabulary from the training split, 90/10 split") {
@@ -120,8 +128,10 @@ TEST_CASE("batches depend only on (seed, step) and the prefetcher yields them in
   for (int t = 0; t + 1 < 16; ++t) CHECK(y[t] == x[t + 1]);
   CHECK(text_batch(tokens, 4, 16, 42, 8).inputs.to_vector<int64_t>() != x);
   Prefetcher p([&](int64_t s) { return text_batch(tokens, 4, 16, 42, s); }, 5);
-  CHECK(p.next().inputs.to_vector<int64_t>() == text_batch(tokens, 4, 16, 42, 5).inputs.to_vector<int64_t>());
-  CHECK(p.next().inputs.to_vector<int64_t>() == text_batch(tokens, 4, 16, 42, 6).inputs.to_vector<int64_t>());
+  CHECK(p.next().inputs.to_vector<int64_t>() ==
+        text_batch(tokens, 4, 16, 42, 5).inputs.to_vector<int64_t>());
+  CHECK(p.next().inputs.to_vector<int64_t>() ==
+        text_batch(tokens, 4, 16, 42, 6).inputs.to_vector<int64_t>());
 
   ImageSet set{rand({10, 2, 2}), arange(10)};
   ImageBatcher batcher(set, 3, 1);
@@ -132,6 +142,7 @@ TEST_CASE("batches depend only on (seed, step) and the prefetcher yields them in
     for (int64_t l : batcher.batch(s).targets.to_vector<int64_t>()) seen.push_back(l);
   std::sort(seen.begin(), seen.end());
   CHECK(std::unique(seen.begin(), seen.end()) == seen.end());
-  CHECK(batcher.batch(4).targets.to_vector<int64_t>() == batcher.batch(4).targets.to_vector<int64_t>());
+  CHECK(batcher.batch(4).targets.to_vector<int64_t>() ==
+        batcher.batch(4).targets.to_vector<int64_t>());
   CHECK(batcher.batch(1).inputs.shape() == Shape{3, 1, 2, 2});
 }

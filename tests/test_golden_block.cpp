@@ -54,7 +54,8 @@ void check_policy(const SafetensorsFile& fx, const std::string& spec, DType dtyp
 }  // namespace
 
 TEST_CASE("transformer block matches PyTorch for every built-in activation") {
-  SafetensorsFile fx = load_safetensors(std::string(PG_FIXTURE_DIR) + "/transformer_block.safetensors");
+  SafetensorsFile fx =
+      load_safetensors(std::string(PG_FIXTURE_DIR) + "/transformer_block.safetensors");
   REQUIRE(fx.metadata.count("generator"));
   for (const char* spec : {"softmax", "poly:3", "relu", "sigmoid"}) {
     CAPTURE(spec);

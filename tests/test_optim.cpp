@@ -14,7 +14,8 @@ namespace {
 double max_rel(const Tensor& a, const Tensor& b) {
   auto x = a.to_vector<double>(), y = b.to_vector<double>();
   double d = 0, s = 0;
-  for (size_t i = 0; i < x.size(); ++i) d = std::max(d, std::fabs(x[i] - y[i])), s = std::max(s, std::fabs(y[i]));
+  for (size_t i = 0; i < x.size(); ++i)
+    d = std::max(d, std::fabs(x[i] - y[i])), s = std::max(s, std::fabs(y[i]));
   return d / s;
 }
 
@@ -27,9 +28,12 @@ TEST_CASE("AdamW, Adam and SGD match PyTorch step by step") {
     Tensor p = fx.at("p0").clone().requires_grad_();
     std::string n = name;
     std::unique_ptr<Optimizer> opt;
-    if (n == "adamw") opt = std::make_unique<AdamW>(std::vector<ParamGroup>{{{p}, 0.01, 0.1}}, 0.9, 0.99, 1e-8);
-    if (n == "adam") opt = std::make_unique<Adam>(std::vector<ParamGroup>{{{p}, 0.01, 0.1}}, 0.9, 0.99, 1e-8);
-    if (n == "sgd") opt = std::make_unique<SGD>(std::vector<ParamGroup>{{{p}, 0.1, 0.01}}, 0.9, true);
+    if (n == "adamw")
+      opt = std::make_unique<AdamW>(std::vector<ParamGroup>{{{p}, 0.01, 0.1}}, 0.9, 0.99, 1e-8);
+    if (n == "adam")
+      opt = std::make_unique<Adam>(std::vector<ParamGroup>{{{p}, 0.01, 0.1}}, 0.9, 0.99, 1e-8);
+    if (n == "sgd")
+      opt = std::make_unique<SGD>(std::vector<ParamGroup>{{{p}, 0.1, 0.01}}, 0.9, true);
     for (int i = 0; i < 3; ++i) {
       p.set_grad(fx.at("grad" + std::to_string(i)).clone());
       opt->step();
@@ -56,7 +60,8 @@ TEST_CASE("plain SGD and momentum against hand-computed values; groups; skipped 
 
 TEST_CASE("AdamW's decoupled decay differs from Adam's L2 decay, both by their formulas") {
   double p0 = 2.0, g = 0.5, lr = 0.1, wd = 0.2, b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  Tensor pa = from_vector<double>({p0}, {1}).requires_grad_(), pw = pa.clone().detach().requires_grad_();
+  Tensor pa = from_vector<double>({p0}, {1}).requires_grad_(),
+         pw = pa.clone().detach().requires_grad_();
   Adam adam({{{pa}, lr, wd}}, b1, b2, eps);
   AdamW adamw({{{pw}, lr, wd}}, b1, b2, eps);
   pa.set_grad(from_vector<double>({g}, {1}));
@@ -65,7 +70,8 @@ TEST_CASE("AdamW's decoupled decay differs from Adam's L2 decay, both by their f
   adamw.step();
   double ga = g + wd * p0;  // first step: m_hat = g, v_hat = g^2
   CHECK(pa.item() == doctest::Approx(p0 - lr * ga / (std::fabs(ga) + eps)).epsilon(1e-12));
-  CHECK(pw.item() == doctest::Approx(p0 * (1 - lr * wd) - lr * g / (std::fabs(g) + eps)).epsilon(1e-12));
+  CHECK(pw.item() ==
+        doctest::Approx(p0 * (1 - lr * wd) - lr * g / (std::fabs(g) + eps)).epsilon(1e-12));
 }
 
 TEST_CASE("optimizer state dict: resuming gives bit-identical parameters") {
@@ -92,7 +98,8 @@ TEST_CASE("optimizer state dict: resuming gives bit-identical parameters") {
   CHECK_THROWS_WITH_AS(opt2.load_state_dict(missing), doctest::Contains("group.0.lr"), pg::Error);
   StateDict extra = saved;
   extra["state.7.0.exp_avg"] = zeros({4, 3});
-  CHECK_THROWS_WITH_AS(opt2.load_state_dict(extra), doctest::Contains("state.7.0.exp_avg"), pg::Error);
+  CHECK_THROWS_WITH_AS(opt2.load_state_dict(extra), doctest::Contains("state.7.0.exp_avg"),
+                       pg::Error);
   StateDict wrong = saved;
   wrong["state.0.0.exp_avg"] = zeros({3, 4});
   CHECK_THROWS_WITH_AS(opt2.load_state_dict(wrong), doctest::Contains("[3, 4]"), pg::Error);

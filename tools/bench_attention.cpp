@@ -31,7 +31,8 @@ Result measure(int repeats, F&& step) {
     cpu_allocator().reset_peak();
     auto t0 = std::chrono::steady_clock::now();
     step();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    t.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     peak = std::max(peak, cpu_allocator().stats().peak_allocated - base);
   }
   std::sort(t.begin(), t.end());
@@ -44,17 +45,20 @@ int main(int argc, char** argv) {
   pg::tools::ensure_passive_omp_wait(argv);
   int64_t B = 32, H = 4, T = 128, d = 32;
   int repeats = 20;
-  if (argc >= 5) B = std::atoll(argv[1]), H = std::atoll(argv[2]), T = std::atoll(argv[3]), d = std::atoll(argv[4]);
+  if (argc >= 5)
+    B = std::atoll(argv[1]), H = std::atoll(argv[2]), T = std::atoll(argv[3]),
+    d = std::atoll(argv[4]);
   if (argc >= 6) repeats = std::atoi(argv[5]);
   manual_seed(0);
   Tensor q = randn({B, H, T, d}).requires_grad_(), k = randn({B, H, T, d}).requires_grad_();
   Tensor v = randn({B, H, T, d}).requires_grad_(), g = randn({B, H, T, d});
   double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const char* core = std::getenv("OPENBLAS_CORETYPE");
-  std::printf("attention forward+backward, B=%lld H=%lld T=%lld d=%lld, causal, f32, %d threads, "
-              "OPENBLAS_CORETYPE=%s, median of %d\n",
-              (long long)B, (long long)H, (long long)T, (long long)d, get_num_threads(),
-              core ? core : "(unset)", repeats);
+  std::printf(
+      "attention forward+backward, B=%lld H=%lld T=%lld d=%lld, causal, f32, %d threads, "
+      "OPENBLAS_CORETYPE=%s, median of %d\n",
+      (long long)B, (long long)H, (long long)T, (long long)d, get_num_threads(),
+      core ? core : "(unset)", repeats);
   std::printf("%-10s %12s %12s %8s %14s %14s\n", "policy", "fused ms", "composite ms", "speedup",
               "fused MiB", "composite MiB");
   for (const char* spec : {"softmax", "poly:3", "relu", "sigmoid"}) {

@@ -36,15 +36,18 @@ int run_compare(const CompareOptions& o) {
   std::string report = o.train.out + "/report.md";
   std::ofstream md(report);
   md << "# Attention activations compared (" << (vit ? "ViT on Fashion-MNIST" : "GPT on text")
-     << ")\n\nSame seed (" << o.train.seed << "), data order and budget ("
-     << results.front().steps << " steps) for every activation.\n\n";
-  md << "| activation | " << (vit ? "final test acc | best test acc" : "final val loss | best val loss")
+     << ")\n\nSame seed (" << o.train.seed << "), data order and budget (" << results.front().steps
+     << " steps) for every activation.\n\n";
+  md << "| activation | "
+     << (vit ? "final test acc | best test acc" : "final val loss | best val loss")
      << " | ms/step | ||A||_F/sqrt(N) per layer (end) |\n|---|---|---|---|---|\n";
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
     char buf[160];
-    if (vit) std::snprintf(buf, sizeof buf, "%.2f%% | %.2f%%", 100 * r.final_metric, 100 * r.best_metric);
-    else std::snprintf(buf, sizeof buf, "%.4f | %.4f", r.final_metric, r.best_metric);
+    if (vit)
+      std::snprintf(buf, sizeof buf, "%.2f%% | %.2f%%", 100 * r.final_metric, 100 * r.best_metric);
+    else
+      std::snprintf(buf, sizeof buf, "%.4f | %.4f", r.final_metric, r.best_metric);
     md << "| `" << o.activations[i] << "` | " << buf << " | ";
     std::snprintf(buf, sizeof buf, "%.1f", r.ms_per_step);
     md << buf << " | ";
@@ -63,7 +66,8 @@ int run_compare(const CompareOptions& o) {
     afrob.push_back({spec, d + "/afrob.tsv", 1, 2});
   }
   plot_png(o.train.out + "/loss.png", "training loss", "step", "loss", loss, true);
-  plot_png(o.train.out + "/afrob.png", "||A||_F / sqrt(N), mean over layers", "step", "", afrob, true);
+  plot_png(o.train.out + "/afrob.png", "||A||_F / sqrt(N), mean over layers", "step", "", afrob,
+           true);
   std::printf("\nreport: %s\n", report.c_str());
   std::ifstream in(report);
   std::printf("%s", std::string(std::istreambuf_iterator<char>(in), {}).c_str());

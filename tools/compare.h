@@ -10,7 +10,8 @@ namespace pg::tools {
 /// What to compare and with which budget.
 struct CompareOptions {
   std::string model = "vit";
-  std::vector<std::string> activations = {"softmax", "poly:1", "poly:2", "poly:3", "relu", "sigmoid"};
+  std::vector<std::string> activations = {"softmax", "poly:1", "poly:2",
+                                          "poly:3",  "relu",   "sigmoid"};
   TrainOptions train;
   VitConfig vit;
   GptConfig gpt;

@@ -24,7 +24,8 @@ namespace {
 
 // Flags every training run takes.
 void add_train_flags(CLI::App* app, TrainOptions& o) {
-  app->add_option("--attn", o.attn, "attention activation: softmax, poly:3, poly:p=2,scale=n^-0.5, relu, sigmoid")
+  app->add_option("--attn", o.attn,
+                  "attention activation: softmax, poly:3, poly:p=2,scale=n^-0.5, relu, sigmoid")
       ->capture_default_str()
       ->check([](const std::string& s) {
         try {
@@ -35,12 +36,17 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
         }
       });
   app->add_option("--steps", o.steps, "optimizer steps (0: from --epochs, or the model's default)");
-  app->add_option("--epochs", o.epochs, "ViT: passes over the training set")->check(CLI::NonNegativeNumber);
-  app->add_option("--batch", o.batch, "batch size (0: model default)")->check(CLI::NonNegativeNumber);
-  app->add_option("--lr", o.lr, "peak learning rate (0: model default)")->check(CLI::NonNegativeNumber);
+  app->add_option("--epochs", o.epochs, "ViT: passes over the training set")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--batch", o.batch, "batch size (0: model default)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--lr", o.lr, "peak learning rate (0: model default)")
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--warmup", o.warmup, "warm-up steps (-1: 5% of the run)");
-  app->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-  app->add_option("--seed", o.seed, "seed of initialisation, data order and dropout")->capture_default_str();
+  app->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")
+      ->capture_default_str();
+  app->add_option("--seed", o.seed, "seed of initialisation, data order and dropout")
+      ->capture_default_str();
   app->add_option("--threads", o.threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app->add_option("--out", o.out, "run directory")->capture_default_str();
   app->add_option("--data", o.data, "data path (ViT: MNIST-layout dir; GPT: text file or dir)");
@@ -50,20 +56,38 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
 }
 
 void add_vit_flags(CLI::App* app, VitConfig& c) {
-  app->add_option("--patch", c.patch, "patch size")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--patch", c.patch, "patch size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app->add_option("--dim", c.dim, "model width")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--layers", c.layers, "transformer blocks")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--heads", c.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--mlp-ratio", c.mlp_ratio, "MLP hidden = ratio * dim")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--dropout", c.dropout, "dropout")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  app->add_option("--layers", c.layers, "transformer blocks")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--heads", c.heads, "attention heads")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--mlp-ratio", c.mlp_ratio, "MLP hidden = ratio * dim")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--dropout", c.dropout, "dropout")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.99));
 }
 
 void add_gpt_flags(CLI::App* app, GptConfig& c) {
-  app->add_option("--context", c.context, "context length")->capture_default_str()->check(CLI::PositiveNumber);
+  app->add_option("--context", c.context, "context length")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app->add_option("--dim", c.dim, "model width")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--layers", c.layers, "transformer blocks")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--heads", c.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
-  app->add_option("--dropout", c.dropout, "dropout")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  app->add_option("--layers", c.layers, "transformer blocks")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--heads", c.heads, "attention heads")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--dropout", c.dropout, "dropout")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.99));
   app->add_flag("--tie-weights", c.tie_weights, "share token embedding and output head");
 }
 
@@ -83,7 +107,8 @@ int run_eval(const std::string& ckpt_path, const std::string& data) {
       auto y = d.test.labels.narrow(0, i, m).to_vector<int64_t>();
       for (int64_t j = 0; j < m; ++j) correct += pred[j] == y[j];
     }
-    std::printf("test accuracy %.2f%% (%lld/%lld)\n", 100.0 * correct / n, (long long)correct, (long long)n);
+    std::printf("test accuracy %.2f%% (%lld/%lld)\n", 100.0 * correct / n, (long long)correct,
+                (long long)n);
     return 0;
   }
   Gpt model(GptConfig::from_json(ck.metadata.at("config")));
@@ -114,7 +139,9 @@ int run_sample(const std::string& ckpt_path, const std::string& prompt, int64_t 
   for (char32_t c : p)
     if (vocab.contains(c)) kept.push_back(c);
   PG_CHECK(!kept.empty(), "sample", "no character of the prompt is in the model's vocabulary");
-  std::printf("%s\n", vocab.decode(model.generate(vocab.encode(kept), tokens, temperature, top_k, gen)).c_str());
+  std::printf(
+      "%s\n",
+      vocab.decode(model.generate(vocab.encode(kept), tokens, temperature, top_k, gen)).c_str());
   return 0;
 }
 
@@ -133,7 +160,8 @@ int main(int argc, char** argv) {
   auto* train_vit_cmd = train->add_subcommand("vit", "ViT on Fashion-MNIST (or --data DIR)");
   add_train_flags(train_vit_cmd, train_opt);
   add_vit_flags(train_vit_cmd, vit);
-  auto* train_gpt_cmd = train->add_subcommand("gpt", "character GPT on a text corpus (default: fortunes)");
+  auto* train_gpt_cmd =
+      train->add_subcommand("gpt", "character GPT on a text corpus (default: fortunes)");
   add_train_flags(train_gpt_cmd, train_opt);
   add_gpt_flags(train_gpt_cmd, gpt);
 
@@ -147,15 +175,22 @@ int main(int argc, char** argv) {
   auto* sample = app.add_subcommand("sample", "generate text from a GPT checkpoint");
   sample->add_option("--ckpt", ckpt, "checkpoint file")->required()->check(CLI::ExistingFile);
   sample->add_option("--prompt", prompt, "text to continue");
-  sample->add_option("--tokens", tokens, "characters to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
-  sample->add_option("--temperature", temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
-  sample->add_option("--top-k", top_k, "sample among the k most likely (0 = all)")->capture_default_str();
+  sample->add_option("--tokens", tokens, "characters to generate")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--temperature", temperature, "0 = greedy")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--top-k", top_k, "sample among the k most likely (0 = all)")
+      ->capture_default_str();
   sample->add_option("--seed", seed, "sampling seed")->capture_default_str();
 
   CompareOptions cmp;
   auto* compare = app.add_subcommand("compare", "train once per activation and write a report");
   add_train_flags(compare, cmp.train);
-  compare->add_option("--model", cmp.model, "vit or gpt")->capture_default_str()->check(CLI::IsMember({"vit", "gpt"}));
+  compare->add_option("--model", cmp.model, "vit or gpt")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"vit", "gpt"}));
   compare->add_option("--attn-list", cmp.activations, "activation specs, space-separated")
       ->capture_default_str();
   compare->add_option("--patch", cmp.vit.patch, "ViT patch size")->capture_default_str();
@@ -173,11 +208,16 @@ int main(int argc, char** argv) {
     return e.get_exit_code() ? e.get_exit_code() : 2;
   }
   try {
-    if (train_vit_cmd->parsed()) train_vit(train_opt, vit);
-    else if (train_gpt_cmd->parsed()) train_gpt(train_opt, gpt);
-    else if (eval->parsed()) return run_eval(ckpt, data);
-    else if (sample->parsed()) return run_sample(ckpt, prompt, tokens, temperature, top_k, seed);
-    else if (compare->parsed()) return run_compare(cmp);
+    if (train_vit_cmd->parsed())
+      train_vit(train_opt, vit);
+    else if (train_gpt_cmd->parsed())
+      train_gpt(train_opt, gpt);
+    else if (eval->parsed())
+      return run_eval(ckpt, data);
+    else if (sample->parsed())
+      return run_sample(ckpt, prompt, tokens, temperature, top_k, seed);
+    else if (compare->parsed())
+      return run_compare(cmp);
   } catch (const pg::Error& e) {
     std::fprintf(stderr, "polygrad: error: %s\n", e.what());
     return 1;

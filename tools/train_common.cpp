@@ -18,15 +18,22 @@ std::atomic<bool> g_stop{false};
 std::string hms(double seconds) {
   int64_t s = static_cast<int64_t>(seconds + 0.5);
   char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(s / 3600), (long long)(s / 60 % 60), (long long)(s % 60));
-  else std::snprintf(buf, sizeof buf, "%lld:%02lld", (long long)(s / 60), (long long)(s % 60));
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(s / 3600),
+                  (long long)(s / 60 % 60), (long long)(s % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lld:%02lld", (long long)(s / 60), (long long)(s % 60));
   return buf;
 }
 }  // namespace
 
 ProgressLine::ProgressLine(int64_t first_step, int64_t total, std::string unit)
-    : first_(first_step), total_(total), unit_(std::move(unit)), tty_(isatty(STDOUT_FILENO)),
-      start_(std::chrono::steady_clock::now()), last_print_(start_) {}
+    : first_(first_step),
+      total_(total),
+      unit_(std::move(unit)),
+      tty_(isatty(STDOUT_FILENO)),
+      start_(std::chrono::steady_clock::now()),
+      last_print_(start_) {}
 
 void ProgressLine::update(int64_t step, double loss, int64_t items) {
   items_ += items;
@@ -41,7 +48,8 @@ void ProgressLine::update(int64_t step, double loss, int64_t items) {
   double done = static_cast<double>(step - first_);
   double rate = elapsed > 0 ? static_cast<double>(items_) / elapsed : 0;
   double eta = done > 0 ? elapsed / done * static_cast<double>(total_ - step) : 0;
-  int width = 24, fill = static_cast<int>(width * static_cast<double>(step) / std::max<int64_t>(total_, 1));
+  int width = 24,
+      fill = static_cast<int>(width * static_cast<double>(step) / std::max<int64_t>(total_, 1));
   std::string bar = std::string(fill, '#') + std::string(width - fill, '.');
   std::printf("%s[%s] %lld/%lld loss %.4f  %.0f %s/s  ETA %s%s", tty_ ? "\r" : "", bar.c_str(),
               (long long)step, (long long)total_, loss, rate, unit_.c_str(), hms(eta).c_str(),
@@ -135,8 +143,8 @@ void write_tsv(const std::string& dir) {
       if (j.contains(key)) {
         bool acc = j.contains("test_accuracy");
         has_acc = has_acc || acc;
-        eval << j["step"] << '\t' << j[key] << '\t' << (acc ? j["test_accuracy"].get<double>() : 0.0)
-             << '\n';
+        eval << j["step"] << '\t' << j[key] << '\t'
+             << (acc ? j["test_accuracy"].get<double>() : 0.0) << '\n';
       }
   }
 }

@@ -3,10 +3,9 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace pg::tools {
 
@@ -51,8 +50,7 @@ struct PlotSeries {
   int x_col, y_col;
 };
 bool plot_png(const std::string& png, const std::string& title, const std::string& xlabel,
-              const std::string& ylabel, const std::vector<PlotSeries>& series,
-              bool log_y = false);
+              const std::string& ylabel, const std::vector<PlotSeries>& series, bool log_y = false);
 
 }  // namespace pg::tools
 

@@ -21,12 +21,14 @@ namespace {
 
 std::vector<ParamGroup> param_groups(const Module& model, double lr, double wd) {
   ParamGroup decay{{}, lr, wd}, no_decay{{}, lr, 0.0};
-  for (auto& [name, p] : model.named_parameters()) (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
+  for (auto& [name, p] : model.named_parameters())
+    (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
   return {decay, no_decay};
 }
 
 // Mean validation loss in nats per character over `batches` fixed windows.
-double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch, int64_t batches) {
+double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch,
+                       int64_t batches) {
   NoGradGuard no_grad;
   model.eval();
   double total = 0;
@@ -72,21 +74,23 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     restore_checkpoint(resumed, model, &optimizer);
     step = resumed.step;
   }
-  std::printf("GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
-              "tokens, %d threads\n",
-              cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
-              corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
-              get_num_threads());
+  std::printf(
+      "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
+      "tokens, %d threads\n",
+      cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
+      corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
+      get_num_threads());
   auto save = [&] {
-    save_checkpoint(ckpt_path, model, &optimizer, step,
-                    {{"model", "gpt"}, {"config", cfg.to_json()}, {"vocab", corpus.vocab.to_utf8()}});
+    save_checkpoint(
+        ckpt_path, model, &optimizer, step,
+        {{"model", "gpt"}, {"config", cfg.to_json()}, {"vocab", corpus.vocab.to_utf8()}});
   };
 
   // --- training loop ------------------------------------------------------------------
   MetricsWriter metrics(opt.out + "/metrics.jsonl", opt.resume);
   int64_t eval_every = opt.eval_every > 0 ? opt.eval_every : std::max<int64_t>(1, total / 10);
-  Prefetcher loader([&](int64_t s) { return text_batch(corpus.train, batch, cfg.context, opt.seed, s); },
-                    step);
+  Prefetcher loader(
+      [&](int64_t s) { return text_batch(corpus.train, batch, cfg.context, opt.seed, s); }, step);
   ProgressLine progress(step, total, "tok");
   install_stop_handler();
   RunSummary summary;
@@ -105,8 +109,11 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     double l = loss.item();
     std::vector<double> norms;
     for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n);
-    metrics.write({{"step", step}, {"loss", l}, {"lr", schedule.lr_at(step - 1)},
-                   {"grad_norm", grad_norm}, {"a_frob_sqrt_n", norms}});
+    metrics.write({{"step", step},
+                   {"loss", l},
+                   {"lr", schedule.lr_at(step - 1)},
+                   {"grad_norm", grad_norm},
+                   {"a_frob_sqrt_n", norms}});
     progress.update(step, l, batch * cfg.context);
     if (step % eval_every == 0 || step == total) {
       double vl = validation_loss(model, corpus.val, batch, 8);
@@ -125,14 +132,16 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     }
   }
   progress.finish();
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   save();
 
   // --- results ------------------------------------------------------------------------
   summary.steps = step;
   summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
   summary.items_per_s = static_cast<double>((step - first_step) * batch * cfg.context) / seconds;
-  for (auto& blk : model.blocks()) summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
+  for (auto& blk : model.blocks())
+    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);
   if (!opt.quiet) {

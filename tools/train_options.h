@@ -17,13 +17,13 @@ struct TrainOptions {
   double weight_decay = 0.05;
   double grad_clip = 1.0;
   uint64_t seed = 1337;
-  int threads = 0;               ///< 0: all cores
-  std::string out = "out/run";   ///< run directory: metrics, checkpoints, plots
-  std::string data;              ///< data path ("" = the model's default)
-  bool resume = false;           ///< continue from OUT/checkpoint.safetensors
-  int64_t eval_every = 0;        ///< 0: a few times per run
-  int64_t ckpt_every = 0;        ///< 0: only at the end (and on Ctrl-C)
-  bool quiet = false;            ///< no terminal drawings at the end (compare uses it)
+  int threads = 0;              ///< 0: all cores
+  std::string out = "out/run";  ///< run directory: metrics, checkpoints, plots
+  std::string data;             ///< data path ("" = the model's default)
+  bool resume = false;          ///< continue from OUT/checkpoint.safetensors
+  int64_t eval_every = 0;       ///< 0: a few times per run
+  int64_t ckpt_every = 0;       ///< 0: only at the end (and on Ctrl-C)
+  bool quiet = false;           ///< no terminal drawings at the end (compare uses it)
 };
 
 /// What a finished run reports (compare builds its table from these).

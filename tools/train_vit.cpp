@@ -1,10 +1,10 @@
 // Trains a Vision Transformer on Fashion-MNIST (or any MNIST-layout directory).
 // Read top to bottom: it is also the worked example of polygrad's API.
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-
-#include <unistd.h>
 
 #include "models/vit.h"
 #include "nn/checkpoint.h"
@@ -87,10 +87,9 @@ void show_results(const ImageSet& test, const EvalResult& r, int64_t classes) {
   }
   std::printf("\nper-class test accuracy\n  %-12s %8s %8s\n", "class", "acc", "images");
   for (int64_t c = 0; c < classes; ++c)
-    std::printf("  %-12s %7.1f%% %8lld\n",
-                classes == 10 ? kFashionClasses[c] : std::to_string(c).c_str(),
-                100.0 * static_cast<double>(hit[c]) / std::max<int64_t>(total[c], 1),
-                (long long)total[c]);
+    std::printf(
+        "  %-12s %7.1f%% %8lld\n", classes == 10 ? kFashionClasses[c] : std::to_string(c).c_str(),
+        100.0 * static_cast<double>(hit[c]) / std::max<int64_t>(total[c], 1), (long long)total[c]);
   // Six test images side by side, with the predicted and the true label.
   const int64_t shown = 6, stride = static_cast<int64_t>(truth.size()) / shown;
   std::vector<std::vector<std::string>> pics;
@@ -100,14 +99,17 @@ void show_results(const ImageSet& test, const EvalResult& r, int64_t classes) {
     for (auto& p : pics) std::printf("%s  ", p[line].c_str());
     std::printf("\n");
   }
-  auto name = [&](int64_t c) { return classes == 10 ? std::string(kFashionClasses[c]) : std::to_string(c); };
+  auto name = [&](int64_t c) {
+    return classes == 10 ? std::string(kFashionClasses[c]) : std::to_string(c);
+  };
   for (int64_t k = 0; k < shown; ++k) {
     int64_t i = k * stride;
     std::string label = (r.predictions[i] == truth[i] ? "ok " : "XX ") + name(r.predictions[i]);
     std::printf("%-30s", label.c_str());
   }
   std::printf("\n");
-  for (int64_t k = 0; k < shown; ++k) std::printf("%-30s", ("true: " + name(truth[k * stride])).c_str());
+  for (int64_t k = 0; k < shown; ++k)
+    std::printf("%-30s", ("true: " + name(truth[k * stride])).c_str());
   std::printf("\n");
 }
 
@@ -147,11 +149,11 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     restore_checkpoint(resumed, model, &optimizer);
     step = resumed.step;
   }
-  std::printf("ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
-              "%d threads\n",
-              cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(),
-              (long long)total, (long long)batch,
-              static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads());
+  std::printf(
+      "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
+      "%d threads\n",
+      cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(), (long long)total,
+      (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads());
   auto save = [&] {
     save_checkpoint(ckpt_path, model, &optimizer, step,
                     {{"model", "vit"}, {"config", cfg.to_json()}});
@@ -176,8 +178,8 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     optimizer.step();
     ++step;
     double l = loss.item();
-    nlohmann::json rec = {{"step", step}, {"loss", l}, {"lr", schedule.lr_at(step - 1)},
-                          {"grad_norm", grad_norm}};
+    nlohmann::json rec = {
+        {"step", step}, {"loss", l}, {"lr", schedule.lr_at(step - 1)}, {"grad_norm", grad_norm}};
     std::vector<double> norms;
     for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n);
     rec["a_frob_sqrt_n"] = norms;
@@ -203,14 +205,16 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     }
   }
   progress.finish();
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   save();
 
   // --- results --------------------------------------------------------------------------
   summary.steps = step;
   summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
   summary.items_per_s = static_cast<double>((step - first_step) * batch) / seconds;
-  for (auto& blk : model.blocks()) summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
+  for (auto& blk : model.blocks())
+    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
   EvalResult final_eval = evaluate(model, data.test);
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);

@@ -51,14 +51,30 @@ T ipow_c(T x) {
 template <typename F>
 void with_power(int p, F&& f) {
   switch (p) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 5: f(std::integral_constant<int, 5>{}); break;
-    case 6: f(std::integral_constant<int, 6>{}); break;
-    case 7: f(std::integral_constant<int, 7>{}); break;
-    default: f(std::integral_constant<int, 8>{}); break;
+    case 1:
+      f(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{});
+      break;
+    case 4:
+      f(std::integral_constant<int, 4>{});
+      break;
+    case 5:
+      f(std::integral_constant<int, 5>{});
+      break;
+    case 6:
+      f(std::integral_constant<int, 6>{});
+      break;
+    case 7:
+      f(std::integral_constant<int, 7>{});
+      break;
+    default:
+      f(std::integral_constant<int, 8>{});
+      break;
   }
 }
 
@@ -68,8 +84,8 @@ void with_power(int p, F&& f) {
 template <typename T>
 struct RowRule {
   const AttentionParams& p;
-  int64_t keys;    // S
-  const T* kvis;   // [S] of this batch row, or null
+  int64_t keys;   // S
+  const T* kvis;  // [S] of this batch row, or null
 
   int64_t limit(int64_t i, int64_t kmax) const { return p.causal ? std::min(kmax, i + 1) : kmax; }
   T vis(int64_t j) const { return kvis ? kvis[j] : T(1); }
@@ -227,8 +243,8 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
 
 template <typename T>
 void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                    const Tensor& key_mask, const Tensor& lse, const AttentionParams& p,
-                    Tensor& dq, Tensor& dk, Tensor& dv, double* grad_frob_sq) {
+                    const Tensor& key_mask, const Tensor& lse, const AttentionParams& p, Tensor& dq,
+                    Tensor& dk, Tensor& dv, double* grad_frob_sq) {
   int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), d = q.size(3);
   int64_t S = k.size(2), e = v.size(3);
   Operand<T> Q(q), K(k), V(v), dO(dout), dQ(dq), dK(dk), dV(dv);

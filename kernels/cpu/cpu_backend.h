@@ -31,9 +31,9 @@ class CpuBackend final : public Backend {
                               const Tensor& lse, int64_t ignore_index, double label_smoothing,
                               Tensor& dlogits) override;
   void dropout_mask(Tensor& out, double keep, Generator& gen) override;
-  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                         const Tensor& key_mask, const AttentionParams& p, Tensor& out,
-                         Tensor& lse, double* frob_sq) override;
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                         const AttentionParams& p, Tensor& out, Tensor& lse,
+                         double* frob_sq) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& key_mask, const Tensor& lse, const AttentionParams& p,
                           Tensor& dq, Tensor& dk, Tensor& dv, double* grad_frob_sq) override;

@@ -150,24 +150,42 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
     using T = decltype(tag);
     T ts = static_cast<T>(s);
     switch (op) {
-      case UnaryOp::Neg: unary_loop<T>(x, out, [](T v) { return -v; }); break;
-      case UnaryOp::Exp: unary_loop<T>(x, out, [](T v) { return vexp(v); }); break;
-      case UnaryOp::Log: unary_loop<T>(x, out, [](T v) { return std::log(v); }); break;
-      case UnaryOp::Sqrt: unary_loop<T>(x, out, [](T v) { return std::sqrt(v); }); break;
-      case UnaryOp::Abs: unary_loop<T>(x, out, [](T v) { return std::abs(v); }); break;
+      case UnaryOp::Neg:
+        unary_loop<T>(x, out, [](T v) { return -v; });
+        break;
+      case UnaryOp::Exp:
+        unary_loop<T>(x, out, [](T v) { return vexp(v); });
+        break;
+      case UnaryOp::Log:
+        unary_loop<T>(x, out, [](T v) { return std::log(v); });
+        break;
+      case UnaryOp::Sqrt:
+        unary_loop<T>(x, out, [](T v) { return std::sqrt(v); });
+        break;
+      case UnaryOp::Abs:
+        unary_loop<T>(x, out, [](T v) { return std::abs(v); });
+        break;
       case UnaryOp::Sign:
         unary_loop<T>(x, out, [](T v) { return T((v > 0) - (v < 0)); });
         break;
-      case UnaryOp::Tanh: unary_loop<T>(x, out, [](T v) { return vtanh(v); }); break;
+      case UnaryOp::Tanh:
+        unary_loop<T>(x, out, [](T v) { return vtanh(v); });
+        break;
       case UnaryOp::Sigmoid:
         unary_loop<T>(x, out, [](T v) { return vsigmoid(v); });
         break;
-      case UnaryOp::Relu: unary_loop<T>(x, out, [](T v) { return v > 0 ? v : T(0); }); break;
+      case UnaryOp::Relu:
+        unary_loop<T>(x, out, [](T v) { return v > 0 ? v : T(0); });
+        break;
       case UnaryOp::ReluMask:
         unary_loop<T>(x, out, [](T v) { return v > 0 ? T(1) : T(0); });
         break;
-      case UnaryOp::GeluTanh: unary_loop<T>(x, out, [](T v) { return gelu_tanh(v); }); break;
-      case UnaryOp::GeluErf: unary_loop<T>(x, out, [](T v) { return gelu_erf(v); }); break;
+      case UnaryOp::GeluTanh:
+        unary_loop<T>(x, out, [](T v) { return gelu_tanh(v); });
+        break;
+      case UnaryOp::GeluErf:
+        unary_loop<T>(x, out, [](T v) { return gelu_erf(v); });
+        break;
       case UnaryOp::GeluTanhGrad:
         unary_loop<T>(x, out, [](T v) { return gelu_tanh_grad(v); });
         break;
@@ -177,9 +195,15 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
       case UnaryOp::PowScalar:
         unary_loop<T>(x, out, [s](T v) { return pow_scalar(v, s); });
         break;
-      case UnaryOp::AddScalar: unary_loop<T>(x, out, [ts](T v) { return v + ts; }); break;
-      case UnaryOp::MulScalar: unary_loop<T>(x, out, [ts](T v) { return v * ts; }); break;
-      case UnaryOp::RsubScalar: unary_loop<T>(x, out, [ts](T v) { return ts - v; }); break;
+      case UnaryOp::AddScalar:
+        unary_loop<T>(x, out, [ts](T v) { return v + ts; });
+        break;
+      case UnaryOp::MulScalar:
+        unary_loop<T>(x, out, [ts](T v) { return v * ts; });
+        break;
+      case UnaryOp::RsubScalar:
+        unary_loop<T>(x, out, [ts](T v) { return ts - v; });
+        break;
     }
   });
 }
@@ -188,9 +212,15 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
   dispatch_all(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     switch (op) {
-      case BinaryOp::Add: binary_loop<T>(a, b, out, [](T x, T y) { return x + y; }); break;
-      case BinaryOp::Sub: binary_loop<T>(a, b, out, [](T x, T y) { return x - y; }); break;
-      case BinaryOp::Mul: binary_loop<T>(a, b, out, [](T x, T y) { return x * y; }); break;
+      case BinaryOp::Add:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x + y; });
+        break;
+      case BinaryOp::Sub:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x - y; });
+        break;
+      case BinaryOp::Mul:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x * y; });
+        break;
       case BinaryOp::Div:
         if constexpr (std::is_integral_v<T>)
           throw Error("div", "integer division is not supported; convert to a floating dtype");
@@ -203,12 +233,24 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
       case BinaryOp::Minimum:
         binary_loop<T>(a, b, out, [](T x, T y) { return x != x || x < y ? x : y; });
         break;
-      case BinaryOp::Eq: binary_loop<T>(a, b, out, [](T x, T y) { return T(x == y); }); break;
-      case BinaryOp::Ne: binary_loop<T>(a, b, out, [](T x, T y) { return T(x != y); }); break;
-      case BinaryOp::Gt: binary_loop<T>(a, b, out, [](T x, T y) { return T(x > y); }); break;
-      case BinaryOp::Lt: binary_loop<T>(a, b, out, [](T x, T y) { return T(x < y); }); break;
-      case BinaryOp::Ge: binary_loop<T>(a, b, out, [](T x, T y) { return T(x >= y); }); break;
-      case BinaryOp::Le: binary_loop<T>(a, b, out, [](T x, T y) { return T(x <= y); }); break;
+      case BinaryOp::Eq:
+        binary_loop<T>(a, b, out, [](T x, T y) { return T(x == y); });
+        break;
+      case BinaryOp::Ne:
+        binary_loop<T>(a, b, out, [](T x, T y) { return T(x != y); });
+        break;
+      case BinaryOp::Gt:
+        binary_loop<T>(a, b, out, [](T x, T y) { return T(x > y); });
+        break;
+      case BinaryOp::Lt:
+        binary_loop<T>(a, b, out, [](T x, T y) { return T(x < y); });
+        break;
+      case BinaryOp::Ge:
+        binary_loop<T>(a, b, out, [](T x, T y) { return T(x >= y); });
+        break;
+      case BinaryOp::Le:
+        binary_loop<T>(a, b, out, [](T x, T y) { return T(x <= y); });
+        break;
     }
   });
 }
@@ -222,12 +264,12 @@ void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Ten
       const T* ap = ptr<T>(a);
       const T* bp = ptr<T>(b);
       T* op = ptr<T>(out);
-      auto l = coalesce<4>(out.shape(),
-                           {&out.strides(), &cond.strides(), &a.strides(), &b.strides()});
+      auto l =
+          coalesce<4>(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()});
       for_each_run(l, [&](std::array<int64_t, 4> off, int64_t n, std::array<int64_t, 4> st) {
         for (int64_t i = 0; i < n; ++i)
-          op[off[0] + i * st[0]] = cp[off[1] + i * st[1]] != C(0) ? ap[off[2] + i * st[2]]
-                                                                   : bp[off[3] + i * st[3]];
+          op[off[0] + i * st[0]] =
+              cp[off[1] + i * st[1]] != C(0) ? ap[off[2] + i * st[2]] : bp[off[3] + i * st[3]];
       });
     });
   });

@@ -14,8 +14,12 @@ namespace pg::cpu {
 template <typename F>
 void dispatch_floating(DType dt, const char* op, F&& f) {
   switch (dt) {
-    case DType::F32: f(float{}); return;
-    case DType::F64: f(double{}); return;
+    case DType::F32:
+      f(float{});
+      return;
+    case DType::F64:
+      f(double{});
+      return;
     default:
       throw Error(op, detail::concat("expected a floating-point tensor (f32 or f64), got ",
                                      dtype_name(dt)));
@@ -26,10 +30,18 @@ void dispatch_floating(DType dt, const char* op, F&& f) {
 template <typename F>
 void dispatch_all(DType dt, F&& f) {
   switch (dt) {
-    case DType::F32: f(float{}); return;
-    case DType::F64: f(double{}); return;
-    case DType::I64: f(int64_t{}); return;
-    case DType::I32: f(int32_t{}); return;
+    case DType::F32:
+      f(float{});
+      return;
+    case DType::F64:
+      f(double{});
+      return;
+    case DType::I64:
+      f(int64_t{});
+      return;
+    case DType::I32:
+      f(int32_t{});
+      return;
   }
 }
 

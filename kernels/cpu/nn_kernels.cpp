@@ -119,8 +119,8 @@ void CpuBackend::softmax_backward(const Tensor& dy, const Tensor& y, Tensor& dx,
   });
 }
 
-void CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                            double eps, Tensor& out, Tensor& mean, Tensor& rstd) {
+void CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                            Tensor& out, Tensor& mean, Tensor& rstd) {
   int64_t rows = x.size(0), cols = x.size(1);
   dispatch_floating(x.dtype(), "layer_norm", [&](auto tag) {
     using T = decltype(tag);
@@ -248,8 +248,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, int64
 
 void CpuBackend::cross_entropy_backward(const Tensor& grad, const Tensor& logits,
                                         const Tensor& target, const Tensor& lse,
-                                        int64_t ignore_index, double smoothing,
-                                        Tensor& dlogits) {
+                                        int64_t ignore_index, double smoothing, Tensor& dlogits) {
   int64_t n = logits.size(0), c = logits.size(1);
   auto tgt = read_indices(target);
   int64_t kept = 0;

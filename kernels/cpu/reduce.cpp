@@ -13,8 +13,10 @@ namespace {
 
 template <typename T>
 bool is_nan(T v) {
-  if constexpr (std::is_floating_point_v<T>) return std::isnan(v);
-  else return false;
+  if constexpr (std::is_floating_point_v<T>)
+    return std::isnan(v);
+  else
+    return false;
 }
 
 // Accumulator of one reduction; sums of f32 accumulate in f64.
@@ -93,9 +95,12 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out) {
     }
   };
   auto write = [&](int64_t out_off, const Acc<T>& acc) {
-    if (op == ReduceOp::ArgMax) static_cast<int64_t*>(out.raw_data())[out_off] = acc.index;
-    else if (op == ReduceOp::Sum) static_cast<T*>(out.raw_data())[out_off] = static_cast<T>(acc.sum);
-    else static_cast<T*>(out.raw_data())[out_off] = acc.best;
+    if (op == ReduceOp::ArgMax)
+      static_cast<int64_t*>(out.raw_data())[out_off] = acc.index;
+    else if (op == ReduceOp::Sum)
+      static_cast<T*>(out.raw_data())[out_off] = static_cast<T>(acc.sum);
+    else
+      static_cast<T*>(out.raw_data())[out_off] = acc.best;
   };
   auto outer_offsets = [&](int64_t o) {
     int64_t xo = 0, oo = 0;

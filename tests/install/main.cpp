@@ -1,14 +1,16 @@
 // Trains a tiny MLP with the installed library: the loss must fall.
-#include <polygrad.h>
 #include <nn/layers.h>
 #include <nn/optim.h>
+#include <polygrad.h>
 
 #include <cstdio>
 
 int main() {
   pg::manual_seed(0);
   pg::Sequential net;
-  net.add(std::make_shared<pg::Linear>(4, 16)).add(std::make_shared<pg::ReLU>()).add(std::make_shared<pg::Linear>(16, 1));
+  net.add(std::make_shared<pg::Linear>(4, 16))
+      .add(std::make_shared<pg::ReLU>())
+      .add(std::make_shared<pg::Linear>(16, 1));
   pg::Tensor x = pg::randn({64, 4}), y = pg::sum(x, {1}, true);
   pg::AdamW opt({{net.parameters(), 0.01, 0.0}});
   double first = 0, last = 0;

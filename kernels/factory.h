@@ -7,9 +7,13 @@
 
 namespace pg {
 
+/// Filled with 0.
 Tensor zeros(const Shape& shape, TensorOptions opts = {});
+/// Filled with 1.
 Tensor ones(const Shape& shape, TensorOptions opts = {});
+/// Filled with value.
 Tensor full(const Shape& shape, double value, TensorOptions opts = {});
+/// Same shape, dtype and device as t.
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor full_like(const Tensor& t, double value);
@@ -17,6 +21,7 @@ Tensor full_like(const Tensor& t, double value);
 Tensor scalar_tensor(double value, TensorOptions opts = {});
 /// start, start+step, ... below end (1-D).
 Tensor arange(double start, double end, double step = 1, TensorOptions opts = {});
+/// 0, 1, ..., end-1 (i64 unless another dtype is asked for).
 Tensor arange(int64_t end, TensorOptions opts = {});
 /// Uniform in [0, 1).
 Tensor rand(const Shape& shape, TensorOptions opts = {}, Generator* gen = nullptr);

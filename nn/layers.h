@@ -57,6 +57,7 @@ class Dropout : public Module {
   Generator* gen_;
 };
 
+/// GELU activation (tanh approximation by default).
 class GELU : public Module {
  public:
   explicit GELU(GeluApprox approx = GeluApprox::Tanh) : approx_(approx) {}
@@ -67,6 +68,7 @@ class GELU : public Module {
   GeluApprox approx_;
 };
 
+/// max(x, 0).
 class ReLU : public Module {
  public:
   Tensor forward(const Tensor& x) override { return relu(x); }

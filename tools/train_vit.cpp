@@ -193,6 +193,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
       if (!opt.quiet && step != total)
         std::printf("%sstep %lld: test accuracy %.2f%%, test loss %.4f\n", isatty(1) ? "\n" : "",
                     (long long)step, 100 * ev.accuracy, ev.loss);
+      std::fflush(stdout);
     }
     if (opt.ckpt_every > 0 && step % opt.ckpt_every == 0) save();
     if (stop_requested()) {

@@ -25,7 +25,9 @@ struct GradcheckOptions {
 
 /// Checks d(fn)/d(inputs) for every floating input that requires grad. The output is
 /// projected on a fixed random tensor w, and d<w, fn(x)>/dx from backward is compared with
-/// central differences element by element. Inputs should be f64.
+/// central differences element by element. Inputs should be f64. The numerical evaluations
+/// run under NoGradGuard: a function that itself calls pg::grad (to check a second
+/// derivative) must enable recording inside with GradModeGuard(true).
 GradcheckReport gradcheck(const std::function<Tensor(const TensorList&)>& fn,
                           const TensorList& inputs, GradcheckOptions opts = {});
 

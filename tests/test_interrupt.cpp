@@ -1,8 +1,8 @@
 // Ctrl-C during training saves a checkpoint and exits cleanly; --resume continues from it.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -32,7 +32,8 @@ TEST_CASE("SIGINT saves a checkpoint mid-run and resume finishes the run") {
   fs::create_directories(dir);
   {
     std::ofstream text(dir / "text.txt");
-    for (int i = 0; i < 200; ++i) text << "the quick brown fox jumps over the lazy dog " << i << "\n";
+    for (int i = 0; i < 200; ++i)
+      text << "the quick brown fox jumps over the lazy dog " << i << "\n";
   }
   std::string out = (dir / "run").string(), data = (dir / "text.txt").string();
   std::string steps = "100000";
@@ -48,7 +49,8 @@ TEST_CASE("SIGINT saves a checkpoint mid-run and resume finishes the run") {
   }
   // Wait until training is under way, then interrupt it like a user pressing Ctrl-C.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (count_lines(fs::path(out) / "metrics.jsonl") < 5 && std::chrono::steady_clock::now() < deadline)
+  while (count_lines(fs::path(out) / "metrics.jsonl") < 5 &&
+         std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   REQUIRE(count_lines(fs::path(out) / "metrics.jsonl") >= 5);
   kill(pid, SIGINT);

@@ -2,6 +2,7 @@
 // round trips and corrupt files; checkpoints.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>

@@ -191,3 +191,22 @@ TEST_CASE("attention shape errors name the shapes") {
   CHECK_THROWS_WITH_AS(fused_attention(q, q, v, AttentionParams{}, ones({2, 4})),
                        doctest::Contains("key padding mask"), pg::Error);
 }
+
+TEST_CASE("a hidden key with a huge score cannot poison the visible weights") {
+  // Key 2 is padded out and scores ~1e4 above the others: exp() of it would overflow if it
+  // were computed and multiplied by a zero mask.
+  for (const char* spec : {"softmax", "sigmoid", "poly:3", "relu"}) {
+    CAPTURE(spec);
+    Tensor q = ones({1, 1, 3, 4});
+    Tensor k = zeros({1, 1, 3, 4});
+    k.narrow(2, 2, 1).fill_(5000.0);
+    Tensor v = randn({1, 1, 3, 4});
+    Tensor mask = from_vector<int64_t>({1, 1, 0}, {1, 3});
+    auto params = AttentionActivation::parse(spec).kernel_params(false, 1.0);
+    Tensor out = fused_attention(q, k, v, params, mask);
+    Tensor ref = fused_attention(q, k.narrow(2, 0, 2), v.narrow(2, 0, 2),
+                                 AttentionActivation::parse(spec).kernel_params(false, 1.0));
+    for (float x : out.to_vector<float>()) CHECK(std::isfinite(x));
+    if (std::string(spec) == "softmax") CHECK(max_rel_diff(out, ref) < 1e-6);
+  }
+}

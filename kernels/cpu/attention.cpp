@@ -89,6 +89,15 @@ struct RowRule {
 
   int64_t limit(int64_t i, int64_t kmax) const { return p.causal ? std::min(kmax, i + 1) : kmax; }
   T vis(int64_t j) const { return kvis ? kvis[j] : T(1); }
+  // out[j] = f(j) where key j is visible, else 0 (a select, not a product: f may overflow on
+  // hidden keys); separate loops so each one vectorises.
+  template <typename F>
+  void masked(int64_t lim, T* out, F&& f) const {
+    if (kvis)
+      for (int64_t j = 0; j < lim; ++j) out[j] = kvis[j] != 0 ? f(j) : T(0);
+    else
+      for (int64_t j = 0; j < lim; ++j) out[j] = f(j);
+  }
   // N of the policy table for row i.
   double n_of(int64_t i, int64_t kmax) const {
     if (!p.n_visible) return static_cast<double>(keys);
@@ -113,7 +122,8 @@ struct RowRule {
         }
         // One exp per entry: unnormalised weights first, then a single scale.
         T sum = 0;
-        for (int64_t j = 0; j < lim; ++j) sum += (a[j] = vis(j) * vexp(s[j] - mx));
+        masked(lim, a, [&](int64_t j) { return vexp(s[j] - mx); });
+        for (int64_t j = 0; j < lim; ++j) sum += a[j];
         T inv = T(1) / sum;
         for (int64_t j = 0; j < lim; ++j) a[j] *= inv;
         return mx + std::log(sum);
@@ -121,18 +131,18 @@ struct RowRule {
       case AttnActivation::Poly: {
         T f = static_cast<T>(std::pow(n_of(i, kmax), p.n_exponent));
         with_power(p.power, [&](auto P) {
-          for (int64_t j = 0; j < lim; ++j) a[j] = vis(j) * f * ipow_c<P()>(s[j]);
+          masked(lim, a, [&](int64_t j) { return f * ipow_c<P()>(s[j]); });
         });
         return 0;
       }
       case AttnActivation::Relu: {
         T inv = static_cast<T>(1.0 / n_of(i, kmax));
-        for (int64_t j = 0; j < lim; ++j) a[j] = vis(j) * inv * std::max(s[j], T(0));
+        masked(lim, a, [&](int64_t j) { return inv * std::max(s[j], T(0)); });
         return 0;
       }
       case AttnActivation::Sigmoid: {
         T shift = static_cast<T>(std::log(n_of(i, kmax)));
-        for (int64_t j = 0; j < lim; ++j) a[j] = vis(j) * vsigmoid(s[j] - shift);
+        masked(lim, a, [&](int64_t j) { return vsigmoid(s[j] - shift); });
         return 0;
       }
     }
@@ -154,19 +164,19 @@ struct RowRule {
         T f = static_cast<T>(p.power * std::pow(n_of(i, kmax), p.n_exponent));
         with_power(p.power, [&](auto P) {
           if constexpr (P() == 1)
-            for (int64_t j = 0; j < lim; ++j) da[j] = vis(j) * f * da[j];
+            masked(lim, da, [&](int64_t j) { return f * da[j]; });
           else
-            for (int64_t j = 0; j < lim; ++j) da[j] = vis(j) * f * da[j] * ipow_c<P() - 1>(s[j]);
+            masked(lim, da, [&](int64_t j) { return f * da[j] * ipow_c<P() - 1>(s[j]); });
         });
         return;
       }
       case AttnActivation::Relu: {
         T inv = static_cast<T>(1.0 / n_of(i, kmax));
-        for (int64_t j = 0; j < lim; ++j) da[j] = s[j] > 0 ? vis(j) * inv * da[j] : T(0);
+        masked(lim, da, [&](int64_t j) { return s[j] > 0 ? inv * da[j] : T(0); });
         return;
       }
       case AttnActivation::Sigmoid:
-        for (int64_t j = 0; j < lim; ++j) da[j] = vis(j) * da[j] * a[j] * (T(1) - a[j]);
+        masked(lim, da, [&](int64_t j) { return da[j] * a[j] * (T(1) - a[j]); });
         return;
     }
   }
@@ -281,7 +291,7 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
           // Weights from the saved log-sum-exp: exact and cheaper than recomputing the max.
           T l = lp[bh * Tq + i0 + r];
           int64_t lim = rule.limit(i0 + r, kmax);
-          for (int64_t j = 0; j < lim; ++j) a[j] = rule.vis(j) * vexp(s[j] - l);
+          rule.masked(lim, a, [&](int64_t j) { return vexp(s[j] - l); });
           for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
         } else {
           rule.weights(i0 + r, kmax, s, a);

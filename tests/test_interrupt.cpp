@@ -8,8 +8,10 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "nn/checkpoint.h"
 
@@ -24,7 +26,77 @@ int count_lines(const fs::path& p) {
   return n;
 }
 
+// Losses of the training steps recorded in a metrics file, in order.
+std::vector<double> losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+// Starts `polygrad train gpt ARGS` and interrupts it once it has logged a few steps.
+void train_and_interrupt(const std::vector<std::string>& args, const fs::path& out) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    std::vector<char*> argv{const_cast<char*>(PG_CLI)};
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(PG_CLI, argv.data());
+    _exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (count_lines(out / "metrics.jsonl") < 5 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
+
 }  // namespace
+
+TEST_CASE("a run stopped and resumed repeats the uninterrupted run's losses exactly") {
+  fs::path dir = fs::temp_directory_path() / "pg_test_resume";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream text(dir / "text.txt");
+    for (int i = 0; i < 300; ++i) text << "pack my box with five dozen liquor jugs " << i << "\n";
+  }
+  // Dropout is on, so the restored generator state matters as much as weights and optimizer.
+  std::vector<std::string> args = {"train",     "gpt",  "--data",       (dir / "text.txt").string(),
+                                   "--steps",   "2000", "--context",    "8",
+                                   "--dim",     "8",    "--layers",     "1",
+                                   "--heads",   "2",    "--batch",      "2",
+                                   "--dropout", "0.2",  "--eval-every", "500",
+                                   "--threads", "1"};
+  auto with_out = [&](const fs::path& out) {
+    auto a = args;
+    a.push_back("--out");
+    a.push_back(out.string());
+    return a;
+  };
+  std::string cmd = std::string(PG_CLI);
+  for (auto& a : with_out(dir / "whole")) cmd += " " + a;
+  REQUIRE(std::system((cmd + " > /dev/null 2>&1").c_str()) == 0);
+  train_and_interrupt(with_out(dir / "split"), dir / "split");
+  size_t stopped = losses(dir / "split" / "metrics.jsonl").size();
+  CHECK(stopped < 2000);
+  std::string resume = cmd;
+  resume.replace(resume.find(" --out "), std::string::npos, " --out " + (dir / "split").string());
+  REQUIRE(std::system((resume + " --resume > /dev/null 2>&1").c_str()) == 0);
+  auto whole = losses(dir / "whole" / "metrics.jsonl");
+  auto split = losses(dir / "split" / "metrics.jsonl");
+  REQUIRE(whole.size() == 2000);
+  CHECK(split == whole);
+}
 
 TEST_CASE("SIGINT saves a checkpoint mid-run and resume finishes the run") {
   fs::path dir = fs::temp_directory_path() / "pg_test_interrupt";

@@ -10,3 +10,8 @@
 #include "core/tensor.h"
 #include "kernels/backend.h"
 #include "kernels/factory.h"
+#include "nn/init.h"
+#include "nn/layers.h"
+#include "nn/loss.h"
+#include "nn/module.h"
+#include "nn/state_dict.h"

@@ -70,6 +70,8 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   if (stats) {
     stats->a_frob = mean_sqrt(frob);
     stats->a_frob_sqrt_n = stats->a_frob / std::sqrt(static_cast<double>(std::max<int64_t>(S, 1)));
+    stats->grad_frob = 0;  // a new A: no backward through it yet
+    stats->has_grad = false;
   }
   return record("attention", out, {q, k, v},
                 [qd, kd, vd, mask, lse, params, stats, opts](const Tensor& g) -> TensorList {

@@ -39,9 +39,16 @@ Embedding::Embedding(int64_t num, int64_t dim) {
   register_parameter("weight", &weight);
 }
 
-Tensor Embedding::forward(const Tensor& index) { return embedding(weight, index); }
+Tensor Embedding::forward(const Tensor& index) {
+  PG_CHECK(index.defined() && !is_floating(index.dtype()), "Embedding",
+           "expected an integer index tensor, got ",
+           index.defined() ? dtype_name(index.dtype()) : "an undefined tensor");
+  return embedding(weight, index);
+}
 
-LayerNorm::LayerNorm(int64_t dim, double eps_, bool affine) : eps(eps_) {
+LayerNorm::LayerNorm(int64_t dim, double eps_, bool affine) : eps(eps_), dim_(dim) {
+  PG_CHECK(dim > 0, "LayerNorm", "dim must be positive, got ", dim);
+  PG_CHECK(eps >= 0, "LayerNorm", "eps must be >= 0, got ", eps);
   if (affine) {
     weight = ones({dim});
     bias = zeros({dim});
@@ -50,14 +57,22 @@ LayerNorm::LayerNorm(int64_t dim, double eps_, bool affine) : eps(eps_) {
   }
 }
 
-Tensor LayerNorm::forward(const Tensor& x) { return layer_norm(x, weight, bias, eps); }
+Tensor LayerNorm::forward(const Tensor& x) {
+  PG_CHECK(x.dim() >= 1 && x.size(-1) == dim_, "LayerNorm", "expected input [..., ", dim_,
+           "], got ", shape_str(x.shape()));
+  return layer_norm(x, weight, bias, eps);
+}
 
 RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
+  PG_CHECK(dim > 0, "RMSNorm", "dim must be positive, got ", dim);
+  PG_CHECK(eps >= 0, "RMSNorm", "eps must be >= 0, got ", eps);
   weight = ones({dim});
   register_parameter("weight", &weight);
 }
 
 Tensor RMSNorm::forward(const Tensor& x) {
+  PG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(0), "RMSNorm", "expected input [..., ",
+           weight.size(0), "], got ", shape_str(x.shape()));
   Tensor inv = pow(add(mean(mul(x, x), {-1}, true), eps), -0.5);
   return mul(mul(x, inv), weight);
 }
@@ -69,6 +84,8 @@ Dropout::Dropout(double p_, Generator* gen) : p(p_), gen_(gen) {
 Tensor Dropout::forward(const Tensor& x) { return dropout(x, p, is_training(), gen_); }
 
 MLP::MLP(int64_t dim, int64_t hidden, double p) {
+  PG_CHECK(dim > 0 && hidden > 0, "MLP", "sizes must be positive, got dim ", dim, ", hidden ",
+           hidden);
   fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden));
   fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim));
   drop = register_module("drop", std::make_shared<Dropout>(p));
@@ -85,13 +102,6 @@ Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
   for (auto& m : layers_) h = (*m)(h);
   return h;
-}
-
-Tensor mse_loss(const Tensor& pred, const Tensor& target) {
-  PG_CHECK(pred.shape() == target.shape(), "mse_loss", "prediction ", shape_str(pred.shape()),
-           " and target ", shape_str(target.shape()), " must have the same shape");
-  Tensor d = sub(pred, target);
-  return mean(mul(d, d));
 }
 
 }  // namespace pg

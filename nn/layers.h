@@ -25,7 +25,8 @@ class Embedding : public Module {
   Tensor weight;
 };
 
-/// Layer normalisation over the last dim (fused kernel).
+/// Layer normalisation over the last dim (fused kernel); affine adds weight (ones) and bias
+/// (zeros).
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t dim, double eps = 1e-5, bool affine = true);
@@ -33,9 +34,12 @@ class LayerNorm : public Module {
   std::string type_name() const override { return "LayerNorm"; }
   Tensor weight, bias;
   double eps;
+
+ private:
+  int64_t dim_;
 };
 
-/// x / sqrt(mean(x^2) + eps) * weight over the last dim (composite).
+/// x / sqrt(mean(x^2) + eps) * weight over the last dim (composite); weight starts at ones.
 class RMSNorm : public Module {
  public:
   explicit RMSNorm(int64_t dim, double eps = 1e-6);
@@ -45,7 +49,8 @@ class RMSNorm : public Module {
   double eps;
 };
 
-/// Zeroes elements with probability p in training mode.
+/// Zeroes elements with probability p and scales the rest by 1/(1-p), in training mode only;
+/// draws from `gen` when given, else from the default generator.
 class Dropout : public Module {
  public:
   explicit Dropout(double p, Generator* gen = nullptr);
@@ -75,7 +80,7 @@ class ReLU : public Module {
   std::string type_name() const override { return "ReLU"; }
 };
 
-/// fc1 -> GELU -> fc2 -> dropout.
+/// fc1 (dim -> hidden) -> GELU (tanh) -> fc2 (hidden -> dim) -> dropout.
 class MLP : public Module {
  public:
   MLP(int64_t dim, int64_t hidden, double dropout = 0.0);
@@ -97,8 +102,5 @@ class Sequential : public Module {
  private:
   std::vector<std::shared_ptr<Module>> layers_;
 };
-
-/// Mean squared error; shapes must match exactly.
-Tensor mse_loss(const Tensor& pred, const Tensor& target);
 
 }  // namespace pg

@@ -1,10 +1,11 @@
-// Optimizers with fused per-parameter update loops, gradient clipping.
+// Optimizers with one fused update loop per parameter, and gradient clipping.
 #pragma once
 #include <map>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
+#include "nn/lr_schedule.h"  // training programs that include the optimizers use schedules too
 #include "nn/state_dict.h"
 
 namespace pg {
@@ -19,40 +20,59 @@ struct ParamGroup {
 /// Base of every optimizer: groups, per-parameter state, state dicts.
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<ParamGroup> groups);
+  /// Parameters must be floating, contiguous CPU leaves, each in at most one group.
+  explicit Optimizer(std::vector<ParamGroup> groups) : Optimizer(std::move(groups), "optimizer") {}
   virtual ~Optimizer() = default;
-  /// Updates every parameter that has a gradient, in place, without recording a graph.
-  void step();
-  /// Clears the gradients of all parameters.
+  /// Updates every parameter that has a gradient, in place on its storage, without recording
+  /// a graph; parameters whose gradient is undefined are skipped.
+  virtual void step();
+  /// Clears the gradients of all parameters (sets them to undefined).
   void zero_grad();
+  /// The groups; lr and weight_decay may be changed between steps.
   std::vector<ParamGroup>& param_groups() { return groups_; }
   /// Sets the learning rate of every group.
   void set_lr(double lr);
-  /// Steps taken so far.
+  /// Calls of step() so far.
   int64_t steps() const { return steps_; }
-  /// Step count, learning rates and per-parameter state ("state.<group>.<param>.<name>").
+  /// "step" (0-d i64), "group.<g>.lr" (0-d f64) and per-parameter buffers
+  /// "state.<g>.<i>.<name>" (copies), so that a resumed run repeats the original bit for bit.
   StateDict state_dict() const;
-  /// Restores state_dict(); strict: a missing, unexpected or wrongly shaped entry is an error.
+  /// Restores state_dict(); strict: a missing, unexpected or wrongly shaped entry raises a
+  /// pg::Error naming it, and the optimizer is left unchanged.
   void load_state_dict(const StateDict& state);
 
  protected:
-  /// Updates one parameter; `state` holds its named buffers (created on first use).
+  /// Same, with the optimizer's name for error messages (a base constructor cannot ask a
+  /// virtual function for it).
+  Optimizer(std::vector<ParamGroup> groups, const char* name);
+  /// The optimizer's name in error messages.
+  const char* name() const { return name_; }
+  /// The buffers update() keeps for a parameter that has been updated at least once.
+  virtual std::vector<std::string> state_names() const = 0;
+  /// Updates one contiguous CPU parameter from a gradient of its shape, dtype and device;
+  /// `state` holds its buffers (empty before the first update).
   virtual void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
                       std::map<std::string, Tensor>& state) = 0;
 
  private:
+  /// Validates the groups (they may have been edited) and sizes the state to match.
+  void check_groups();
+
+  const char* name_;
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<std::map<std::string, Tensor>>> state_;
   int64_t steps_ = 0;
 };
 
-/// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay
-/// (torch.optim.SGD semantics, dampening 0).
+/// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay added to
+/// the gradient (torch.optim.SGD semantics with dampening 0).
 class SGD : public Optimizer {
  public:
+  /// momentum >= 0; nesterov needs momentum > 0.
   SGD(std::vector<ParamGroup> groups, double momentum = 0.0, bool nesterov = false);
 
  protected:
+  std::vector<std::string> state_names() const override;
   void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
               std::map<std::string, Tensor>& state) override;
 
@@ -61,14 +81,16 @@ class SGD : public Optimizer {
   bool nesterov_;
 };
 
-/// Adam (torch.optim.Adam: weight decay added to the gradient) or, with decoupled = true,
-/// AdamW (torch.optim.AdamW: p -= lr * wd * p). One fused loop per parameter.
+/// Adam (torch.optim.Adam: weight decay added to the gradient as L2) or, with decoupled =
+/// true, AdamW (torch.optim.AdamW: p -= lr * wd * p). One fused loop per parameter.
 class Adam : public Optimizer {
  public:
+  /// betas in [0, 1), eps >= 0.
   Adam(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
        bool decoupled = false);
 
  protected:
+  std::vector<std::string> state_names() const override;
   void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
               std::map<std::string, Tensor>& state) override;
 
@@ -77,43 +99,17 @@ class Adam : public Optimizer {
   bool decoupled_;
 };
 
-/// Adam with decoupled weight decay.
+/// Adam with decoupled weight decay (torch.optim.AdamW semantics).
 class AdamW : public Adam {
  public:
+  /// betas in [0, 1), eps >= 0.
   AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
       : Adam(std::move(groups), beta1, beta2, eps, true) {}
 };
 
-/// Scales all gradients so that their global L2 norm is at most max_norm; returns the norm
-/// before clipping. Gradients are replaced by new tensors, never scaled in place.
+/// Global L2 norm of all defined gradients (accumulated in f64); when it exceeds max_norm,
+/// every gradient is replaced by a new tensor scaled by max_norm / (norm + 1e-6), never
+/// scaled in place (gradients may alias). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
-
-/// Learning rate as a function of the step.
-class LrSchedule {
- public:
-  virtual ~LrSchedule() = default;
-  virtual double lr_at(int64_t step) const = 0;
-};
-
-/// The same rate at every step.
-class ConstantLR : public LrSchedule {
- public:
-  explicit ConstantLR(double lr) : lr_(lr) {}
-  double lr_at(int64_t) const override { return lr_; }
-
- private:
-  double lr_;
-};
-
-/// Linear warm-up from 0 to base over `warmup` steps, cosine decay to min_lr at `total`.
-class WarmupCosineLR : public LrSchedule {
- public:
-  WarmupCosineLR(double base, int64_t warmup, int64_t total, double min_lr = 0.0);
-  double lr_at(int64_t step) const override;
-
- private:
-  double base_, min_;
-  int64_t warmup_, total_;
-};
 
 }  // namespace pg

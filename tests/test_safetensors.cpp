@@ -1,0 +1,436 @@
+// The safetensors format: round trips of every dtype and layout, the on-disk layout checked by
+// an independent reader, BF16/F16 files written byte by byte, atomic writes that leave the
+// previous file intact, and every kind of corrupt file refused with a pg::Error naming the
+// file (and the tensor).
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+#include "nn/safetensors.h"
+
+using namespace pg;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("pg_test_safetensors_" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary) << bytes;
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A safetensors file: 8-byte little-endian header length, header text, data bytes.
+std::string st_file(const std::string& header, const std::string& data) {
+  std::string s;
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  return s + header + data;
+}
+
+// Little-endian bytes of 16-bit words.
+std::string words16(const std::vector<uint16_t>& w) {
+  std::string s;
+  for (uint16_t v : w) {
+    s.push_back(static_cast<char>(v & 0xff));
+    s.push_back(static_cast<char>(v >> 8));
+  }
+  return s;
+}
+
+// Files in `dir` whose name contains ".tmp".
+std::vector<std::string> temp_files(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp") != std::string::npos)
+      out.push_back(e.path().string());
+  return out;
+}
+
+// Raw bytes of a tensor's elements in row-major order (the contiguous copy).
+std::string raw_bytes(const Tensor& t) {
+  Tensor c = t.contiguous();
+  if (c.numel() == 0) return "";
+  return std::string(static_cast<const char*>(c.raw_data()),
+                     static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+}
+
+}  // namespace
+
+TEST_CASE("round trip: every dtype, 0-d, zero-size and transposed tensors, with metadata") {
+  fs::path d = temp_dir("roundtrip");
+  Generator g(1);
+  Tensor base = randn({3, 4}, {}, &g);
+  Tensor transposed = base.transpose(0, 1);
+  REQUIRE_FALSE(transposed.is_contiguous());
+  const double inf = std::numeric_limits<double>::infinity();
+  StateDict t{
+      {"f32.matrix", randn({2, 3, 4}, {}, &g)},
+      {"f32.transposed", transposed},
+      {"f32.scalar", scalar_tensor(-2.5)},
+      {"f32.empty", zeros({0, 3})},
+      {"f64.values", from_vector<double>({1.0 / 3, -0.0, 1e-310, -inf, 1e300}, {5})},
+      {"f64.scalar", scalar_tensor(std::acos(-1.0), {DType::F64})},
+      {"i64.extremes", from_vector<int64_t>({std::numeric_limits<int64_t>::min(), -1, 0,
+                                             std::numeric_limits<int64_t>::max()},
+                                            {2, 2})},
+      {"i64.empty", zeros({4, 0}, {DType::I64})},
+      {"i32.values", from_vector<int32_t>({-7, 2147483647, -2147483647 - 1}, {3, 1})},
+      {"i32.scalar", scalar_tensor(42, {DType::I32})},
+      // A stepped view of a larger tensor.
+      {"f64.stepped", randn({2, 9}, {DType::F64}, &g).slice(1, 1, 9, 3)},
+  };
+  std::map<std::string, std::string> meta{{"note", "hello"},
+                                          {"json", R"({"a": [1, 2], "q": "\"quoted\""})"},
+                                          {"unicode", "λ → ∞\nsecond line"},
+                                          {"empty", ""}};
+  std::string path = (d / "all.safetensors").string();
+  save_safetensors(path, t, meta);
+  CHECK(temp_files(d).empty());
+  SafetensorsFile back = load_safetensors(path);
+  CHECK(back.metadata == meta);
+  REQUIRE(back.tensors.size() == t.size());
+  for (auto& [name, v] : t) {
+    CAPTURE(name);
+    REQUIRE(back.tensors.count(name));
+    const Tensor& b = back.tensors.at(name);
+    CHECK(b.shape() == v.shape());
+    CHECK(b.dtype() == v.dtype());
+    CHECK(b.is_contiguous());
+    CHECK(b.numel() == v.numel());
+    // Bit-exact (covers -0.0, subnormals, infinities and the integer extremes).
+    CHECK(raw_bytes(b) == raw_bytes(v));
+  }
+  CHECK(back.tensors.at("f32.scalar").dim() == 0);
+  CHECK(back.tensors.at("f32.scalar").item() == -2.5);
+  CHECK(back.tensors.at("i32.scalar").item() == 42);
+
+  // No metadata: the loader gives an empty map; an empty state dict is a valid file too.
+  save_safetensors((d / "nometa.safetensors").string(), {{"a", ones({2})}});
+  CHECK(load_safetensors((d / "nometa.safetensors").string()).metadata.empty());
+  save_safetensors((d / "nothing.safetensors").string(), {});
+  SafetensorsFile nothing = load_safetensors((d / "nothing.safetensors").string());
+  CHECK(nothing.tensors.empty());
+  // Saving over an existing file replaces it.
+  save_safetensors(path, {{"only", ones({1})}});
+  CHECK(load_safetensors(path).tensors.size() == 1);
+  CHECK(temp_files(d).empty());
+}
+
+TEST_CASE("on-disk layout: little-endian length, JSON header, packed data (independent reader)") {
+  fs::path d = temp_dir("layout");
+  Tensor a = from_vector<float>({1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -1.0f}, {2, 3});
+  Tensor b = from_vector<int64_t>({5, -6}, {2});
+  std::string path = (d / "layout.safetensors").string();
+  save_safetensors(path, {{"b", b}, {"a", a.transpose(0, 1)}}, {{"k", "v"}});
+  std::string bytes = read_bytes(path);
+  REQUIRE(bytes.size() >= 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  REQUIRE(8 + n <= bytes.size());
+  auto header = nlohmann::json::parse(bytes.substr(8, n));
+  CHECK(header["__metadata__"]["k"] == "v");
+  CHECK(header["a"]["dtype"] == "F32");
+  CHECK(header["a"]["shape"] == nlohmann::json::array({3, 2}));
+  CHECK(header["b"]["dtype"] == "I64");
+  CHECK(header["b"]["shape"] == nlohmann::json::array({2}));
+  std::string data = bytes.substr(8 + n);
+  uint64_t a0 = header["a"]["data_offsets"][0], a1 = header["a"]["data_offsets"][1];
+  uint64_t b0 = header["b"]["data_offsets"][0], b1 = header["b"]["data_offsets"][1];
+  CHECK(a1 - a0 == 24);
+  CHECK(b1 - b0 == 16);
+  // Tensors are packed without gaps and fill the data section exactly.
+  CHECK(std::min(a0, b0) == 0);
+  CHECK(std::max(a1, b1) == data.size());
+  CHECK((a1 == b0 || b1 == a0));
+  // The transposed tensor is stored in row-major order of its logical (transposed) shape.
+  std::vector<float> av(6);
+  std::memcpy(av.data(), data.data() + a0, 24);
+  CHECK(av == std::vector<float>{1.5f, 0.0f, -2.0f, 7.0f, 3.25f, -1.0f});
+  std::vector<int64_t> bv(2);
+  std::memcpy(bv.data(), data.data() + b0, 16);
+  CHECK(bv == std::vector<int64_t>{5, -6});
+}
+
+TEST_CASE("BF16 and F16 files written byte by byte load as f32 with the right values") {
+  fs::path d = temp_dir("half");
+  // F16: 1, -2.5, the smallest subnormal 2^-24, the largest subnormal 1023 * 2^-24, a negative
+  // subnormal -2^-15, the largest finite 65504, -0, +inf, 0.333251953125, -1/1024.
+  std::vector<uint16_t> f16 = {0x3c00, 0xc100, 0x0001, 0x03ff, 0x8200,
+                               0x7bff, 0x8000, 0x7c00, 0x3555, 0x9400};
+  std::vector<float> f16_want = {1.0f,
+                                 -2.5f,
+                                 std::ldexp(1.0f, -24),
+                                 1023 * std::ldexp(1.0f, -24),
+                                 -std::ldexp(1.0f, -15),
+                                 65504.0f,
+                                 -0.0f,
+                                 std::numeric_limits<float>::infinity(),
+                                 0.333251953125f,
+                                 -1.0f / 1024};
+  // BF16 [2, 3]: 1, -3, 0.15625, -123.5, a subnormal (2^-133), -inf.
+  std::vector<uint16_t> bf16 = {0x3f80, 0xc040, 0x3e20, 0xc2f7, 0x0001, 0xff80};
+  std::vector<float> bf16_want = {1.0f,
+                                  -3.0f,
+                                  0.15625f,
+                                  -123.5f,
+                                  std::ldexp(1.0f, -133),
+                                  -std::numeric_limits<float>::infinity()};
+  std::string header = R"({"__metadata__":{"format":"pt"},)"
+                       R"("h":{"dtype":"F16","shape":[10],"data_offsets":[0,20]},)"
+                       R"("b":{"dtype":"BF16","shape":[2,3],"data_offsets":[20,32]},)"
+                       R"("s":{"dtype":"F16","shape":[],"data_offsets":[32,34]}})";
+  write_bytes(d / "half.safetensors",
+              st_file(header, words16(f16) + words16(bf16) + words16({0xbc00})));
+  SafetensorsFile f = load_safetensors((d / "half.safetensors").string());
+  CHECK(f.metadata.at("format") == "pt");
+  const Tensor& h = f.tensors.at("h");
+  CHECK(h.dtype() == DType::F32);
+  CHECK(h.shape() == Shape({10}));
+  auto hv = h.to_vector<float>();
+  for (size_t i = 0; i < f16_want.size(); ++i) {
+    CAPTURE(i);
+    CHECK(hv[i] == f16_want[i]);
+    CHECK(std::signbit(hv[i]) == std::signbit(f16_want[i]));
+  }
+  const Tensor& b = f.tensors.at("b");
+  CHECK(b.dtype() == DType::F32);
+  CHECK(b.shape() == Shape({2, 3}));
+  CHECK(b.to_vector<float>() == bf16_want);
+  const Tensor& s = f.tensors.at("s");
+  CHECK(s.dim() == 0);
+  CHECK(s.item() == -1.0);
+  // F16 NaN stays NaN.
+  write_bytes(
+      d / "nan.safetensors",
+      st_file(R"({"n":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}})", words16({0x7e00})));
+  CHECK(std::isnan(load_safetensors((d / "nan.safetensors").string()).tensors.at("n").item()));
+}
+
+TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves no temp file") {
+  fs::path d = temp_dir("atomic");
+  std::string path = (d / "model.safetensors").string();
+  save_safetensors(path, {{"a", ones({4})}}, {{"version", "1"}});
+  const std::string before = read_bytes(path);
+  StateDict next{{"a", zeros({4})}, {"b", ones({3})}};
+
+  // The target directory does not exist.
+  CHECK_PG_ERROR(save_safetensors((d / "no" / "such" / "x.safetensors").string(), next),
+                 "x.safetensors");
+  CHECK_FALSE(fs::exists(d / "no"));
+  // The target path is a directory: it stays a directory.
+  fs::create_directories(d / "isdir.safetensors");
+  CHECK_PG_ERROR(save_safetensors((d / "isdir.safetensors").string(), next), "isdir.safetensors");
+  CHECK(fs::is_directory(d / "isdir.safetensors"));
+  CHECK(temp_files(d).empty());
+
+  // The temporary file cannot be created next to an existing file: the old file stays.
+  fs::path blocker = d / ("model.safetensors.tmp" + std::to_string(::getpid()));
+  fs::create_directories(blocker);
+  CHECK_PG_ERROR(save_safetensors(path, next), "model.safetensors");
+  fs::remove_all(blocker);
+  CHECK(read_bytes(path) == before);
+  CHECK(temp_files(d).empty());
+
+  // The disk "fills up" in the middle of the data (a file-size limit): the partial temporary
+  // file is removed and the old file is untouched.
+  {
+    struct rlimit old_limit;
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
+    auto old_handler = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = old_limit;
+    small.rlim_cur = 4096;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+    std::string msg = pgt::error_message([&] {
+      save_safetensors(path, {{"big", ones({1 << 16})}});
+    });
+    setrlimit(RLIMIT_FSIZE, &old_limit);
+    signal(SIGXFSZ, old_handler);
+    CHECK(msg.find("model.safetensors") != std::string::npos);
+    CHECK(msg.find("<no exception>") == std::string::npos);
+    CHECK(msg.find("<not a pg::Error") == std::string::npos);
+  }
+  CHECK(read_bytes(path) == before);
+  CHECK(temp_files(d).empty());
+  CHECK(load_safetensors(path).metadata.at("version") == "1");
+
+  // Bad arguments fail before anything is written.
+  CHECK_PG_ERROR(save_safetensors(path, {{"u", Tensor()}}), "model.safetensors", "'u'");
+  CHECK_PG_ERROR(save_safetensors(path, {{"__metadata__", ones({1})}}), "__metadata__");
+  CHECK(read_bytes(path) == before);
+  // A successful write replaces the file.
+  save_safetensors(path, next);
+  CHECK(load_safetensors(path).tensors.size() == 2);
+  CHECK(temp_files(d).empty());
+}
+
+TEST_CASE("corrupt files are refused with a pg::Error naming the file (and the tensor)") {
+  fs::path d = temp_dir("corrupt");
+  const std::string data8(8, '\0');
+  auto entry = [](const std::string& name, const std::string& body) {
+    return "{\"" + name + "\":" + body + "}";
+  };
+  struct Bad {
+    std::string file;  // also the name the message must contain
+    std::string bytes;
+    std::string tensor;  // "" when the problem is not a tensor's
+    const char* expect;
+  };
+  std::string huge_len(8, '\0');
+  huge_len[3] = 1;  // 2^24 > file size
+  std::string giant_len(8, '\xff');
+  std::vector<Bad> cases = {
+      {"empty_file", "", "", "too short"},
+      {"seven_bytes", "abcdefg", "", "too short"},
+      {"header_len_beyond_file", huge_len + "{}", "", "header length"},
+      {"header_len_giant", giant_len + "{}", "", "header length"},
+      {"header_not_json", st_file("{not json", data8), "", "not valid JSON"},
+      {"header_cut_json", st_file(R"({"w":{"dtype":"F32")", data8), "", "not valid JSON"},
+      {"header_array", st_file("[1, 2]", data8), "", "not a JSON object"},
+      {"header_string", st_file(R"("hello")", data8), "", "not a JSON object"},
+      {"entry_not_object", st_file(entry("w_scalar", "3"), data8), "w_scalar",
+       "needs dtype, shape and data_offsets"},
+      {"no_dtype", st_file(entry("w_nodtype", R"({"shape":[2],"data_offsets":[0,8]})"), data8),
+       "w_nodtype", "dtype"},
+      {"no_shape", st_file(entry("w_noshape", R"({"dtype":"F32","data_offsets":[0,8]})"), data8),
+       "w_noshape", "shape"},
+      {"no_offsets", st_file(entry("w_nooffs", R"({"dtype":"F32","shape":[2]})"), data8),
+       "w_nooffs", "data_offsets"},
+      {"dtype_number",
+       st_file(entry("w_dtnum", R"({"dtype":7,"shape":[2],"data_offsets":[0,8]})"), data8),
+       "w_dtnum", "dtype must be a string"},
+      {"shape_string",
+       st_file(entry("w_shstr", R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"), data8),
+       "w_shstr", "shape must be an array"},
+      {"shape_float",
+       st_file(entry("w_shflt", R"({"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})"), data8),
+       "w_shflt", "non-integer"},
+      {"shape_holds_string",
+       st_file(entry("w_shs", R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), data8),
+       "w_shs", "non-integer"},
+      {"offsets_object",
+       st_file(entry("w_offobj", R"({"dtype":"F32","shape":[2],"data_offsets":{"a":0}})"), data8),
+       "w_offobj", "data_offsets"},
+      {"offsets_three",
+       st_file(entry("w_off3", R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), data8),
+       "w_off3", "data_offsets"},
+      {"offsets_negative",
+       st_file(entry("w_offneg", R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"), data8),
+       "w_offneg", "data_offsets"},
+      {"offsets_strings",
+       st_file(entry("w_offs", R"({"dtype":"F32","shape":[2],"data_offsets":["0","8"]})"), data8),
+       "w_offs", "data_offsets"},
+      {"unknown_dtype",
+       st_file(entry("w_q7", R"({"dtype":"Q7","shape":[2],"data_offsets":[0,8]})"), data8), "w_q7",
+       "unsupported dtype 'Q7'"},
+      {"negative_dim",
+       st_file(entry("w_neg", R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), data8),
+       "w_neg", "negative"},
+      {"begin_after_end",
+       st_file(entry("w_order", R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})"), data8),
+       "w_order", "data_offsets [8, 0]"},
+      {"end_beyond_data",
+       st_file(entry("w_beyond", R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})"), data8),
+       "w_beyond", "outside the 8-byte data section"},
+      {"size_mismatch",
+       st_file(entry("w_size", R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), data8),
+       "w_size", "needs 12 bytes"},
+      {"size_mismatch_f16",
+       st_file(entry("w_size16", R"({"dtype":"F16","shape":[2,2],"data_offsets":[0,4]})"), data8),
+       "w_size16", "needs 8 bytes"},
+      {"shape_overflow",
+       st_file(
+           entry("w_huge",
+                 R"({"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]})"),
+           data8),
+       "w_huge", "too large"},
+      {"rank_too_high",
+       st_file(
+           entry("w_rank", R"({"dtype":"F32","shape":[1,1,1,1,1,1,1,1,2],"data_offsets":[0,8]})"),
+           data8),
+       "w_rank", "rank"},
+      {"metadata_not_object", st_file(R"({"__metadata__":[1]})", ""), "", "__metadata__"},
+      {"metadata_not_string", st_file(R"({"__metadata__":{"epoch":3}})", ""), "epoch",
+       "not a string"},
+  };
+  for (const Bad& c : cases) {
+    CAPTURE(c.file);
+    fs::path p = d / (c.file + ".safetensors");
+    write_bytes(p, c.bytes);
+    std::string msg = pgt::error_message([&] { load_safetensors(p.string()); });
+    CHECK_MESSAGE(msg.find(p.string()) != std::string::npos, msg);
+    if (!c.tensor.empty()) CHECK_MESSAGE(msg.find("'" + c.tensor + "'") != std::string::npos, msg);
+    CHECK_MESSAGE(msg.find(c.expect) != std::string::npos, msg);
+  }
+
+  // A missing file, and a directory given as a file.
+  CHECK_PG_ERROR(load_safetensors((d / "missing.safetensors").string()), "missing.safetensors",
+                 "cannot open");
+  fs::create_directories(d / "dir.safetensors");
+  CHECK_PG_ERROR(load_safetensors((d / "dir.safetensors").string()), "dir.safetensors");
+
+  // A good file cut short: in the data (the last tensor is named) and in the header.
+  std::string good = (d / "good.safetensors").string();
+  save_safetensors(good, {{"first", ones({16})}, {"second", ones({16})}});
+  CHECK_NOTHROW(load_safetensors(good));
+  std::string bytes = read_bytes(good);
+  write_bytes(d / "cut_data.safetensors", bytes.substr(0, bytes.size() - 4));
+  CHECK_PG_ERROR(load_safetensors((d / "cut_data.safetensors").string()), "cut_data.safetensors",
+                 "'second'", "truncated");
+  write_bytes(d / "cut_header.safetensors", bytes.substr(0, 20));
+  CHECK_PG_ERROR(load_safetensors((d / "cut_header.safetensors").string()),
+                 "cut_header.safetensors", "header length");
+}
+
+TEST_CASE("the committed PyTorch-written fixture loads, with its metadata") {
+  std::string path = std::string(PG_FIXTURE_DIR) + "/transformer_block.safetensors";
+  SafetensorsFile f = load_safetensors(path);
+  REQUIRE(f.metadata.count("generator"));
+  CHECK(f.metadata.at("generator").find("make_fixtures") != std::string::npos);
+  CHECK(f.metadata.count("config"));
+  CHECK(f.tensors.size() == 70);
+  REQUIRE(f.tensors.count("x"));
+  CHECK(f.tensors.at("x").dtype() == DType::F64);
+  CHECK(f.tensors.at("x").shape() == Shape({2, 5, 8}));
+  REQUIRE(f.tensors.count("param.attn.qkv.weight"));
+  CHECK(f.tensors.at("param.attn.qkv.weight").shape() == Shape({24, 8}));
+  // The loader agrees with an independent reading of the bytes.
+  std::string bytes = read_bytes(path);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  auto header = nlohmann::json::parse(bytes.substr(8, n));
+  for (auto& [name, t] : f.tensors) {
+    CAPTURE(name);
+    uint64_t b = header[name]["data_offsets"][0], e = header[name]["data_offsets"][1];
+    CHECK(raw_bytes(t) == bytes.substr(8 + n + b, e - b));
+  }
+  // Written again by polygrad and read back: the same tensors and metadata.
+  fs::path d = temp_dir("fixture");
+  save_safetensors((d / "copy.safetensors").string(), f.tensors, f.metadata);
+  SafetensorsFile g = load_safetensors((d / "copy.safetensors").string());
+  CHECK(g.metadata == f.metadata);
+  for (auto& [name, t] : f.tensors) {
+    CAPTURE(name);
+    CHECK(raw_bytes(g.tensors.at(name)) == raw_bytes(t));
+  }
+}

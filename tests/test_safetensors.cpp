@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -243,11 +244,22 @@ TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves 
   CHECK(fs::is_directory(d / "isdir.safetensors"));
   CHECK(temp_files(d).empty());
 
-  // The temporary file cannot be created next to an existing file: the old file stays.
-  fs::path blocker = d / ("model.safetensors.tmp" + std::to_string(::getpid()));
-  fs::create_directories(blocker);
-  CHECK_PG_ERROR(save_safetensors(path, next), "model.safetensors");
-  fs::remove_all(blocker);
+  // The temporary file cannot be created (no file descriptor left: the open-files limit is
+  // set to the lowest free descriptor, which works even for root): the old file stays.
+  {
+    struct rlimit old_limit;
+    REQUIRE(getrlimit(RLIMIT_NOFILE, &old_limit) == 0);
+    int lowest_free = ::dup(0);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    struct rlimit none_left = old_limit;
+    none_left.rlim_cur = static_cast<rlim_t>(lowest_free);
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &none_left) == 0);
+    std::string msg = pgt::error_message([&] { save_safetensors(path, next); });
+    setrlimit(RLIMIT_NOFILE, &old_limit);
+    CHECK(msg.find("model.safetensors") != std::string::npos);
+    CHECK(msg.rfind("<", 0) == std::string::npos);  // a pg::Error, not another exception
+  }
   CHECK(read_bytes(path) == before);
   CHECK(temp_files(d).empty());
 
@@ -433,4 +445,93 @@ TEST_CASE("the committed PyTorch-written fixture loads, with its metadata") {
     CAPTURE(name);
     CHECK(raw_bytes(g.tensors.at(name)) == raw_bytes(t));
   }
+}
+
+TEST_CASE("PyTorch-written fixture (tools/make_safetensors_fixture.py) loads with its values") {
+  SafetensorsFile f = load_safetensors(std::string(PG_FIXTURE_DIR) + "/torch_small.safetensors");
+  CHECK(f.metadata.at("format") == "pt");
+  CHECK(f.metadata.at("generator") == "tools/make_safetensors_fixture.py");
+  REQUIRE(f.tensors.size() == 4);
+  const Tensor& w = f.tensors.at("linear.weight");  // arange(6) / 2 - 1
+  CHECK(w.dtype() == DType::F32);
+  CHECK(w.shape() == Shape({2, 3}));
+  CHECK(w.to_vector<float>() == std::vector<float>{-1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 1.5f});
+  const Tensor& ids = f.tensors.at("token_ids");  // arange(4) * 10^12 - 3
+  CHECK(ids.dtype() == DType::I64);
+  CHECK(ids.shape() == Shape({2, 2}));
+  CHECK(ids.to_vector<int64_t>() ==
+        std::vector<int64_t>{-3, 999999999997, 1999999999997, 2999999999997});
+  const Tensor& inv = f.tensors.at("inv");  // 1 / (arange(3) + 1)
+  CHECK(inv.dtype() == DType::F64);
+  CHECK(inv.to_vector<double>() == std::vector<double>{1.0, 0.5, 1.0 / 3.0});
+  const Tensor& temp = f.tensors.at("temperature");
+  CHECK(temp.dtype() == DType::F64);
+  CHECK(temp.dim() == 0);
+  CHECK(temp.item() == 0.7);
+}
+
+TEST_CASE("header padding, overlapping regions, overflowing sizes, odd files, invalid UTF-8") {
+  fs::path d = temp_dir("edge");
+  // The header is padded with spaces so the data starts 8-byte aligned, as the reference
+  // implementation does.
+  for (const char* name : {"a", "ab", "abc", "abcdefgh"}) {
+    std::string p = (d / "pad.safetensors").string();
+    save_safetensors(p, {{name, ones({1})}});
+    std::string bytes = read_bytes(p);
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i)
+      n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+    CHECK(n % 8 == 0);
+    CHECK(bytes.size() == 8 + n + 4);
+  }
+
+  // Regions that overlap or come out of order are accepted, and read within bounds.
+  std::string data = words16({0x3c00, 0x4000, 0x4200, 0x4400});  // F16 1, 2, 3, 4
+  write_bytes(d / "overlap.safetensors",
+              st_file(R"({"late":{"dtype":"F16","shape":[2],"data_offsets":[4,8]},)"
+                      R"("all":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},)"
+                      R"("mid":{"dtype":"F16","shape":[2],"data_offsets":[2,6]},)"
+                      R"("none":{"dtype":"F32","shape":[0,5],"data_offsets":[8,8]}})",
+                      data));
+  SafetensorsFile f = load_safetensors((d / "overlap.safetensors").string());
+  CHECK(f.tensors.at("late").to_vector<float>() == std::vector<float>{3, 4});
+  CHECK(f.tensors.at("mid").to_vector<float>() == std::vector<float>{2, 3});
+  CHECK(f.tensors.at("all").to_vector<float>() == std::vector<float>{1, 2, 3, 4});
+  CHECK(f.tensors.at("none").shape() == Shape({0, 5}));
+
+  // A shape whose byte count wraps around 2^64 (2^61 doubles = 2^64 bytes) must not pass as
+  // zero bytes.
+  write_bytes(
+      d / "wrap.safetensors",
+      st_file(R"({"w_wrap":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})",
+              ""));
+  CHECK_PG_ERROR(load_safetensors((d / "wrap.safetensors").string()), "wrap.safetensors",
+                 "'w_wrap'", "data_offsets span 0");
+  write_bytes(
+      d / "wrap2.safetensors",
+      st_file(R"({"w_wrap2":{"dtype":"F32","shape":[4294967296,1073741824],"data_offsets":[0,8]}})",
+              data));
+  CHECK_PG_ERROR(load_safetensors((d / "wrap2.safetensors").string()), "wrap2.safetensors",
+                 "'w_wrap2'");
+  // A span that is not a whole number of elements.
+  write_bytes(d / "odd.safetensors",
+              st_file(R"({"w_odd":{"dtype":"F32","shape":[1],"data_offsets":[0,5]}})", data));
+  CHECK_PG_ERROR(load_safetensors((d / "odd.safetensors").string()), "odd.safetensors", "'w_odd'",
+                 "needs 4 bytes");
+
+  // A FIFO is not read (it would block), a directory is not a file.
+  fs::path fifo = d / "pipe.safetensors";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_PG_ERROR(load_safetensors(fifo.string()), "pipe.safetensors", "not a regular file");
+
+  // Names and metadata must be valid UTF-8 (JSON strings); the file is not written.
+  std::string p = (d / "utf8.safetensors").string();
+  CHECK_PG_ERROR(save_safetensors(p, {{"bad\xff", ones({1})}}), "utf8.safetensors", "UTF-8");
+  CHECK_PG_ERROR(save_safetensors(p, {{"ok", ones({1})}}, {{"k", "\xc3"}}), "utf8.safetensors",
+                 "UTF-8");
+  CHECK_FALSE(fs::exists(p));
+  CHECK(temp_files(d).empty());
+  // Valid non-ASCII names round-trip.
+  save_safetensors(p, {{"poids.é.λ", ones({2})}});
+  CHECK(load_safetensors(p).tensors.count("poids.é.λ"));
 }

@@ -18,6 +18,7 @@ class ConstantLR : public LrSchedule {
  public:
   /// Always `lr` (>= 0).
   explicit ConstantLR(double lr);
+  /// `lr` at every step.
   double lr_at(int64_t step) const override;
 
  private:
@@ -31,6 +32,7 @@ class WarmupCosineLR : public LrSchedule {
  public:
   /// Needs 0 <= warmup <= total, total > 0 and 0 <= min_lr <= base.
   WarmupCosineLR(double base_lr, int64_t warmup_steps, int64_t total_steps, double min_lr = 0.0);
+  /// The warm-up ramp, the cosine, or min_lr, as described above.
   double lr_at(int64_t step) const override;
 
  private:

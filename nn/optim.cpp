@@ -31,8 +31,7 @@ double scalar_entry(const std::string& key, const Tensor& t) {
   PG_CHECK(t.numel() == 1, kLoad, "entry '", key, "' must hold one value, got shape ",
            shape_str(t.shape()));
   double v = t.item();
-  PG_CHECK(std::isfinite(v) && v >= 0, kLoad, "entry '", key, "' must be finite and >= 0, got ",
-           v);
+  PG_CHECK(std::isfinite(v) && v >= 0, kLoad, "entry '", key, "' must be finite and >= 0, got ", v);
   return v;
 }
 
@@ -71,9 +70,15 @@ void Optimizer::check_groups() {
 void Optimizer::step() {
   check_groups();
   NoGradGuard no_grad;
+  // Every gradient is checked before any parameter changes, so a bad one leaves all intact.
+  struct Work {
+    size_t g, i;
+    Tensor grad;
+  };
+  std::vector<Work> work;
   for (size_t g = 0; g < groups_.size(); ++g)
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
-      Tensor& p = groups_[g].params[i];
+      const Tensor& p = groups_[g].params[i];
       Tensor grad = p.grad();
       if (!grad.defined()) continue;
       PG_CHECK(grad.dtype() == p.dtype() && grad.device() == p.device(), name(), "group ", g,
@@ -81,8 +86,10 @@ void Optimizer::step() {
                " but its gradient is ", dtype_name(grad.dtype()), " on ", grad.device().str());
       PG_CHECK(grad.shape() == p.shape(), name(), "group ", g, " parameter ", i, " has shape ",
                shape_str(p.shape()), " but its gradient has shape ", shape_str(grad.shape()));
-      update(p, grad.contiguous(), groups_[g], state_[g][i]);
+      work.push_back({g, i, grad.contiguous()});
     }
+  for (const Work& w : work)
+    update(groups_[w.g].params[w.i], w.grad, groups_[w.g], state_[w.g][w.i]);
   ++steps_;
 }
 
@@ -140,7 +147,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
     pos = 6;
     bool ok = k.starts_with("state.") && parse_index(k, pos, g) && g < groups_.size() &&
               parse_index(k, pos, i) && i < groups_[g].params.size();
-    std::string buf(k.substr(pos));
+    std::string buf = ok ? std::string(k.substr(pos)) : "";
     ok = ok && std::find(names.begin(), names.end(), buf) != names.end();
     PG_CHECK(ok, kLoad, "unexpected entry '", key, "' for ", name());
     const Tensor& p = groups_[g].params[i];
@@ -149,8 +156,8 @@ void Optimizer::load_state_dict(const StateDict& state) {
       double v = scalar_entry(key, t);
       loaded[g][i][buf] = scalar_tensor(v, {DType::F64});
     } else {
-      PG_CHECK(t.shape() == p.shape(), kLoad, "entry '", key, "' has shape ",
-               shape_str(t.shape()), " but its parameter has shape ", shape_str(p.shape()));
+      PG_CHECK(t.shape() == p.shape(), kLoad, "entry '", key, "' has shape ", shape_str(t.shape()),
+               " but its parameter has shape ", shape_str(p.shape()));
       Tensor c = empty_like(p);
       c.copy_(t.detach().to(Device::cpu()));
       loaded[g][i][buf] = c;
@@ -161,8 +168,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
     for (size_t i = 0; i < loaded[g].size(); ++i) {
       if (loaded[g][i].empty()) continue;
       for (const std::string& buf : names)
-        PG_CHECK(loaded[g][i].count(buf), kLoad, "missing entry 'state.", g, ".", i, ".", buf,
-                 "'");
+        PG_CHECK(loaded[g][i].count(buf), kLoad, "missing entry 'state.", g, ".", i, ".", buf, "'");
     }
   for (size_t g = 0; g < groups_.size(); ++g) groups_[g].lr = lrs[g];
   state_ = std::move(loaded);

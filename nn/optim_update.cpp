@@ -63,7 +63,11 @@ void SGD::update(Tensor& param, const Tensor& grad, const ParamGroup& group,
 }
 
 Adam::Adam(std::vector<ParamGroup> groups, double beta1, double beta2, double eps, bool decoupled)
-    : Optimizer(std::move(groups), decoupled ? "AdamW" : "Adam"), beta1_(beta1), beta2_(beta2), eps_(eps), decoupled_(decoupled) {
+    : Optimizer(std::move(groups), decoupled ? "AdamW" : "Adam"),
+      beta1_(beta1),
+      beta2_(beta2),
+      eps_(eps),
+      decoupled_(decoupled) {
   PG_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, name(),
            "betas must be in [0, 1), got ", beta1, ", ", beta2);
   PG_CHECK(eps >= 0, name(), "eps must be >= 0, got ", eps);

@@ -162,8 +162,7 @@ struct Entry {
 Entry parse_entry(const std::string& path, const std::string& name, const nlohmann::json& e,
                   uint64_t data_size) {
   auto bad = [&](const std::string& why) { return Error(path, "tensor '" + name + "': " + why); };
-  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") ||
-      !e.contains("data_offsets"))
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
     throw bad("entry needs dtype, shape and data_offsets");
   Entry out{name, "", {}, 0, 0};
   if (!e["dtype"].is_string()) throw bad("dtype must be a string");
@@ -262,7 +261,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
   }
   for (const Entry& e : entries) {
     bool half = e.dtype == "BF16" || e.dtype == "F16";
-    DType dt = half ? DType::F32
+    DType dt = half               ? DType::F32
                : e.dtype == "F32" ? DType::F32
                : e.dtype == "F64" ? DType::F64
                : e.dtype == "I64" ? DType::I64

@@ -1,5 +1,6 @@
 // The `polygrad` command: train, eval, sample and compare.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -99,16 +100,10 @@ int run_eval(const std::string& ckpt_path, const std::string& data) {
     model.load_state_dict(ck.model);
     model.eval();
     MnistData d = load_mnist(data.empty() ? kFashionMnistDir : data);
-    int64_t n = d.test.images.size(0), correct = 0;
-    for (int64_t i = 0; i < n; i += 500) {
-      int64_t m = std::min<int64_t>(500, n - i);
-      Tensor x = d.test.images.narrow(0, i, m).unsqueeze(1);
-      auto pred = argmax(model(x), 1).to_vector<int64_t>();
-      auto y = d.test.labels.narrow(0, i, m).to_vector<int64_t>();
-      for (int64_t j = 0; j < m; ++j) correct += pred[j] == y[j];
-    }
-    std::printf("test accuracy %.2f%% (%lld/%lld)\n", 100.0 * correct / n, (long long)correct,
-                (long long)n);
+    EvalResult r = evaluate(model, d.test);
+    int64_t n = d.test.images.size(0);
+    std::printf("test accuracy %.2f%% (%lld/%lld)\n", 100.0 * r.accuracy,
+                (long long)std::llround(r.accuracy * n), (long long)n);
     return 0;
   }
   Gpt model(GptConfig::from_json(ck.metadata.at("config")));
@@ -117,12 +112,7 @@ int run_eval(const std::string& ckpt_path, const std::string& data) {
   TextCorpus corpus = load_text_corpus(data.empty() ? kFortunesDir : data, 0.1);
   PG_CHECK(corpus.vocab.to_utf8() == ck.metadata.at("vocab"), ckpt_path,
            "was trained on a different text (vocabulary differs)");
-  double total = 0;
-  for (int64_t i = 0; i < 8; ++i) {
-    Batch b = text_batch(corpus.val, 32, model.config().context, 0xe7a1, i);
-    total += cross_entropy(model(b.inputs), b.targets).item();
-  }
-  std::printf("validation loss %.4f nats/char\n", total / 8);
+  std::printf("validation loss %.4f nats/char\n", validation_loss(model, corpus.val, 32, 8));
   return 0;
 }
 

@@ -26,6 +26,8 @@ std::vector<ParamGroup> param_groups(const Module& model, double lr, double wd) 
   return {decay, no_decay};
 }
 
+}  // namespace
+
 // Mean validation loss in nats per character over `batches` fixed windows.
 double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch,
                        int64_t batches) {
@@ -39,8 +41,6 @@ double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batc
   model.train();
   return total / static_cast<double>(batches);
 }
-
-}  // namespace
 
 RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   namespace fs = std::filesystem;

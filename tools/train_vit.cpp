@@ -32,35 +32,6 @@ std::vector<ParamGroup> param_groups(const Module& model, double lr, double wd) 
   return {decay, no_decay};
 }
 
-struct EvalResult {
-  double loss = 0, accuracy = 0;
-  std::vector<int64_t> predictions;
-};
-
-// Loss and accuracy over a whole split, in batches, without recording a graph.
-EvalResult evaluate(Vit& model, const ImageSet& split) {
-  NoGradGuard no_grad;
-  model.eval();
-  EvalResult r;
-  int64_t n = split.images.size(0), bs = 500, correct = 0;
-  int64_t h = split.images.size(1), w = split.images.size(2);
-  for (int64_t i = 0; i < n; i += bs) {
-    int64_t m = std::min(bs, n - i);
-    Tensor x = split.images.narrow(0, i, m).reshape({m, 1, h, w});
-    Tensor y = split.labels.narrow(0, i, m);
-    Tensor logits = model(x);
-    r.loss += cross_entropy(logits, y).item() * static_cast<double>(m);
-    auto pred = argmax(logits, 1).to_vector<int64_t>();
-    auto truth = y.to_vector<int64_t>();
-    for (int64_t j = 0; j < m; ++j) correct += pred[j] == truth[j];
-    r.predictions.insert(r.predictions.end(), pred.begin(), pred.end());
-  }
-  model.train();
-  r.loss /= static_cast<double>(n);
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
-  return r;
-}
-
 // A grey image as text: two pixel rows per line, brightness as a character ramp.
 std::vector<std::string> draw_image(const Tensor& img) {
   static const char* ramp = " .:-=+*#%@";
@@ -114,6 +85,30 @@ void show_results(const ImageSet& test, const EvalResult& r, int64_t classes) {
 }
 
 }  // namespace
+
+// Loss and accuracy over a whole split, in batches, without recording a graph.
+EvalResult evaluate(Vit& model, const ImageSet& split) {
+  NoGradGuard no_grad;
+  model.eval();
+  EvalResult r;
+  int64_t n = split.images.size(0), bs = 500, correct = 0;
+  int64_t h = split.images.size(1), w = split.images.size(2);
+  for (int64_t i = 0; i < n; i += bs) {
+    int64_t m = std::min(bs, n - i);
+    Tensor x = split.images.narrow(0, i, m).reshape({m, 1, h, w});
+    Tensor y = split.labels.narrow(0, i, m);
+    Tensor logits = model(x);
+    r.loss += cross_entropy(logits, y).item() * static_cast<double>(m);
+    auto pred = argmax(logits, 1).to_vector<int64_t>();
+    auto truth = y.to_vector<int64_t>();
+    for (int64_t j = 0; j < m; ++j) correct += pred[j] == truth[j];
+    r.predictions.insert(r.predictions.end(), pred.begin(), pred.end());
+  }
+  model.train();
+  r.loss /= static_cast<double>(n);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  return r;
+}
 
 RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   namespace fs = std::filesystem;

@@ -50,6 +50,20 @@ struct AttentionParams {
   double scale = 1.0;        ///< score scale, usually 1/sqrt(d_head)
 };
 
+/// One Adam/AdamW step with the bias corrections folded into scalars (torch.optim's form):
+/// g' = g + l2 * p; p *= decay; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+/// p -= step_size * m / (sqrt(v) / sqrt_bc2 + eps).
+struct AdamStep {
+  double beta1, beta2, eps, step_size, sqrt_bc2, decay, l2;
+};
+
+/// One SGD step: d = g + wd p; with momentum, buf = first ? d : mom buf + d and
+/// d = nesterov ? d + mom buf : buf; then p -= lr d.
+struct SgdStep {
+  double lr, weight_decay, momentum;
+  bool nesterov, first;
+};
+
 /// Kernels a device provides. Every method may assume devices and dtypes were checked.
 class Backend {
  public:
@@ -103,6 +117,12 @@ class Backend {
   virtual void cross_entropy_backward(const Tensor& grad, const Tensor& logits,
                                       const Tensor& target, const Tensor& lse, int64_t ignore_index,
                                       double label_smoothing, Tensor& dlogits) = 0;
+  /// Fused Adam/AdamW update of one contiguous parameter and its moments, in place.
+  virtual void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                           const AdamStep& s) = 0;
+  /// Fused SGD update; `buf` (the momentum buffer) is undefined without momentum.
+  virtual void sgd_update(Tensor& param, const Tensor& grad, Tensor& buf, const SgdStep& s) = 0;
+
   /// out = bernoulli(keep) / keep, drawn from `gen` in row-major order.
   virtual void dropout_mask(Tensor& out, double keep, Generator& gen) = 0;
 

@@ -30,6 +30,9 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& target,
                               const Tensor& lse, int64_t ignore_index, double label_smoothing,
                               Tensor& dlogits) override;
+  void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                   const AdamStep& s) override;
+  void sgd_update(Tensor& param, const Tensor& grad, Tensor& buf, const SgdStep& s) override;
   void dropout_mask(Tensor& out, double keep, Generator& gen) override;
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                          const AttentionParams& p, Tensor& out, Tensor& lse,

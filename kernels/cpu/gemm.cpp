@@ -16,13 +16,10 @@ struct BlasOperand {
   int64_t ld;
 };
 
-// How BLAS can read a rows x cols matrix with the given strides, if it can at all.
 std::optional<BlasOperand> blas_operand(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  if ((cs == 1 || cols == 1) && (rows == 1 || rs >= std::max<int64_t>(cols, 1)))
-    return BlasOperand{CblasNoTrans, rows == 1 ? std::max<int64_t>(cols, 1) : rs};
-  if ((rs == 1 || rows == 1) && (cols == 1 || cs >= std::max<int64_t>(rows, 1)))
-    return BlasOperand{CblasTrans, cols == 1 ? std::max<int64_t>(rows, 1) : cs};
-  return std::nullopt;
+  auto m = matrix_operand(rows, cols, rs, cs);
+  if (!m) return std::nullopt;
+  return BlasOperand{m->transposed ? CblasTrans : CblasNoTrans, m->ld};
 }
 
 template <typename T>

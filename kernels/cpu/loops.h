@@ -1,4 +1,4 @@
-// Shared machinery of the CPU kernels: dtype dispatch and parallel strided iteration.
+// Shared machinery of the CPU kernels: parallel strided iteration.
 #pragma once
 #include <omp.h>
 
@@ -7,69 +7,9 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "kernels/kernel_common.h"
 
 namespace pg::cpu {
-
-/// Calls f(T{}) with T the C++ type of a floating dtype.
-template <typename F>
-void dispatch_floating(DType dt, const char* op, F&& f) {
-  switch (dt) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    default:
-      throw Error(op, detail::concat("expected a floating-point tensor (f32 or f64), got ",
-                                     dtype_name(dt)));
-  }
-}
-
-/// Calls f(T{}) with T the C++ type of any dtype.
-template <typename F>
-void dispatch_all(DType dt, F&& f) {
-  switch (dt) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::I64:
-      f(int64_t{});
-      return;
-    case DType::I32:
-      f(int32_t{});
-      return;
-  }
-}
-
-/// Shape plus one stride vector per operand, with size-1 dims dropped and mergeable dims merged.
-template <size_t N>
-struct Layout {
-  Shape shape;
-  std::array<Shape, N> strides;
-};
-
-template <size_t N>
-Layout<N> coalesce(const Shape& shape, const std::array<const Shape*, N>& strides) {
-  Layout<N> l;
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1) continue;
-    bool merge = !l.shape.empty();
-    for (size_t k = 0; k < N && merge; ++k)
-      merge = l.strides[k].back() == (*strides[k])[d] * shape[d];
-    if (merge) {
-      l.shape.back() *= shape[d];
-      for (size_t k = 0; k < N; ++k) l.strides[k].back() = (*strides[k])[d];
-    } else {
-      l.shape.push_back(shape[d]);
-      for (size_t k = 0; k < N; ++k) l.strides[k].push_back((*strides[k])[d]);
-    }
-  }
-  return l;
-}
 
 /// Below this many elements a loop runs on one thread.
 inline constexpr int64_t kParallelGrain = 32768;

@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/counter_rng.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
@@ -280,7 +281,11 @@ void CpuBackend::dropout_mask(Tensor& out, double keep, Generator& gen) {
     using T = decltype(tag);
     T* p = static_cast<T*>(out.raw_data());
     T scale = static_cast<T>(1.0 / keep);
-    for (int64_t i = 0; i < out.numel(); ++i) p[i] = gen.uniform() < keep ? scale : T(0);
+    const uint64_t key = gen.next_u64();
+    const int64_t n = out.numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i)
+      p[i] = counter_uniform(key, static_cast<uint64_t>(i)) < keep ? scale : T(0);
   });
 }
 

@@ -54,18 +54,7 @@ struct Acc {
 template <typename T>
 void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out) {
   const T* xp = static_cast<const T*>(x.raw_data());
-  int64_t rank = x.dim();
-  Shape kept_shape, red_shape, kept_x, kept_out, red_x;
-  for (int64_t d = 0; d < rank; ++d) {
-    if (out.shape()[d] == 1 && x.shape()[d] != 1) {
-      red_shape.push_back(x.shape()[d]);
-      red_x.push_back(x.strides()[d]);
-    } else {
-      kept_shape.push_back(x.shape()[d]);
-      kept_x.push_back(x.strides()[d]);
-      kept_out.push_back(out.strides()[d]);
-    }
-  }
+  auto [kept_shape, kept_x, kept_out, red_shape, red_x] = split_reduce_dims(x, out);
   auto outer = coalesce<2>(kept_shape, {&kept_x, &kept_out});
   auto inner = coalesce<1>(red_shape, {&red_x});
   int64_t n_out = shape_numel(kept_shape), n_red = shape_numel(red_shape);

@@ -22,6 +22,7 @@ void register_allocator(DeviceType type, Allocator* allocator) {
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) return cpu_allocator();
+  if (g_cuda_allocator == nullptr) detail::load_device_runtime(device.type);
   PG_CHECK(g_cuda_allocator != nullptr, "to", "device ", device.str(),
            " is not available: polygrad was built without the CUDA backend or no GPU was found");
   return *g_cuda_allocator;

@@ -33,4 +33,10 @@ Allocator& allocator_for(Device device);
 /// Registers the allocator of a non-CPU device type (called by device backends at start-up).
 void register_allocator(DeviceType type, Allocator* allocator);
 
+namespace detail {
+/// Starts a device type's runtime and registers its allocator and backend; false when the
+/// device type is absent. Defined by the kernels layer (kernels/cuda or kernels/cuda_absent).
+bool load_device_runtime(DeviceType type);
+}  // namespace detail
+
 }  // namespace pg

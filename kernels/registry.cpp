@@ -2,6 +2,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "core/storage.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/ops.h"
@@ -19,6 +20,7 @@ void register_backend(DeviceType type, Backend* backend) {
 Backend& backend_for(Device device) {
   static cpu::CpuBackend cpu_backend;
   if (device.is_cpu()) return cpu_backend;
+  if (g_cuda_backend == nullptr) detail::load_device_runtime(device.type);
   PG_CHECK(g_cuda_backend != nullptr, "backend", "device ", device.str(),
            " is not available: polygrad was built without the CUDA backend or no GPU was found");
   return *g_cuda_backend;

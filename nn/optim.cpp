@@ -159,7 +159,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
       PG_CHECK(t.shape() == p.shape(), kLoad, "entry '", key, "' has shape ", shape_str(t.shape()),
                " but its parameter has shape ", shape_str(p.shape()));
       Tensor c = empty_like(p);
-      c.copy_(t.detach().to(Device::cpu()));
+      c.copy_(t.detach().to(p.device()));
       loaded[g][i][buf] = c;
     }
   }

@@ -5,6 +5,7 @@
 // that returns a gradient built with create_graph.
 #include <doctest/doctest.h>
 
+#include "device_check.h"
 #include "helpers.h"
 
 using namespace pg;
@@ -61,6 +62,7 @@ void run_cases(const std::vector<OpCase>& cases, uint64_t seed) {
         REQUIRE_FALSE(inputs[i].is_contiguous());
     }
     CHECK_GRADCHECK(c.fn, inputs);
+    pgt::check_on_devices(c.fn, inputs, describe(c));
   }
 }
 
@@ -186,19 +188,19 @@ TEST_CASE("gradcheck: where and masked_fill") {
   std::vector<OpCase> cases = {
       {"where",
        {{{3, 2, 2}}, {{3, 2, 2}}},
-       [cond](const TensorList& x) { return where(cond, x[0], x[1]); }},
+       [cond](const TensorList& x) { return where(pgt::here(cond), x[0], x[1]); }},
       {"where broadcast",
        {{{2, 2}, kT}, {{3, 1, 1}}},
-       [cond](const TensorList& x) { return where(cond, x[0], x[1]); }},
+       [cond](const TensorList& x) { return where(pgt::here(cond), x[0], x[1]); }},
       {"where strided cond",
        {{{3, 4}, kS}, {{4}}},
-       [mask_t](const TensorList& x) { return where(mask_t, x[0], x[1]); }},
+       [mask_t](const TensorList& x) { return where(pgt::here(mask_t), x[0], x[1]); }},
       {"masked_fill",
        {{{3, 4}, kT}},
-       [mask](const TensorList& x) { return masked_fill(x[0], mask, -1.5); }},
+       [mask](const TensorList& x) { return masked_fill(x[0], pgt::here(mask), -1.5); }},
       {"masked_fill strided mask",
        {{{3, 4}}},
-       [mask_t](const TensorList& x) { return masked_fill(x[0], mask_t, 2.0); }},
+       [mask_t](const TensorList& x) { return masked_fill(x[0], pgt::here(mask_t), 2.0); }},
   };
   run_cases(cases, 303);
 }
@@ -396,13 +398,13 @@ TEST_CASE("gradcheck: embedding with repeated indices") {
   std::vector<OpCase> cases = {
       {"embedding i64",
        {{{5, 3}}},
-       [idx64](const TensorList& x) { return embedding(x[0], idx64); }},
+       [idx64](const TensorList& x) { return embedding(x[0], pgt::here(idx64)); }},
       {"embedding i32",
        {{{5, 3}, kT}},
-       [idx32](const TensorList& x) { return embedding(x[0], idx32); }},
+       [idx32](const TensorList& x) { return embedding(x[0], pgt::here(idx32)); }},
       {"embedding strided index",
        {{{5, 4}, kS}},
-       [idx_t](const TensorList& x) { return embedding(x[0], idx_t); }},
+       [idx_t](const TensorList& x) { return embedding(x[0], pgt::here(idx_t)); }},
   };
   run_cases(cases, 909);
 }
@@ -415,7 +417,7 @@ TEST_CASE("gradcheck: cross_entropy with ignore_index, label smoothing and [B, T
   Tensor t32 = from_vector<int32_t>({3, 3, 0, 1}, {4});
   auto ce = [](Tensor t, int64_t ignore, double smoothing) -> Fn {
     return [t, ignore, smoothing](const TensorList& x) {
-      return cross_entropy(x[0], t, ignore, smoothing);
+      return cross_entropy(x[0], pgt::here(t), ignore, smoothing);
     };
   };
   std::vector<OpCase> cases = {
@@ -429,7 +431,7 @@ TEST_CASE("gradcheck: cross_entropy with ignore_index, label smoothing and [B, T
       {"cross_entropy i32 targets", {{{4, 5}}}, ce(t32, -100, 0)},
       {"cross_entropy of log_softmax",
        {{{4, 5}}},
-       [t4](const TensorList& x) { return cross_entropy(log_softmax(x[0], 0), t4); }},
+       [t4](const TensorList& x) { return cross_entropy(log_softmax(x[0], 0), pgt::here(t4)); }},
   };
   run_cases(cases, 1010);
 }
@@ -480,7 +482,7 @@ TEST_CASE("gradcheck: composites") {
        {{{2, 3, 6}}, {{6}}, {{6}}},
        [](const TensorList& x) {
          Tensor h = gelu(layer_norm(x[0], x[1], x[2]), GeluApprox::Tanh);
-         return cross_entropy(h, from_vector<int64_t>({0, 5, 2, 1, 1, 3}, {2, 3}));
+         return cross_entropy(h, pgt::here(from_vector<int64_t>({0, 5, 2, 1, 1, 3}, {2, 3})));
        }},
   };
   run_cases(cases, 1212);

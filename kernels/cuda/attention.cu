@@ -1,0 +1,670 @@
+// Fused attention on the GPU, flash-attention style: Q, K, V tiles live in shared memory and
+// the [T, S] score matrix exists only one [rows, keys] tile at a time, in registers and shared
+// memory. Every entry follows the CPU twin (kernels/cpu/attention.cpp): the same row rule,
+// the same per-row constants computed in double, hidden entries selected to exact zeros.
+//
+// Forward: a block per (b, h, query tile) streams the key tiles; softmax keeps a running max
+// and sum per row (online softmax), the other activations accumulate act(S) V directly.
+// Backward: a query-major kernel writes dq (after a first pass for the softmax row term
+// D_i = sum_j A_ij dP_ij), then a key-major kernel accumulates dk and dv; no atomics on the
+// gradients, so results are deterministic.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/cuda_backend.h"
+
+namespace pg::cuda {
+
+namespace {
+
+constexpr int kNT = 128;  // threads per block: four warps
+constexpr int kMaxHeadDim = 128;
+
+// Tile sizes per dtype and head-dim bucket D, chosen so each kernel's static shared memory
+// stays under 48 KB: level 1 is f32 with D = 64, level 2 f32/128 or f64/64, level 4 f64/128.
+// fwd: forward, dq: query-major backward, kv: key-major backward; _m query rows, _n keys.
+template <typename T, int D>
+struct Tiles {
+  static constexpr int level = static_cast<int>(sizeof(T) / 4) * (D / 64);
+  static constexpr int fwd_m = level == 1 ? 64 : level == 2 ? 32 : 16;
+  static constexpr int fwd_n = level == 4 ? 16 : 32;
+  static constexpr int dq_m = level == 1 ? 32 : level == 2 ? 16 : 8;
+  static constexpr int dq_n = level == 4 ? 16 : 32;
+  static constexpr int kv_m = level == 1 ? 64 : level == 2 ? 16 : 8;
+  static constexpr int kv_n = level == 4 ? 16 : 32;
+};
+
+// A [B,H,R,C] operand with a unit last-dim stride.
+template <typename T>
+struct Operand {
+  T* base = nullptr;
+  int64_t sb = 0, sh = 0, sr = 0;
+  __device__ T* at(int64_t b, int64_t h) const { return base + b * sb + h * sh; }
+};
+
+template <typename T>
+Operand<T> operand(const Tensor& t) {
+  return {static_cast<T*>(t.raw_data()), t.strides()[0], t.strides()[1], t.strides()[2]};
+}
+
+template <typename T>
+struct Args {
+  Operand<T> q, k, v, g, dq, dk, dv;  // g: out (forward) or dout (backward)
+  const int64_t* mask = nullptr;      // [B, S], non-zero = visible; null = all visible
+  int64_t mask_sb = 0, mask_ss = 0;
+  T* lse = nullptr;      // [B*H*T], softmax only
+  T* aux = nullptr;      // backward: D_i (softmax) or N of the row (others), [B*H*T]
+  double* sq = nullptr;  // per-(b, h) sums of squares on the device, or null
+  int64_t H = 0, Tq = 0, S = 0, BH = 0;
+  int d = 0, e = 0;
+  AttentionParams p;
+  T scale = 1;
+};
+
+__device__ inline float dev_exp(float x) { return expf(x); }
+__device__ inline double dev_exp(double x) { return exp(x); }
+__device__ inline float dev_log(float x) { return logf(x); }
+__device__ inline double dev_log(double x) { return log(x); }
+__device__ inline int64_t lmin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename T>
+__device__ constexpr T infinity() {
+  return std::numeric_limits<T>::infinity();
+}
+
+// Reductions over the W lanes (aligned, W a power of two <= 32) that share one score row.
+template <int W, typename V>
+__device__ V group_sum(V v) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <int W, typename V>
+__device__ V group_max(V v) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o /= 2) {
+    V other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
+// x^p by repeated multiplication, in the CPU's order (x * x * ... * x); x^0 = 1.
+template <typename T>
+__device__ T ipow(T x, int p) {
+  if (p <= 0) return T(1);
+  T r = x;
+  for (int i = 1; i < p; ++i) r *= x;
+  return r;
+}
+
+template <typename T>
+__device__ bool key_visible(const Args<T>& a, int64_t b, int64_t j) {
+  return a.mask == nullptr || a.mask[b * a.mask_sb + j * a.mask_ss] != 0;
+}
+
+// Key j is seen by query i: inside the causal window (j <= i, not offset-aligned) and visible.
+template <typename T>
+__device__ bool entry_visible(const Args<T>& a, bool key_ok, int64_t i, int64_t j) {
+  return key_ok && i < a.Tq && (!a.p.causal || j <= i);
+}
+
+// Rows [row0, row0 + R) of one (b, h) matrix into dst (leading dimension LD). Rows past
+// `rows` and columns past `cols` become zeros, so padded entries add exact zeros to products.
+template <typename T, int R, int D, int LD>
+__device__ void load_tile(T* dst, const T* src, int64_t sr, int64_t row0, int64_t rows, int cols) {
+  for (int idx = threadIdx.x; idx < R * D; idx += kNT) {
+    int r = idx / D, c = idx % D;
+    int64_t row = row0 + r;
+    dst[r * LD + c] = row < rows && c < cols ? src[row * sr + c] : T(0);
+  }
+}
+
+// s[k] = sum_{x < n} X[r0 + k*STEP][x] * Y[c][x]: the score-tile entries of this thread. The
+// lanes of a row group read one X row (a broadcast) and consecutive Y rows (LDY odd: no bank
+// conflicts).
+template <typename T, int RK, int STEP, int LDX, int LDY>
+__device__ void tile_dots(const T* X, const T* Y, int r0, int c, int n, T (&s)[RK]) {
+#pragma unroll
+  for (int k = 0; k < RK; ++k) s[k] = 0;
+  const T* y = Y + c * LDY;
+#pragma unroll 4
+  for (int x = 0; x < n; ++x) {
+    T yx = y[x];
+#pragma unroll
+    for (int k = 0; k < RK; ++k) s[k] += X[(r0 + k * STEP) * LDX + x] * yx;
+  }
+}
+
+// acc[kk][jj] += sum_{m < M} P(row, m) * Y[m][col] for row = t/32 + 4 kk, col = t%32 + 32 jj;
+// P(row, m) is P[row][m], or P[m][row] when kTrans.
+template <typename T, int RA, int CA, int M, int LDP, bool kTrans, int LDY>
+__device__ void tile_accumulate(const T* P, const T* Y, T (&acc)[RA][CA]) {
+  const int r0 = threadIdx.x / 32, c0 = threadIdx.x % 32;
+#pragma unroll 2
+  for (int m = 0; m < M; ++m) {
+    T y[CA];
+#pragma unroll
+    for (int jj = 0; jj < CA; ++jj) y[jj] = Y[m * LDY + c0 + 32 * jj];
+#pragma unroll
+    for (int kk = 0; kk < RA; ++kk) {
+      int r = r0 + 4 * kk;
+      T pv = kTrans ? P[m * LDP + r] : P[r * LDP + m];
+#pragma unroll
+      for (int jj = 0; jj < CA; ++jj) acc[kk][jj] += pv * y[jj];
+    }
+  }
+}
+
+// Calls f(tile row, row0 + tile row, col, value) for this thread's accumulator entries (the
+// tile_accumulate layout) that lie inside `rows` x `cols`.
+template <typename T, int RA, int CA, typename F>
+__device__ void store_acc(const T (&acc)[RA][CA], int64_t row0, int64_t rows, int cols, F&& f) {
+#pragma unroll
+  for (int kk = 0; kk < RA; ++kk) {
+    const int r = threadIdx.x / 32 + 4 * kk;
+    if (row0 + r >= rows) continue;
+#pragma unroll
+    for (int jj = 0; jj < CA; ++jj) {
+      const int col = threadIdx.x % 32 + 32 * jj;
+      if (col < cols) f(r, row0 + r, col, acc[kk][jj]);
+    }
+  }
+}
+
+// cnt[r] = visible keys in the causal window of query row i0 + r (n_visible with a key
+// mask): one ballot per 32 keys serves every row of the tile. Synchronises the block.
+template <typename T, int BM>
+__device__ void count_visible(const Args<T>& a, int64_t b, int64_t i0, int* cnt) {
+  for (int r = threadIdx.x; r < BM; r += kNT) cnt[r] = 0;
+  __syncthreads();
+  const int lane = threadIdx.x % 32;
+  const int64_t kmax = a.p.causal ? lmin(a.S, i0 + BM) : a.S;
+  for (int64_t j0 = threadIdx.x / 32 * 32; j0 < kmax; j0 += kNT) {
+    int64_t j = j0 + lane;
+    unsigned bits = __ballot_sync(0xffffffffu, j < kmax && key_visible(a, b, j));
+    for (int r = lane; r < BM; r += 32) {
+      int64_t n = (a.p.causal ? lmin(a.S, i0 + r + 1) : a.S) - j0;  // window keys in this chunk
+      unsigned below = n >= 32 ? 0xffffffffu : n <= 0 ? 0u : (1u << n) - 1u;
+      int c = __popc(bits & below);
+      if (c) atomicAdd(&cnt[r], c);
+    }
+  }
+  __syncthreads();
+}
+
+// N of the policy table for query row i (cnt from count_visible when it applies).
+template <typename T>
+__device__ double row_n(const Args<T>& a, int64_t i, int cnt) {
+  if (!a.p.n_visible) return static_cast<double>(a.S);
+  int64_t n = a.mask ? cnt : a.p.causal ? lmin(a.S, i + 1) : a.S;
+  return n > 1 ? static_cast<double>(n) : 1.0;
+}
+
+// Per-row constants, rounded to T exactly as the CPU does: fa enters the weights (poly
+// N^n_exp, relu 1/N, sigmoid log N), fg their derivative (poly p N^n_exp, relu 1/N).
+template <typename T>
+__device__ void row_factors(const Args<T>& a, double n, T& fa, T& fg) {
+  fa = fg = T(0);
+  switch (a.p.act) {
+    case AttnActivation::Poly: {
+      double f = pow(n, a.p.n_exponent);
+      fa = static_cast<T>(f);
+      fg = static_cast<T>(a.p.power * f);
+      break;
+    }
+    case AttnActivation::Relu:
+      fa = fg = static_cast<T>(1.0 / n);
+      break;
+    case AttnActivation::Sigmoid:
+      fa = static_cast<T>(log(n));
+      break;
+    case AttnActivation::Softmax:
+      break;
+  }
+}
+
+// Weight w and score gradient ds of a visible entry from its score s and dP = dL/dA; ra, rb
+// are the row's (lse, D_i) for softmax, else (fa, fg) of row_factors. The forward uses w of
+// the non-softmax activations.
+template <typename T>
+__device__ void weight_grad(const Args<T>& a, T s, T dp, T ra, T rb, T& w, T& ds) {
+  switch (a.p.act) {
+    case AttnActivation::Softmax:
+      w = dev_exp(s - ra);
+      ds = w * (dp - rb);
+      return;
+    case AttnActivation::Poly: {
+      T pw = ipow(s, a.p.power - 1);
+      w = ra * (pw * s);
+      ds = rb * dp * pw;
+      return;
+    }
+    case AttnActivation::Relu:
+      w = ra * (s < T(0) ? T(0) : s);
+      ds = s > T(0) ? rb * dp : T(0);
+      return;
+    case AttnActivation::Sigmoid:
+      w = T(1) / (T(1) + dev_exp(-(s - ra)));
+      ds = dp * w * (T(1) - w);
+      return;
+  }
+}
+
+// Adds this block's share of a per-(b, h) sum of squares.
+__device__ void add_square_sum(double* sq, int64_t bh, double v) {
+  if (sq == nullptr) return;
+  v = group_sum<32>(v);
+  if (threadIdx.x % 32 == 0 && v != 0) atomicAdd(sq + bh, v);
+}
+
+// One block per (query tile, b*h); grid.y strides over b*h beyond the grid limit.
+template <typename T, int D>
+__global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
+  constexpr int BM = Tiles<T, D>::fwd_m, BN = Tiles<T, D>::fwd_n;
+  constexpr int G = kNT / BN, RK = BM / G, RA = BM / 4, CA = D / 32;
+  __shared__ T qs[BM * D], ys[BN * (D + 1)], ps[BM * (BN + 1)];
+  __shared__ T rfac[BM], rrow[BM];
+  __shared__ int cnt[BM];
+  const int t = threadIdx.x, c = t % BN, g = t / BN;
+  const bool softmax = a.p.act == AttnActivation::Softmax;
+  const T inf = infinity<T>();
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * BM;
+  const int64_t kmax = a.p.causal ? lmin(a.S, i0 + BM) : a.S;  // keys any row of the tile sees
+  for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
+    const int64_t b = bh / a.H, h = bh % a.H;
+    load_tile<T, BM, D, D>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
+    if (!softmax) {
+      // N must be known before the first weight: a pre-pass over the key mask.
+      const bool counted = a.p.n_visible && a.mask;
+      if (counted) count_visible<T, BM>(a, b, i0, cnt);
+      for (int r = t; r < BM; r += kNT) {
+        T fg;
+        row_factors(a, row_n(a, i0 + r, counted ? cnt[r] : 0), rfac[r], fg);
+      }
+    }
+    __syncthreads();
+    T m[RK], l[RK], acc[RA][CA] = {};
+    double q2[RK], fr = 0;  // q2: running sum of squared unnormalised softmax weights
+#pragma unroll
+    for (int k = 0; k < RK; ++k) m[k] = -inf, l[k] = 0, q2[k] = 0;
+    for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
+      load_tile<T, BN, D, D + 1>(ys, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
+      const int64_t j = j0 + c;
+      const bool key_ok = j < a.S && key_visible(a, b, j);
+      __syncthreads();
+      T s[RK];
+      tile_dots<T, RK, G, D, D + 1>(qs, ys, g, c, a.d, s);
+#pragma unroll
+      for (int k = 0; k < RK; ++k) {
+        const int r = g + k * G;
+        const bool vis = entry_visible(a, key_ok, i0 + r, j);
+        const T sc = s[k] * a.scale;
+        T p;
+        if (softmax) {
+          T mt = group_max<BN>(vis ? sc : -inf);
+          T mn = m[k] > mt ? m[k] : mt;
+          T alpha = mn == -inf ? T(1) : dev_exp(m[k] - mn);
+          p = vis && mn != -inf ? dev_exp(sc - mn) : T(0);
+          l[k] = l[k] * alpha + group_sum<BN>(p);
+          if (a.sq) {
+            double al = alpha;
+            q2[k] = q2[k] * al * al + group_sum<BN>(static_cast<double>(p) * p);
+          }
+          m[k] = mn;
+          if (c == 0) rrow[r] = alpha;
+        } else {
+          T unused;
+          p = T(0);
+          if (vis) weight_grad(a, sc, T(0), rfac[r], T(0), p, unused);
+          fr += static_cast<double>(p) * p;
+        }
+        ps[r * (BN + 1) + c] = p;
+      }
+      __syncthreads();
+      load_tile<T, BN, D, D + 1>(ys, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
+      __syncthreads();
+      if (softmax) {
+#pragma unroll
+        for (int kk = 0; kk < RA; ++kk) {
+          T alpha = rrow[t / 32 + 4 * kk];
+#pragma unroll
+          for (int jj = 0; jj < CA; ++jj) acc[kk][jj] *= alpha;
+        }
+      }
+      tile_accumulate<T, RA, CA, BN, BN + 1, false, D + 1>(ps, ys, acc);
+      __syncthreads();
+    }
+    if (softmax) {
+#pragma unroll
+      for (int k = 0; k < RK; ++k) {
+        const int r = g + k * G;
+        const int64_t i = i0 + r;
+        if (c != 0) continue;
+        rrow[r] = l[k];
+        // l == 0 exactly when nothing in the row is visible: zero weights, lse = +inf.
+        if (a.lse && i < a.Tq) a.lse[bh * a.Tq + i] = l[k] > 0 ? m[k] + dev_log(l[k]) : inf;
+        if (l[k] > 0) fr += q2[k] / (static_cast<double>(l[k]) * l[k]);
+      }
+      __syncthreads();
+    } else if (a.lse) {  // the CPU twin writes 0 for the other activations
+      for (int r = t; r < BM; r += kNT)
+        if (i0 + r < a.Tq) a.lse[bh * a.Tq + i0 + r] = T(0);
+    }
+    T* op = a.g.at(b, h);
+    store_acc(acc, i0, a.Tq, a.e, [&](int r, int64_t i, int col, T o) {
+      op[i * a.g.sr + col] = !softmax ? o : rrow[r] > 0 ? o / rrow[r] : T(0);
+    });
+    add_square_sum(a.sq, bh, fr);
+    __syncthreads();  // shared memory is reused by the next (b, h)
+  }
+}
+
+// Query-major backward: dq = scale * dS K for one query tile, plus aux (D_i or N) for the
+// key-major kernel and the visible sum of dP^2.
+template <typename T, int D>
+__global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
+  constexpr int BM = Tiles<T, D>::dq_m, BN = Tiles<T, D>::dq_n;
+  constexpr int G = kNT / BN, RK = BM / G, RA = BM / 4, CA = D / 32;
+  __shared__ T qs[BM * D], gs[BM * D], ys[BN * (D + 1)], ps[BM * (BN + 1)];
+  __shared__ T ra[BM], rb[BM];
+  __shared__ int cnt[BM];
+  const int t = threadIdx.x, c = t % BN, g = t / BN;
+  const bool softmax = a.p.act == AttnActivation::Softmax;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * BM;
+  const int64_t kmax = a.p.causal ? lmin(a.S, i0 + BM) : a.S;
+  for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
+    const int64_t b = bh / a.H, h = bh % a.H;
+    const T *kp = a.k.at(b, h), *vp = a.v.at(b, h);
+    load_tile<T, BM, D, D>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
+    load_tile<T, BM, D, D>(gs, a.g.at(b, h), a.g.sr, i0, a.Tq, a.e);
+    if (softmax) {
+      for (int r = t; r < BM; r += kNT)
+        ra[r] = i0 + r < a.Tq ? a.lse[bh * a.Tq + i0 + r] : infinity<T>();
+    } else {
+      const bool counted = a.p.n_visible && a.mask;
+      if (counted) count_visible<T, BM>(a, b, i0, cnt);
+      for (int r = t; r < BM; r += kNT) {
+        double n = row_n(a, i0 + r, counted ? cnt[r] : 0);
+        row_factors(a, n, ra[r], rb[r]);
+        if (i0 + r < a.Tq) a.aux[bh * a.Tq + i0 + r] = static_cast<T>(n);
+      }
+    }
+    __syncthreads();
+    // Scores and dP = dO V^T of one key tile, into s and dp (V first, then K stays in ys).
+    auto scores = [&](int64_t j0, T(&s)[RK], T(&dp)[RK]) {
+      load_tile<T, BN, D, D + 1>(ys, vp, a.v.sr, j0, a.S, a.e);
+      __syncthreads();
+      tile_dots<T, RK, G, D, D + 1>(gs, ys, g, c, a.e, dp);
+      __syncthreads();
+      load_tile<T, BN, D, D + 1>(ys, kp, a.k.sr, j0, a.S, a.d);
+      __syncthreads();
+      tile_dots<T, RK, G, D, D + 1>(qs, ys, g, c, a.d, s);
+#pragma unroll
+      for (int k = 0; k < RK; ++k) s[k] *= a.scale;
+    };
+    if (softmax) {
+      // D_i = sum_j A_ij dP_ij over the whole row, needed before any dS.
+      T dsum[RK] = {};
+      for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
+        T s[RK], dp[RK];
+        scores(j0, s, dp);
+        const int64_t j = j0 + c;
+        const bool key_ok = j < a.S && key_visible(a, b, j);
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+          const int r = g + k * G;
+          if (entry_visible(a, key_ok, i0 + r, j)) dsum[k] += dev_exp(s[k] - ra[r]) * dp[k];
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int k = 0; k < RK; ++k) {
+        const int r = g + k * G;
+        T dd = group_sum<BN>(dsum[k]);
+        if (c == 0) {
+          rb[r] = dd;
+          if (i0 + r < a.Tq) a.aux[bh * a.Tq + i0 + r] = dd;
+        }
+      }
+      __syncthreads();
+    }
+    T acc[RA][CA] = {};
+    double gf = 0;
+    for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
+      T s[RK], dp[RK];
+      scores(j0, s, dp);
+      const int64_t j = j0 + c;
+      const bool key_ok = j < a.S && key_visible(a, b, j);
+#pragma unroll
+      for (int k = 0; k < RK; ++k) {
+        const int r = g + k * G;
+        T w, ds = T(0);
+        if (entry_visible(a, key_ok, i0 + r, j)) {
+          weight_grad(a, s[k], dp[k], ra[r], rb[r], w, ds);
+          gf += static_cast<double>(dp[k]) * dp[k];
+        }
+        ps[r * (BN + 1) + c] = ds;
+      }
+      __syncthreads();
+      tile_accumulate<T, RA, CA, BN, BN + 1, false, D + 1>(ps, ys, acc);  // ys holds K
+      __syncthreads();
+    }
+    T* dqp = a.dq.at(b, h);
+    store_acc(acc, i0, a.Tq, a.d,
+              [&](int, int64_t i, int col, T x) { dqp[i * a.dq.sr + col] = a.scale * x; });
+    add_square_sum(a.sq, bh, gf);
+    __syncthreads();
+  }
+}
+
+// Key-major backward: one block per (key tile, b*h) streams the query tiles and accumulates
+// dv += A^T dO and dk += scale * dS^T Q in registers; the row terms come from aux.
+template <typename T, int D>
+__global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
+  constexpr int BM = Tiles<T, D>::kv_m, BN = Tiles<T, D>::kv_n;
+  constexpr int G = kNT / BN, RK = BM / G, RA = BN / 4, CA = D / 32;
+  __shared__ T ks[BN * (D + 1)], vs[BN * (D + 1)], xs[BM * D], ps[BM * (BN + 1)];
+  __shared__ T ra[BM], rb[BM];
+  const int t = threadIdx.x, c = t % BN, g = t / BN;
+  const bool softmax = a.p.act == AttnActivation::Softmax;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * BN, j = j0 + c;
+  // Under causality rows before j0 see none of these keys.
+  const int64_t first = a.p.causal ? j0 / BM * BM : 0;
+  for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
+    const int64_t b = bh / a.H, h = bh % a.H;
+    const T *qp = a.q.at(b, h), *gp = a.g.at(b, h);
+    load_tile<T, BN, D, D + 1>(ks, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
+    load_tile<T, BN, D, D + 1>(vs, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
+    const bool key_ok = j < a.S && key_visible(a, b, j);
+    T acc_k[RA][CA] = {}, acc_v[RA][CA] = {};
+    for (int64_t i0 = first; i0 < a.Tq; i0 += BM) {
+      load_tile<T, BM, D, D>(xs, qp, a.q.sr, i0, a.Tq, a.d);
+      for (int r = t; r < BM; r += kNT) {
+        const int64_t i = i0 + r;
+        T x = i < a.Tq ? a.aux[bh * a.Tq + i] : T(0);
+        if (softmax) {
+          ra[r] = i < a.Tq ? a.lse[bh * a.Tq + i] : infinity<T>();
+          rb[r] = x;
+        } else {
+          row_factors(a, static_cast<double>(x), ra[r], rb[r]);
+        }
+      }
+      __syncthreads();
+      T s[RK], dp[RK], ds[RK];
+      tile_dots<T, RK, G, D, D + 1>(xs, ks, g, c, a.d, s);
+      __syncthreads();
+      load_tile<T, BM, D, D>(xs, gp, a.g.sr, i0, a.Tq, a.e);
+      __syncthreads();
+      tile_dots<T, RK, G, D, D + 1>(xs, vs, g, c, a.e, dp);
+#pragma unroll
+      for (int k = 0; k < RK; ++k) {
+        const int r = g + k * G;
+        T w = T(0);
+        ds[k] = T(0);
+        if (entry_visible(a, key_ok, i0 + r, j))
+          weight_grad(a, s[k] * a.scale, dp[k], ra[r], rb[r], w, ds[k]);
+        ps[r * (BN + 1) + c] = w;
+      }
+      __syncthreads();
+      tile_accumulate<T, RA, CA, BM, BN + 1, true, D>(ps, xs, acc_v);  // xs holds dO
+      __syncthreads();
+#pragma unroll
+      for (int k = 0; k < RK; ++k) ps[(g + k * G) * (BN + 1) + c] = ds[k];
+      load_tile<T, BM, D, D>(xs, qp, a.q.sr, i0, a.Tq, a.d);
+      __syncthreads();
+      tile_accumulate<T, RA, CA, BM, BN + 1, true, D>(ps, xs, acc_k);
+      __syncthreads();
+    }
+    T *dkp = a.dk.at(b, h), *dvp = a.dv.at(b, h);
+    store_acc(acc_k, j0, a.S, a.d,
+              [&](int, int64_t jr, int col, T x) { dkp[jr * a.dk.sr + col] += a.scale * x; });
+    store_acc(acc_v, j0, a.S, a.e,
+              [&](int, int64_t jr, int col, T x) { dvp[jr * a.dv.sr + col] += x; });
+    __syncthreads();
+  }
+}
+
+// Per-(b, h) sums of squares: a zeroed device buffer, copied into the caller's host array.
+class SquareSums {
+ public:
+  SquareSums(double* host, int64_t n, Device device) : host_(host), n_(n) {
+    if (!host_ || n_ == 0) return;
+    buf_ = empty({n_}, {DType::F64, device});
+    PG_CUDA_CHECK(cudaMemsetAsync(buf_.raw_data(), 0, bytes(), stream()));
+  }
+  double* device() const {
+    return buf_.defined() ? static_cast<double*>(buf_.raw_data()) : nullptr;
+  }
+  void finish() {
+    if (!buf_.defined()) return;
+    PG_CUDA_CHECK(
+        cudaMemcpyAsync(host_, buf_.raw_data(), bytes(), cudaMemcpyDeviceToHost, stream()));
+    PG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
+
+ private:
+  size_t bytes() const { return static_cast<size_t>(n_) * sizeof(double); }
+  double* host_;
+  int64_t n_;
+  Tensor buf_;
+};
+
+template <typename T>
+Args<T> make_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                  const AttentionParams& p) {
+  Args<T> a;
+  a.q = operand<T>(q);
+  a.k = operand<T>(k);
+  a.v = operand<T>(v);
+  if (key_mask.defined()) {
+    PG_CHECK(key_mask.dtype() == DType::I64, "attention", "key mask must be i64, got ",
+             dtype_name(key_mask.dtype()));
+    a.mask = static_cast<const int64_t*>(key_mask.raw_data());
+    a.mask_sb = key_mask.strides()[0];
+    a.mask_ss = key_mask.strides()[1];
+  }
+  a.H = q.size(1);
+  a.Tq = q.size(2);
+  a.S = k.size(2);
+  a.BH = q.size(0) * a.H;
+  a.d = static_cast<int>(q.size(3));
+  a.e = static_cast<int>(v.size(3));
+  a.p = p;
+  a.scale = static_cast<T>(p.scale);
+  return a;
+}
+
+// Grid of `tiles` x min(B*H, 65535); the kernels stride over the remaining (b, h).
+dim3 grid_for(int64_t tiles, int64_t bh) {
+  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(bh < 65535 ? bh : 65535));
+}
+
+// Calls f(T{}, integral_constant<D>) for the dtype and the head-dim bucket of d and e.
+template <typename F>
+void with_config(const Tensor& q, const Tensor& v, const char* op, F&& f) {
+  int64_t d = q.size(3), e = v.size(3);
+  PG_CHECK(d <= kMaxHeadDim && e <= kMaxHeadDim, op, "head dims up to ", kMaxHeadDim,
+           " are supported on CUDA, got d=", d, ", e=", e);
+  PG_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64, op, "expected f32 or f64, got ",
+           dtype_name(q.dtype()));
+  auto by_dim = [&](auto tag) {
+    if (d <= 64 && e <= 64)
+      f(tag, std::integral_constant<int, 64>{});
+    else
+      f(tag, std::integral_constant<int, 128>{});
+  };
+  if (q.dtype() == DType::F32)
+    by_dim(float{});
+  else
+    by_dim(double{});
+}
+
+int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
+
+}  // namespace
+
+void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& key_mask, const AttentionParams& p, Tensor& out,
+                                    Tensor& lse, double* frob_sq) {
+  DeviceGuard guard(q.device().index);
+  with_config(q, v, "attention", [&](auto tag, auto dim) {
+    using T = decltype(tag);
+    constexpr int D = decltype(dim)::value;
+    Args<T> a = make_args<T>(q, k, v, key_mask, p);
+    a.g = operand<T>(out);
+    if (lse.defined()) a.lse = static_cast<T*>(lse.raw_data());
+    SquareSums sums(frob_sq, a.BH, q.device());
+    a.sq = sums.device();
+    if (a.Tq > 0 && a.BH > 0) {
+      forward_kernel<T, D>
+          <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::fwd_m), a.BH), kNT, 0, stream()>>>(a);
+      PG_CUDA_LAUNCH_CHECK();
+    }
+    sums.finish();
+  });
+}
+
+void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                     const Tensor& v, const Tensor& key_mask, const Tensor& lse,
+                                     const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
+                                     double* grad_frob_sq) {
+  DeviceGuard guard(q.device().index);
+  with_config(q, v, "attention_backward", [&](auto tag, auto dim) {
+    using T = decltype(tag);
+    constexpr int D = decltype(dim)::value;
+    Args<T> a = make_args<T>(q, k, v, key_mask, p);
+    a.g = operand<T>(dout);
+    a.dq = operand<T>(dq);
+    a.dk = operand<T>(dk);
+    a.dv = operand<T>(dv);
+    if (p.act == AttnActivation::Softmax) {
+      PG_CHECK(lse.defined(), "attention_backward", "softmax needs the forward's lse");
+      a.lse = static_cast<T*>(lse.raw_data());
+    }
+    SquareSums sums(grad_frob_sq, a.BH, q.device());
+    a.sq = sums.device();
+    if (a.Tq > 0 && a.BH > 0) {
+      Tensor aux = empty({a.BH * a.Tq}, {q.dtype(), q.device()});
+      a.aux = static_cast<T*>(aux.raw_data());
+      backward_dq_kernel<T, D>
+          <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::dq_m), a.BH), kNT, 0, stream()>>>(a);
+      PG_CUDA_LAUNCH_CHECK();
+      if (a.S > 0) {
+        backward_dkv_kernel<T, D>
+            <<<grid_for(ceil_div(a.S, Tiles<T, D>::kv_n), a.BH), kNT, 0, stream()>>>(a);
+        PG_CUDA_LAUNCH_CHECK();
+      }
+    }
+    sums.finish();
+  });
+}
+
+}  // namespace pg::cuda

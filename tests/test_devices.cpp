@@ -1,0 +1,178 @@
+// The CUDA backend against the CPU backend, beyond the per-op checks that the op suites run on
+// every device: transfers, the caching allocator, optimizers, dropout masks, large GEMMs and
+// reductions, and whole models (forward, backward and a training step). Without a GPU only the
+// error paths run, and the suite ends with one line counting the skipped checks.
+#include <doctest/doctest.h>
+
+#include "device_check.h"
+#include "helpers.h"
+#include "models/gpt.h"
+#include "models/vit.h"
+#include "nn/optim.h"
+
+using namespace pg;
+
+namespace {
+
+const Device kGpu = Device::cuda(0);
+
+}  // namespace
+
+TEST_CASE("without a usable device, CUDA tensors are a clear pg::Error") {
+  if (cuda::is_available()) {
+    CHECK_THROWS_AS(zeros({2}, {DType::F32, Device::cuda(cuda::device_count())}), Error);
+    return;
+  }
+  CHECK_PG_ERROR(zeros({2}, {DType::F32, kGpu}), "not available");
+  CHECK_PG_ERROR(ones({3}).to(kGpu), "not available");
+  CHECK(cuda::device_count() == 0);
+}
+
+TEST_CASE("host <-> device copies keep values, dtypes and views") {
+  if (!pgt::have_cuda()) return;
+  Generator gen(1);
+  for (DType dt : {DType::F32, DType::F64, DType::I64, DType::I32}) {
+    CAPTURE(dtype_name(dt));
+    Tensor x = randint(-50, 50, {3, 5, 4}, {DType::I64}, &gen).to(dt);
+    Tensor g = x.to(kGpu);
+    CHECK(g.device() == kGpu);
+    CHECK(pgt::values(g.to(Device::cpu())) == pgt::values(x));
+    // Non-contiguous views, dtype conversion and fill on the device.
+    Tensor t = g.transpose(0, 2).contiguous();
+    CHECK(pgt::values(t.to(Device::cpu())) == pgt::values(x.transpose(0, 2).contiguous()));
+    CHECK(pgt::values(g.to(DType::F64).to(Device::cpu())) == pgt::values(x.to(DType::F64)));
+    Tensor f = zeros({4, 6}, {dt, kGpu});
+    f.slice(1, 1, 6, 2).fill_(7);
+    Tensor fc = zeros({4, 6}, {dt});
+    fc.slice(1, 1, 6, 2).fill_(7);
+    CHECK(pgt::values(f.to(Device::cpu())) == pgt::values(fc));
+  }
+  CHECK(pgt::values(arange(10, {DType::I64, kGpu}).to(Device::cpu())) ==
+        pgt::values(arange(10, {DType::I64})));
+}
+
+TEST_CASE("the CUDA caching allocator reuses blocks and reports its counters") {
+  if (!pgt::have_cuda()) return;
+  Allocator& a = cuda::allocator();
+  { Tensor warm = empty({1 << 20}, {DType::F32, kGpu}); }
+  AllocatorStats before = a.stats();
+  for (int i = 0; i < 10; ++i) Tensor t = empty({1 << 20}, {DType::F32, kGpu});
+  AllocatorStats after = a.stats();
+  CHECK(after.system_allocs == before.system_allocs);  // served from the cache
+  CHECK(after.cache_hits >= before.cache_hits + 10);
+  CHECK(after.allocated == before.allocated);
+  CHECK(after.peak_allocated >= (size_t{1} << 22));
+  a.empty_cache();
+  CHECK(a.stats().reserved <= after.reserved - (size_t{1} << 22));
+}
+
+TEST_CASE("large GEMMs and reductions on the GPU match the CPU") {
+  if (!pgt::have_cuda()) return;
+  Generator gen(2);
+  Tensor a = randn({3, 200, 300}, {}, &gen), b = randn({300, 170}, {}, &gen);
+  CHECK(pgt::max_rel_error(matmul(a.to(kGpu), b.to(kGpu)), matmul(a, b)) < 1e-5);
+  Tensor at = randn({170, 300}, {}, &gen);
+  CHECK(pgt::max_rel_error(matmul(a.to(kGpu), at.to(kGpu).transpose(0, 1)),
+                           matmul(a, at.transpose(0, 1))) < 1e-5);
+  Tensor big = randn({1000, 1001}, {DType::F64}, &gen);
+  Tensor bg = big.to(kGpu);
+  CHECK(pgt::max_rel_error(sum(bg), sum(big)) < 1e-12);
+  CHECK(pgt::max_rel_error(sum(bg, {0}), sum(big, {0})) < 1e-12);
+  CHECK(pgt::max_rel_error(max(bg, 1), max(big, 1)) == 0);
+  CHECK(pgt::values(argmax(bg, 1).to(Device::cpu())) == pgt::values(argmax(big, 1)));
+}
+
+TEST_CASE("dropout draws the same mask on the CPU and the GPU") {
+  if (!pgt::have_cuda()) return;
+  Generator gc(42), gg(42);
+  Tensor x = ones({300, 70});
+  Tensor yc = dropout(x, 0.3, true, &gc), yg = dropout(x.to(kGpu), 0.3, true, &gg);
+  CHECK(pgt::values(yg.to(Device::cpu())) == pgt::values(yc));
+}
+
+TEST_CASE("optimizer steps on the GPU match the CPU") {
+  if (!pgt::have_cuda()) return;
+  Generator gen(3);
+  for (int kind = 0; kind < 3; ++kind) {
+    CAPTURE(kind);
+    Tensor pc = randn({50, 33}, {}, &gen).requires_grad_();
+    Tensor pg_ = pc.detach().to(kGpu).requires_grad_();
+    std::unique_ptr<Optimizer> oc, og;
+    if (kind == 0) {
+      oc = std::make_unique<AdamW>(std::vector<ParamGroup>{{{pc}, 1e-2, 0.1}});
+      og = std::make_unique<AdamW>(std::vector<ParamGroup>{{{pg_}, 1e-2, 0.1}});
+    } else {
+      oc = std::make_unique<SGD>(std::vector<ParamGroup>{{{pc}, 1e-2, 0.01}}, 0.9, kind == 2);
+      og = std::make_unique<SGD>(std::vector<ParamGroup>{{{pg_}, 1e-2, 0.01}}, 0.9, kind == 2);
+    }
+    for (int step = 0; step < 5; ++step) {
+      Tensor w = randn({50, 33}, {}, &gen);
+      oc->zero_grad();
+      og->zero_grad();
+      backward(sum(mul(mul(pc, pc), w)));
+      backward(sum(mul(mul(pg_, pg_), w.to(kGpu))));
+      oc->step();
+      og->step();
+    }
+    CHECK(pgt::max_rel_error(pg_, pc) < 1e-5);
+  }
+}
+
+TEST_CASE("a tiny GPT and a tiny ViT give the same logits, gradients and step on the GPU") {
+  if (!pgt::have_cuda()) return;
+  for (const char* spec : {"softmax", "poly:3", "relu", "sigmoid"}) {
+    CAPTURE(spec);
+    GptConfig gc;
+    gc.vocab_size = 17;
+    gc.context = 24;
+    gc.dim = 32;
+    gc.layers = 2;
+    gc.heads = 4;
+    gc.attn = spec;
+    manual_seed(5);
+    Gpt cpu(gc);
+    manual_seed(5);
+    Gpt gpu(gc);
+    gpu.to(kGpu);
+    Generator gen(9);
+    Tensor tokens = randint(0, 17, {3, 24}, {DType::I64}, &gen);
+    Tensor targets = randint(0, 17, {3, 24}, {DType::I64}, &gen);
+    Tensor lc = cross_entropy(cpu(tokens), targets);
+    Tensor lg = cross_entropy(gpu(tokens.to(kGpu)), targets.to(kGpu));
+    CHECK(lg.item() == doctest::Approx(lc.item()).epsilon(1e-5));
+    backward(lc);
+    backward(lg);
+    auto pc = cpu.named_parameters(), pgp = gpu.named_parameters();
+    for (size_t i = 0; i < pc.size(); ++i) {
+      CAPTURE(pc[i].first);
+      CHECK(pgt::max_rel_error(pgp[i].second.grad(), pc[i].second.grad()) < 1e-4);
+    }
+
+    VitConfig vc;
+    vc.image_size = 12;
+    vc.patch = 4;
+    vc.dim = 32;
+    vc.layers = 2;
+    vc.attn = spec;
+    manual_seed(6);
+    Vit vcpu(vc);
+    manual_seed(6);
+    Vit vgpu(vc);
+    vgpu.to(kGpu);
+    Tensor images = rand({5, 1, 12, 12}, {}, &gen);
+    Tensor labels = randint(0, 10, {5}, {DType::I64}, &gen);
+    AdamW oc(std::vector<ParamGroup>{{vcpu.parameters(), 1e-3, 0.05}});
+    AdamW og(std::vector<ParamGroup>{{vgpu.parameters(), 1e-3, 0.05}});
+    for (int step = 0; step < 3; ++step) {
+      oc.zero_grad();
+      og.zero_grad();
+      Tensor a = cross_entropy(vcpu(images), labels),
+             b = cross_entropy(vgpu(images.to(kGpu)), labels.to(kGpu));
+      CHECK(b.item() == doctest::Approx(a.item()).epsilon(1e-4));
+      backward(a);
+      backward(b);
+      oc.step();
+      og.step();
+    }
+  }
+}

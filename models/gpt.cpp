@@ -84,7 +84,8 @@ std::vector<int32_t> Gpt::generate(std::vector<int32_t> ids, int64_t count, doub
   for (int64_t n = 0; n < count; ++n) {
     int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - config_.context);
     std::vector<int64_t> window(ids.begin() + start, ids.end());
-    Tensor x = from_vector(window, {1, static_cast<int64_t>(window.size())});
+    Tensor x = from_vector(window, {1, static_cast<int64_t>(window.size())},
+                           parameters().front().device());
     Tensor logits = forward(x).select(1, -1).select(0, 0).contiguous();
     std::vector<float> l = logits.to_vector<float>();
     int32_t next;
@@ -93,7 +94,9 @@ std::vector<int32_t> Gpt::generate(std::vector<int32_t> ids, int64_t count, doub
     } else {
       std::vector<int32_t> order(l.size());
       for (size_t i = 0; i < l.size(); ++i) order[i] = static_cast<int32_t>(i);
-      std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+      // Stable: equal logits keep token order, so a seed always gives the same text.
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t b) { return l[a] > l[b]; });
       size_t k = top_k > 0 ? std::min<size_t>(top_k, order.size()) : order.size();
       std::vector<double> p(k);
       double total = 0;

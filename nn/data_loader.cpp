@@ -1,5 +1,6 @@
 #include "nn/data_loader.h"
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -22,11 +23,14 @@ Batch Prefetcher::next() {
   return b;
 }
 
-ImageBatcher::ImageBatcher(const ImageSet& data, int64_t batch_size, uint64_t seed)
-    : data_(data), batch_size_(batch_size), seed_(seed) {
+ImageBatcher::ImageBatcher(const ImageSet& data, int64_t batch_size, uint64_t seed,
+                           ImageAugment aug)
+    : data_(data), aug_(aug), batch_size_(batch_size), seed_(seed) {
   int64_t n = data.images.size(0);
   PG_CHECK(batch_size > 0 && batch_size <= n, "ImageBatcher", "batch size ", batch_size,
            " must be in [1, ", n, "]");
+  PG_CHECK(aug.max_shift >= 0 && aug.max_shift < std::min(data.images.size(1), data.images.size(2)),
+           "ImageBatcher", "max_shift ", aug.max_shift, " must be in [0, image side)");
   steps_per_epoch_ = n / batch_size;
 }
 
@@ -52,10 +56,28 @@ Batch ImageBatcher::batch(int64_t step) const {
   Tensor y = empty({batch_size_}, {DType::I64});
   const float* src = data_.images.data<float>();
   const int64_t* lab = data_.labels.data<int64_t>();
+  // The augmentation draws depend only on (seed, step), so resumed runs see the same images.
+  Generator g(~seed_ * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step));
+  const bool augment = aug_.flip || aug_.max_shift > 0;
   for (int64_t i = 0; i < batch_size_; ++i) {
     int64_t j = ord[first + i];
-    std::memcpy(x.data<float>() + i * h * w, src + j * h * w, sizeof(float) * h * w);
+    float* dst = x.data<float>() + i * h * w;
+    const float* img = src + j * h * w;
     y.data<int64_t>()[i] = lab[j];
+    if (!augment) {
+      std::memcpy(dst, img, sizeof(float) * h * w);
+      continue;
+    }
+    bool flip = aug_.flip && g.randint(0, 2) == 1;
+    int64_t dy = aug_.max_shift ? g.randint(-aug_.max_shift, aug_.max_shift + 1) : 0;
+    int64_t dx = aug_.max_shift ? g.randint(-aug_.max_shift, aug_.max_shift + 1) : 0;
+    for (int64_t r = 0; r < h; ++r)
+      for (int64_t c = 0; c < w; ++c) {
+        int64_t sr = r - dy, sc = c - dx;
+        if (flip) sc = w - 1 - sc;
+        bool inside = sr >= 0 && sr < h && sc >= 0 && sc < w;
+        dst[r * w + c] = inside ? img[sr * w + sc] : 0.0f;
+      }
   }
   return {x, y};
 }

@@ -33,11 +33,17 @@ class Prefetcher {
   std::future<Batch> pending_;
 };
 
+/// Training-time image augmentation, drawn per image from the step's own generator.
+struct ImageAugment {
+  bool flip = false;      ///< mirror left-right with probability 1/2
+  int64_t max_shift = 0;  ///< translate by up to this many pixels each way, filling with zeros
+};
+
 /// Mini-batches of an image set: epoch e visits the images in a permutation drawn from
 /// Generator(seed + e); the last partial batch of an epoch is dropped.
 class ImageBatcher {
  public:
-  ImageBatcher(const ImageSet& data, int64_t batch_size, uint64_t seed);
+  ImageBatcher(const ImageSet& data, int64_t batch_size, uint64_t seed, ImageAugment aug = {});
   /// Batches per epoch.
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   /// Images [B, 1, H, W] and labels [B] of global step `step`.
@@ -46,6 +52,7 @@ class ImageBatcher {
  private:
   const std::vector<int64_t>& order(int64_t epoch) const;
   ImageSet data_;
+  ImageAugment aug_;
   int64_t batch_size_, steps_per_epoch_;
   uint64_t seed_;
   mutable int64_t cached_epoch_ = -1;

@@ -16,6 +16,7 @@
 #include "nn/text.h"
 #include "tools/compare.h"
 #include "tools/omp_env.h"
+#include "tools/train_common.h"
 #include "tools/train_programs.h"
 
 using namespace pg;
@@ -49,11 +50,29 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--seed", o.seed, "seed of initialisation, data order and dropout")
       ->capture_default_str();
   app->add_option("--threads", o.threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app->add_option("--device", o.device, "cpu, cuda or cuda:N")
+      ->capture_default_str()
+      ->check([](const std::string& s) {
+        try {
+          parse_device(s);
+          return std::string();
+        } catch (const pg::Error& e) {
+          return std::string(e.what());
+        }
+      });
   app->add_option("--out", o.out, "run directory")->capture_default_str();
   app->add_option("--data", o.data, "data path (ViT: MNIST-layout dir; GPT: text file or dir)");
   app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
   app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)");
   app->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0: at the end)");
+  app->add_option("--label-smoothing", o.label_smoothing, "ViT: label smoothing of the loss")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app->add_flag("--flip,!--no-flip", o.flip, "ViT: random left-right flips of training images")
+      ->capture_default_str();
+  app->add_option("--shift", o.shift, "ViT: random shifts of training images, up to N pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 8));
 }
 
 void add_vit_flags(CLI::App* app, VitConfig& c) {

@@ -181,4 +181,13 @@ void write_curves(const std::string& dir) {
   std::remove(script.c_str());
 }
 
+Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda(0);
+  if (text.starts_with("cuda:") && text.size() > 5 &&
+      text.find_first_not_of("0123456789", 5) == std::string::npos && text.size() < 9)
+    return Device::cuda(std::stoi(text.substr(5)));
+  throw Error("--device", "unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+}
+
 }  // namespace pg::tools

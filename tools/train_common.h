@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
+
 namespace pg::tools {
 
 /// A live "step/total loss throughput ETA" line on a terminal; plain periodic lines otherwise.
@@ -42,6 +44,9 @@ class MetricsWriter {
 void install_stop_handler();
 /// True once Ctrl-C was pressed.
 bool stop_requested();
+
+/// "cpu", "cuda" or "cuda:N" as a Device; anything else is a pg::Error listing these.
+Device parse_device(const std::string& text);
 
 /// Draws curves with gnuplot into `png`: each series is (title, data file, x column, y column).
 /// Returns false (and prints why) when gnuplot is missing or fails.

@@ -33,10 +33,11 @@ double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batc
                        int64_t batches) {
   NoGradGuard no_grad;
   model.eval();
+  const Device device = model.parameters().front().device();
   double total = 0;
   for (int64_t i = 0; i < batches; ++i) {
     Batch b = text_batch(val, batch, model.config().context, 0xe7a1, i);
-    total += cross_entropy(model(b.inputs), b.targets).item();
+    total += cross_entropy(model(b.inputs.to(device)), b.targets.to(device)).item();
   }
   model.train();
   return total / static_cast<double>(batches);
@@ -65,6 +66,8 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   // --- model and optimizer ------------------------------------------------------------
   manual_seed(opt.seed);
   Gpt model(cfg);
+  const Device device = parse_device(opt.device);
+  model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
   AdamW optimizer(param_groups(model, lr, opt.weight_decay));
   int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
@@ -76,10 +79,10 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   }
   std::printf(
       "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
-      "tokens, %d threads\n",
+      "tokens, %d threads, %s\n",
       cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
       corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
-      get_num_threads());
+      get_num_threads(), device.str().c_str());
   auto save = [&] {
     save_checkpoint(
         ckpt_path, model, &optimizer, step,
@@ -100,7 +103,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   while (step < total) {
     Batch b = loader.next();
     optimizer.set_lr(schedule.lr_at(step));
-    Tensor loss = cross_entropy(model(b.inputs), b.targets);
+    Tensor loss = cross_entropy(model(b.inputs.to(device)), b.targets.to(device));
     optimizer.zero_grad();
     loss.backward();
     double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);

@@ -16,8 +16,12 @@ struct TrainOptions {
   int64_t warmup = -1;           ///< warm-up steps (-1: 5% of the run)
   double weight_decay = 0.05;
   double grad_clip = 1.0;
+  double label_smoothing = 0.0;  ///< ViT: mixes the one-hot target with the uniform one
+  bool flip = false;             ///< ViT: random left-right mirroring of training images
+  int64_t shift = 0;             ///< ViT: random translation of training images, in pixels
   uint64_t seed = 1337;
   int threads = 0;              ///< 0: all cores
+  std::string device = "cpu";   ///< "cpu" or "cuda[:N]": where the model and batches live
   std::string out = "out/run";  ///< run directory: metrics, checkpoints, plots
   std::string data;             ///< data path ("" = the model's default)
   bool resume = false;          ///< continue from OUT/checkpoint.safetensors

@@ -90,13 +90,14 @@ void show_results(const ImageSet& test, const EvalResult& r, int64_t classes) {
 EvalResult evaluate(Vit& model, const ImageSet& split) {
   NoGradGuard no_grad;
   model.eval();
+  const Device device = model.parameters().front().device();
   EvalResult r;
   int64_t n = split.images.size(0), bs = 500, correct = 0;
   int64_t h = split.images.size(1), w = split.images.size(2);
   for (int64_t i = 0; i < n; i += bs) {
     int64_t m = std::min(bs, n - i);
-    Tensor x = split.images.narrow(0, i, m).reshape({m, 1, h, w});
-    Tensor y = split.labels.narrow(0, i, m);
+    Tensor x = split.images.narrow(0, i, m).reshape({m, 1, h, w}).to(device);
+    Tensor y = split.labels.narrow(0, i, m).to(device);
     Tensor logits = model(x);
     r.loss += cross_entropy(logits, y).item() * static_cast<double>(m);
     auto pred = argmax(logits, 1).to_vector<int64_t>();
@@ -122,7 +123,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   cfg.channels = 1;
   cfg.attn = opt.attn;
   int64_t batch = opt.batch > 0 ? opt.batch : 128;
-  ImageBatcher batcher(data.train, batch, opt.seed);
+  ImageBatcher batcher(data.train, batch, opt.seed, ImageAugment{opt.flip, opt.shift});
   int64_t total = opt.steps > 0 ? opt.steps
                                 : static_cast<int64_t>(std::ceil((opt.epochs > 0 ? opt.epochs : 1) *
                                                                  batcher.steps_per_epoch()));
@@ -135,6 +136,8 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     cfg = VitConfig::from_json(resumed.metadata.at("config"));
   }
   Vit model(cfg);
+  const Device device = parse_device(opt.device);
+  model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
   AdamW optimizer(param_groups(model, lr, opt.weight_decay));
   int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
@@ -146,9 +149,10 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   }
   std::printf(
       "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
-      "%d threads\n",
+      "%d threads, %s\n",
       cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(), (long long)total,
-      (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads());
+      (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads(),
+      device.str().c_str());
   auto save = [&] {
     save_checkpoint(ckpt_path, model, &optimizer, step,
                     {{"model", "vit"}, {"config", cfg.to_json()}});
@@ -166,7 +170,8 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   while (step < total) {
     Batch b = loader.next();
     optimizer.set_lr(schedule.lr_at(step));
-    Tensor loss = cross_entropy(model(b.inputs), b.targets);
+    Tensor loss =
+        cross_entropy(model(b.inputs.to(device)), b.targets.to(device), -100, opt.label_smoothing);
     optimizer.zero_grad();
     loss.backward();
     double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);

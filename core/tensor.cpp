@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <ostream>
 #include <sstream>
 
@@ -89,8 +90,23 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offs
 
 Tensor empty(const Shape& shape, TensorOptions opts) {
   check_shape(shape, "empty");
+  // The byte count must fit: a wrapped product would allocate a tiny block for a huge shape.
+  const size_t elem = dtype_size(opts.dtype);
+  size_t numel = 1;
+  bool fits = true;
+  for (int64_t s : shape) {
+    if (s == 0) {
+      numel = 0;
+      fits = true;
+      break;
+    }
+    fits = fits && numel <= (std::numeric_limits<int64_t>::max() / elem) / static_cast<size_t>(s);
+    numel *= fits ? static_cast<size_t>(s) : 1;
+  }
+  PG_CHECK(fits, "empty", "shape ", shape_str(shape), " of ", dtype_name(opts.dtype),
+           " needs more than 2^63 bytes");
   auto impl = std::make_shared<TensorImpl>();
-  size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(opts.dtype);
+  size_t nbytes = numel * elem;
   impl->storage = std::make_shared<Storage>(nbytes, opts.device, allocator_for(opts.device));
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);

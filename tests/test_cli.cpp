@@ -168,6 +168,9 @@ TEST_CASE("bad command lines exit non-zero with exactly one line on stderr") {
   check_one_line_error(run("sample --tokens 5"), "--ckpt");
   check_one_line_error(run("train gpt --steps abc"), "abc");
   check_one_line_error(run("train vit --batch -3"), "--batch");
+  check_one_line_error(run("train gpt --steps -5"), "--steps");
+  check_one_line_error(run("train gpt --device tpu"), "tpu");
+  check_one_line_error(run("train vit --shift 9"), "--shift");
   check_one_line_error(run("sample --ckpt " + quote((temp_root() / "nope.safetensors").string())),
                        "nope.safetensors");
   check_one_line_error(run(""), "subcommand");

@@ -375,3 +375,9 @@ TEST_CASE("0-d tensors: dim-taking ops work like PyTorch or raise pg::Error") {
   CHECK_PG_ERROR(s.slice(0, 0, 1), "slice", "0-d");
   CHECK_PG_ERROR(s.squeeze(1), "squeeze", "dim 1");
 }
+
+TEST_CASE("a shape whose byte count overflows is refused, not allocated small") {
+  CHECK_PG_ERROR(zeros({int64_t{1} << 61}, {DType::F64}), "empty", "2^63 bytes");
+  CHECK_PG_ERROR(empty({int64_t{1} << 32, int64_t{1} << 32}), "empty", "2^63 bytes");
+  CHECK(empty({0, int64_t{1} << 62}).numel() == 0);  // empty shapes need no bytes
+}

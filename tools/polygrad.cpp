@@ -37,7 +37,8 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
           return std::string(e.what());
         }
       });
-  app->add_option("--steps", o.steps, "optimizer steps (0: from --epochs, or the model's default)");
+  app->add_option("--steps", o.steps, "optimizer steps (0: from --epochs, or the model's default)")
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--epochs", o.epochs, "ViT: passes over the training set")
       ->check(CLI::NonNegativeNumber);
   app->add_option("--batch", o.batch, "batch size (0: model default)")
@@ -63,8 +64,10 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--out", o.out, "run directory")->capture_default_str();
   app->add_option("--data", o.data, "data path (ViT: MNIST-layout dir; GPT: text file or dir)");
   app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
-  app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)");
-  app->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0: at the end)");
+  app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0: at the end)")
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--label-smoothing", o.label_smoothing, "ViT: label smoothing of the loss")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));

@@ -43,7 +43,7 @@ class Attention(nn.Module):
             if y is not None:
                 return self.proj(y.transpose(1, 2).reshape(b, t, d))
         s = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
-        visible = torch.ones(t, t, dtype=torch.bool).tril() if self.causal else None
+        visible = torch.ones(t, t, dtype=torch.bool, device=x.device).tril() if self.causal else None
         return self.proj((attention_weights(self.spec, s, visible) @ v).transpose(1, 2).reshape(b, t, d))
 
 

@@ -1,0 +1,144 @@
+// GPU benchmarks for tools/gpu_check: GEMM against raw cuBLAS, fused attention forward+backward
+// per policy, and GPT training throughput. One JSON object per line on stdout;
+// tools/bench_gpu_torch.py measures PyTorch on the same shapes and prints the joint table.
+// Usage: bench_gpu [repeats]   (default 20; medians over repeats after a warm-up)
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "kernels/device_api.h"
+#include "models/gpt.h"
+#include "nn/attention_activation.h"
+#include "nn/optim.h"
+#include "polygrad.h"
+
+using namespace pg;
+
+namespace {
+
+// Median milliseconds of f() (each run waits for the GPU), after two warm-up runs.
+template <typename F>
+double median_ms(int repeats, F&& f) {
+  f();
+  f();
+  cuda::synchronize();
+  std::vector<double> t;
+  for (int i = 0; i < repeats; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    cuda::synchronize();
+    t.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void emit(const std::string& name, double value, const char* unit) {
+  std::printf("{\"name\": \"%s\", \"polygrad\": %.6g, \"unit\": \"%s\"}\n", name.c_str(), value,
+              unit);
+  std::fflush(stdout);
+}
+
+void bench_gemm(int repeats, Device gpu) {
+  const int64_t n = 8192;
+  Generator gen(1);
+  Tensor a = randn({n, n}, {}, &gen).to(gpu), b = randn({n, n}, {}, &gen).to(gpu);
+  cublasHandle_t h;
+  cublasCreate(&h);
+  for (bool tf32 : {false, true}) {
+    cuda::set_allow_tf32(tf32);
+    double flops = 2.0 * n * n * n;
+    double ms = median_ms(repeats, [&] { Tensor c = matmul(a, b); });
+    emit(std::string("gemm f32 8192^3 ") + (tf32 ? "tf32" : "fp32") + " TFLOP/s", flops / ms / 1e9,
+         "TFLOP/s");
+    // The same product straight through cuBLAS: the ceiling polygrad's path can reach.
+    Tensor c = empty({n, n}, {DType::F32, gpu});
+    cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    const float one = 1, zero = 0;
+    int N = static_cast<int>(n);
+    double raw = median_ms(repeats, [&] {
+      cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, N, N, &one, b.data<float>(), N, a.data<float>(),
+                  N, &zero, c.data<float>(), N);
+    });
+    emit(std::string("gemm f32 8192^3 ") + (tf32 ? "tf32" : "fp32") + " raw cuBLAS TFLOP/s",
+         flops / raw / 1e9, "TFLOP/s");
+  }
+  cuda::set_allow_tf32(false);
+  cublasDestroy(h);
+}
+
+void bench_attention(int repeats, Device gpu) {
+  const int64_t B = 8, H = 16, T = 1024, d = 64;
+  Generator gen(2);
+  TensorOptions f32{DType::F32, gpu};
+  Tensor q = randn({B, H, T, d}, f32, &gen).requires_grad_();
+  Tensor k = randn({B, H, T, d}, f32, &gen).requires_grad_();
+  Tensor v = randn({B, H, T, d}, f32, &gen).requires_grad_();
+  Tensor g = randn({B, H, T, d}, f32, &gen);
+  for (const char* spec : {"softmax", "poly:1", "poly:2", "poly:3", "relu", "sigmoid"}) {
+    auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);
+    double ms = median_ms(repeats, [&] {
+      Tensor out = fused_attention(q, k, v, params);
+      auto grads = grad(out, {q, k, v}, g);
+    });
+    emit(std::string("attention fwd+bwd causal B8 H16 T1024 d64 ") + spec + " ms", ms, "ms");
+  }
+}
+
+void bench_gpt(int repeats, Device gpu) {
+  for (const char* spec : {"softmax", "poly:3"}) {
+    GptConfig cfg;
+    cfg.vocab_size = 96;
+    cfg.context = 256;
+    cfg.dim = 384;
+    cfg.layers = 6;
+    cfg.heads = 6;
+    cfg.attn = spec;
+    manual_seed(3);
+    Gpt model(cfg);
+    model.to(gpu);
+    AdamW opt(std::vector<ParamGroup>{{model.parameters(), 3e-4, 0.1}});
+    const int64_t batch = 32;
+    Generator gen(4);
+    Tensor x = randint(0, cfg.vocab_size, {batch, cfg.context}, {DType::I64}, &gen).to(gpu);
+    Tensor y = randint(0, cfg.vocab_size, {batch, cfg.context}, {DType::I64}, &gen).to(gpu);
+    double ms = median_ms(repeats, [&] {
+      Tensor loss = cross_entropy(model(x), y);
+      opt.zero_grad();
+      loss.backward();
+      clip_grad_norm(model.parameters(), 1.0);
+      opt.step();
+    });
+    char size[32];
+    std::snprintf(size, sizeof size, "%.1fM", static_cast<double>(model.num_parameters()) / 1e6);
+    emit(std::string("gpt train ") + size + " ctx256 batch32 " + spec + " tok/s",
+         1e3 * static_cast<double>(batch * cfg.context) / ms, "tok/s");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!cuda::is_available()) {
+    std::fprintf(stderr, "bench_gpu: no CUDA device\n");
+    return 2;
+  }
+  int repeats = argc > 1 ? std::max(3, std::atoi(argv[1])) : 20;
+  Device gpu = Device::cuda(0);
+  try {
+    bench_gemm(repeats, gpu);
+    bench_attention(repeats, gpu);
+    bench_gpt(repeats, gpu);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_gpu: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

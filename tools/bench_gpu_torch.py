@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""PyTorch on the shapes of build/bench_gpu, and the joint table of tools/gpu_check.
+
+Reads bench_gpu's JSON lines (--polygrad FILE), measures the same things with PyTorch on the
+same GPU (medians over repeats, TF32 only where the row says so) and prints one Markdown table.
+Usage: python3 tools/bench_gpu_torch.py --polygrad out.jsonl [--repeats 20]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+
+
+def median_ms(f, repeats):
+    import torch
+    f()
+    f()
+    torch.cuda.synchronize()
+    t = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        torch.cuda.synchronize()
+        t.append(1e3 * (time.perf_counter() - t0))
+    return sorted(t)[len(t) // 2]
+
+
+def torch_numbers(repeats):
+    import torch
+    import torch.nn.functional as F
+    from common import attention_weights
+    from gpt import GPT
+    dev = "cuda"
+    res = {}
+    n = 8192
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    for tf32 in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        ms = median_ms(lambda: a @ b, repeats)
+        res[f"gemm f32 8192^3 {'tf32' if tf32 else 'fp32'} TFLOP/s"] = 2 * n ** 3 / ms / 1e9
+    torch.backends.cuda.matmul.allow_tf32 = False
+    B, H, T, d = 8, 16, 1024, 64
+    q, k, v = (torch.randn(B, H, T, d, device=dev, requires_grad=True) for _ in range(3))
+    g = torch.randn(B, H, T, d, device=dev)
+    visible = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+    for spec in ("softmax", "poly:1", "poly:2", "poly:3", "relu", "sigmoid"):
+        if spec == "softmax":  # PyTorch's fused SDPA (flash / memory-efficient kernels)
+            fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # the composite a user of PyTorch writes: no fused kernel exists
+            fwd = lambda: attention_weights(spec, q @ k.transpose(-1, -2) / 8.0, visible) @ v
+        ms = median_ms(lambda: torch.autograd.grad(fwd(), (q, k, v), g), repeats)
+        res[f"attention fwd+bwd causal B8 H16 T1024 d64 {spec} ms"] = ms
+    for spec in ("softmax", "poly:3"):
+        torch.manual_seed(3)
+        model = GPT(96, spec, context=256, dim=384, layers=6, heads=6).to(dev)
+        size = sum(p.numel() for p in model.parameters()) / 1e6
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+        x = torch.randint(0, 96, (32, 256), device=dev)
+        y = torch.randint(0, 96, (32, 256), device=dev)
+
+        def step():
+            loss = F.cross_entropy(model(x).view(-1, 96), y.view(-1))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        ms = median_ms(step, repeats)
+        res[f"gpt train {size:.1f}M ctx256 batch32 {spec} tok/s"] = 32 * 256 / ms * 1e3
+    return res, torch.__version__, torch.cuda.get_device_name()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--polygrad", required=True)
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in open(args.polygrad) if line.startswith("{")]
+    try:
+        theirs, version, gpu = torch_numbers(args.repeats)
+        header = f"PyTorch {version} on {gpu}"
+    except Exception as e:  # no PyTorch or no GPU for it: polygrad's column alone
+        theirs, header = {}, f"PyTorch unavailable ({type(e).__name__}: {e})"
+    print(f"\n{header}\n")
+    print("| benchmark | polygrad | PyTorch | polygrad / PyTorch |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        mine, other = r["polygrad"], theirs.get(r["name"])
+        if other is None:
+            ratio = "—"
+        elif r["unit"] == "ms":  # lower is better: report speed-up
+            ratio = f"{other / mine:.2f}× faster" if mine < other else f"{mine / other:.2f}× slower"
+        else:
+            ratio = f"{mine / other:.2f}"
+        shown = "—" if other is None else f"{other:.4g}"
+        print(f"| {r['name']} | {mine:.4g} | {shown} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -146,3 +146,43 @@ TEST_CASE("batches depend only on (seed, step) and the prefetcher yields them in
         batcher.batch(4).targets.to_vector<int64_t>());
   CHECK(batcher.batch(1).inputs.shape() == Shape{3, 1, 2, 2});
 }
+
+TEST_CASE("image augmentation: mirrored or shifted copies with zero fill, fixed per step") {
+  // Each image holds its own index times 100 plus the pixel's position: any pixel tells where it
+  // came from.
+  const int64_t n = 64, h = 5, w = 6;
+  std::vector<float> px(static_cast<size_t>(n * h * w));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = 0; p < h * w; ++p) px[i * h * w + p] = static_cast<float>(1 + p + 100 * i);
+  ImageSet set{from_vector(px, {n, h, w}), arange(n)};
+  ImageBatcher plain(set, 16, 3), aug(set, 16, 3, ImageAugment{true, 2});
+  for (int64_t step : {0, 5}) {
+    Batch a = aug.batch(step), p = plain.batch(step);
+    CHECK(a.targets.to_vector<int64_t>() == p.targets.to_vector<int64_t>());  // same images
+    CHECK(a.inputs.to_vector<float>() == aug.batch(step).inputs.to_vector<float>());
+    auto v = a.inputs.to_vector<float>();
+    auto labels = a.targets.to_vector<int64_t>();
+    int changed = 0;
+    for (int64_t b = 0; b < 16; ++b) {
+      // Every pixel is zero fill or comes from this image at a position that is a shift by at
+      // most 2 of the (possibly mirrored) target position.
+      bool any_moved = false;
+      for (int64_t r = 0; r < h; ++r)
+        for (int64_t c = 0; c < w; ++c) {
+          float x = v[(b * h + r) * w + c];
+          if (x == 0) continue;
+          int64_t src = static_cast<int64_t>(x) - 1 - 100 * labels[b];
+          REQUIRE(src >= 0);
+          REQUIRE(src < h * w);
+          int64_t sr = src / w, sc = src % w;
+          bool near =
+              std::abs(sr - r) <= 2 && (std::abs(sc - c) <= 2 || std::abs((w - 1 - sc) - c) <= 2);
+          CHECK(near);
+          any_moved = any_moved || src != r * w + c;
+        }
+      changed += any_moved;
+    }
+    CHECK(changed >= 8);  // most of 16 images move (the chance of none moving is 1/50 each)
+  }
+  CHECK_THROWS_AS(ImageBatcher(set, 4, 1, ImageAugment{false, 5}), Error);
+}

@@ -10,17 +10,12 @@
 namespace pg {
 
 std::string VitConfig::to_json() const {
-  nlohmann::json j = {{"model", "vit"},
-                      {"image_size", image_size},
-                      {"channels", channels},
-                      {"patch", patch},
-                      {"classes", classes},
-                      {"dim", dim},
-                      {"layers", layers},
-                      {"heads", heads},
-                      {"mlp_ratio", mlp_ratio},
-                      {"dropout", dropout},
-                      {"attn", attn}};
+  nlohmann::json j = {{"model", "vit"},         {"image_size", image_size},
+                      {"channels", channels},   {"patch", patch},
+                      {"classes", classes},     {"dim", dim},
+                      {"layers", layers},       {"heads", heads},
+                      {"mlp_ratio", mlp_ratio}, {"dropout", dropout},
+                      {"attn", attn},           {"pool", pool}};
   return j.dump();
 }
 
@@ -37,12 +32,15 @@ VitConfig VitConfig::from_json(const std::string& text) {
   config_field(j, "mlp_ratio", c.mlp_ratio, "VitConfig");
   config_field(j, "dropout", c.dropout, "VitConfig");
   config_field(j, "attn", c.attn, "VitConfig");
+  if (j.contains("pool")) config_field(j, "pool", c.pool, "VitConfig");  // older checkpoints: cls
   return c;
 }
 
 Vit::Vit(const VitConfig& c) : config_(c) {
   PG_CHECK(c.patch > 0 && c.image_size % c.patch == 0, "Vit", "image size ", c.image_size,
            " must be a multiple of the patch size ", c.patch);
+  PG_CHECK(c.pool == "cls" || c.pool == "mean", "Vit", "pool must be 'cls' or 'mean', got '",
+           c.pool, "'");
   patch_embed_ = register_module("patch_embed",
                                  std::make_shared<Linear>(c.channels * c.patch * c.patch, c.dim));
   cls_token = zeros({1, 1, c.dim});
@@ -79,8 +77,8 @@ Tensor Vit::forward(const Tensor& images) {
   x = cat({expand(cls_token, {B, 1, c.dim}), x}, 1);
   x = add(x, pos_embed);
   for (auto& b : blocks_) x = (*b)(x);
-  Tensor cls = (*ln_)(x).select(1, 0);
-  return (*head_)(cls);
+  Tensor h = (*ln_)(x);
+  return (*head_)(c.pool == "mean" ? mean(h, {1}) : h.select(1, 0));
 }
 
 }  // namespace pg

@@ -22,6 +22,7 @@ struct VitConfig {
   int64_t mlp_ratio = 2;
   double dropout = 0.0;
   std::string attn = "softmax";  ///< attention-activation spec
+  std::string pool = "cls";  ///< classify from the class token ("cls") or the token mean ("mean")
 
   /// JSON text of the config.
   std::string to_json() const;

@@ -95,6 +95,9 @@ void add_vit_flags(CLI::App* app, VitConfig& c) {
   app->add_option("--dropout", c.dropout, "dropout")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.99));
+  app->add_option("--pool", c.pool, "classify from the class token or the mean of all tokens")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cls", "mean"}));
 }
 
 void add_gpt_flags(CLI::App* app, GptConfig& c) {

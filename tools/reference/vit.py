@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch reference of polygrad's ViT on Fashion-MNIST (same config, init family, optimizer,
 schedule and budget as `polygrad train vit`). Run with OMP_WAIT_POLICY=PASSIVE.
-Usage: python3 tools/reference/vit.py [--attn softmax] [--epochs 10] [--seed 1337] [--threads 2]
+Usage: python3 tools/reference/vit.py [--attn softmax] [--epochs 10] [--batch 128] [--pool cls]
+       [--seed 1337] [--threads 2]
 """
 import argparse
 import time
@@ -13,8 +14,10 @@ from common import Block, adamw, fashion_mnist, lr_at
 
 
 class ViT(nn.Module):
-    def __init__(self, spec, image=28, patch=4, dim=64, layers=4, heads=4, mlp_ratio=2, classes=10):
+    def __init__(self, spec, image=28, patch=4, dim=64, layers=4, heads=4, mlp_ratio=2, classes=10,
+                 pool="cls"):
         super().__init__()
+        self.pool = pool
         self.patch, self.g = patch, image // patch
         self.patch_embed = nn.Linear(patch * patch, dim)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -28,7 +31,8 @@ class ViT(nn.Module):
         x = torch.cat([self.cls_token.expand(b, 1, -1), self.patch_embed(x)], 1) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
-        return self.head(self.ln(x)[:, 0])
+        h = self.ln(x)
+        return self.head(h.mean(1) if self.pool == "mean" else h[:, 0])
 
 
 def main():
@@ -36,6 +40,7 @@ def main():
     ap.add_argument("--attn", default="softmax")
     ap.add_argument("--epochs", type=float, default=10)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--pool", default="cls", choices=("cls", "mean"))
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2)
@@ -43,7 +48,7 @@ def main():
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     xtr, ytr, xte, yte = fashion_mnist()
-    model = ViT(a.attn)
+    model = ViT(a.attn, pool=a.pool)
     opt = adamw(model, a.lr, 0.05, no_decay=("cls_token", "pos_embed"))
     per_epoch = len(xtr) // a.batch
     total = int(a.epochs * per_epoch)

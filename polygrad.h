@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "kernels/backend.h"
+#include "kernels/device_api.h"
 #include "kernels/factory.h"
 #include "nn/init.h"
 #include "nn/layers.h"

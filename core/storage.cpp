@@ -25,6 +25,9 @@ Allocator& allocator_for(Device device) {
   if (g_cuda_allocator == nullptr) detail::load_device_runtime(device.type);
   PG_CHECK(g_cuda_allocator != nullptr, "to", "device ", device.str(),
            " is not available: polygrad was built without the CUDA backend or no GPU was found");
+  // One stream, one cuBLAS handle and one memory pool: device 0 is the device this version drives.
+  PG_CHECK(device.index == 0, "to", "device ", device.str(),
+           " is not supported: this version of polygrad drives cuda:0 only");
   return *g_cuda_allocator;
 }
 

@@ -19,6 +19,7 @@ const Device kGpu = Device::cuda(0);
 }  // namespace
 
 TEST_CASE("without a usable device, CUDA tensors are a clear pg::Error") {
+  CHECK_PG_ERROR(zeros({2}, {DType::F32, Device::cuda(1)}), "cuda:1");  // cuda:0 only
   if (cuda::is_available()) {
     CHECK_THROWS_AS(zeros({2}, {DType::F32, Device::cuda(cuda::device_count())}), Error);
     return;

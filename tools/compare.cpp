@@ -62,10 +62,11 @@ int run_compare(const CompareOptions& o) {
   std::vector<PlotSeries> loss, afrob;
   for (const auto& spec : o.activations) {
     std::string d = o.train.out + "/" + dir_name(spec);
-    loss.push_back({spec, d + "/train.tsv", 1, 2});
+    loss.push_back({spec, d + "/train.tsv", 1, 3});
     afrob.push_back({spec, d + "/afrob.tsv", 1, 2});
   }
-  plot_png(o.train.out + "/loss.png", "training loss", "step", "loss", loss, true);
+  plot_png(o.train.out + "/loss.png", "training loss (moving average over ~100 steps)", "step",
+           "loss", loss, true);
   plot_png(o.train.out + "/afrob.png", "||A||_F / sqrt(N), mean over layers", "step", "", afrob,
            true);
   std::printf("\nreport: %s\n", report.c_str());

@@ -125,7 +125,10 @@ void write_tsv(const std::string& dir) {
   std::ifstream in(dir + "/metrics.jsonl");
   std::ofstream train(dir + "/train.tsv"), eval(dir + "/eval.tsv");
   std::ofstream afrob(dir + "/afrob.tsv");
-  train << "# step\tloss\n";
+  // The loss of one batch is noisy; a moving average over ~100 steps shows the trend.
+  train << "# step\tloss\tloss (exponential moving average, 100 steps)\n";
+  double ema = 0;
+  bool first = true;
   afrob << "# step\tmean over layers of ||A||_F/sqrt(N)\n";
   eval << "# step\teval_loss\taccuracy\n";
   bool has_acc = false;
@@ -133,7 +136,12 @@ void write_tsv(const std::string& dir) {
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.contains("step")) continue;
-    if (j.contains("loss")) train << j["step"] << '\t' << j["loss"] << '\n';
+    if (j.contains("loss")) {
+      double l = j["loss"].get<double>();
+      ema = first ? l : 0.99 * ema + 0.01 * l;
+      first = false;
+      train << j["step"] << '\t' << l << '\t' << ema << '\n';
+    }
     if (j.contains("a_frob_sqrt_n") && !j["a_frob_sqrt_n"].empty()) {
       double m = 0;
       for (auto& v : j["a_frob_sqrt_n"]) m += v.get<double>();

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "core/tensor.h"
+#include "kernels/ops.h"
 
 namespace pg {
 
@@ -86,6 +87,20 @@ inline std::optional<MatrixOperand> matrix_operand(int64_t rows, int64_t cols, i
   if ((rs == 1 || rows == 1) && (cols == 1 || cs >= std::max<int64_t>(rows, 1)))
     return MatrixOperand{true, cols == 1 ? std::max<int64_t>(rows, 1) : cs};
   return std::nullopt;
+}
+
+/// A batch of matrices [B, R, C] as BLAS reads it: the tensor itself where its strides allow,
+/// else a contiguous copy (a slice with a step, say), with the operand that describes it.
+struct BlasMatrix {
+  Tensor t;
+  MatrixOperand op;
+};
+
+inline BlasMatrix blas_matrix(const Tensor& x) {
+  if (auto op = matrix_operand(x.size(1), x.size(2), x.strides()[1], x.strides()[2]))
+    return {x, *op};
+  Tensor c = kernels::clone(x);
+  return {c, *matrix_operand(c.size(1), c.size(2), c.strides()[1], c.strides()[2])};
 }
 
 /// A reduction of x into out (same rank, keepdim): the dims it keeps and the dims it sums.

@@ -1,26 +1,17 @@
 // Matrix products through cuBLAS (column-major): C = A B is computed as C^T = B^T A^T, so
 // row-major operands need no copies and transposed views become cuBLAS transpose flags.
 #include <limits>
-#include <optional>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/ops.h"
 
 namespace pg::cuda {
 
 namespace {
 
-struct BlasOperand {
-  cublasOperation_t op;  // applied to the column-major view of the memory
-  int64_t ld;
-};
-
 // A row-major matrix X seen column-major is X^T: stored row-major means OP_N on that view.
-std::optional<BlasOperand> blas_operand(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  auto m = matrix_operand(rows, cols, rs, cs);
-  if (!m) return std::nullopt;
-  return BlasOperand{m->transposed ? CUBLAS_OP_T : CUBLAS_OP_N, m->ld};
+cublasOperation_t cublas_op(const MatrixOperand& m) {
+  return m.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
 }
 
 int as_int(int64_t v, const char* what) {
@@ -38,15 +29,11 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
     fill(out, 0.0);
     return;
   }
-  auto oa = blas_operand(m, k, a_in.strides()[1], a_in.strides()[2]);
-  auto ob = blas_operand(k, n, b_in.strides()[1], b_in.strides()[2]);
-  Tensor a = oa ? a_in : kernels::clone(a_in);
-  Tensor b = ob ? b_in : kernels::clone(b_in);
-  if (!oa) oa = blas_operand(m, k, a.strides()[1], a.strides()[2]);
-  if (!ob) ob = blas_operand(k, n, b.strides()[1], b.strides()[2]);
+  auto [a, oa] = blas_matrix(a_in);
+  auto [b, ob] = blas_matrix(b_in);
   // C^T (n x m) = op(B^T) (n x k) * op(A^T) (k x m); batch strides may be 0 (broadcast).
   int N = as_int(n, "size"), M = as_int(m, "size"), K = as_int(k, "size");
-  int lda = as_int(oa->ld, "leading dimension"), ldb = as_int(ob->ld, "leading dimension");
+  int lda = as_int(oa.ld, "leading dimension"), ldb = as_int(ob.ld, "leading dimension");
   int B = as_int(batch, "batch");
   long long sa = a.strides()[0], sb = b.strides()[0], sc = m * n;
   cublasHandle_t h = cublas();
@@ -56,15 +43,15 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
       const float one = 1.0f, zero = 0.0f;
       cublasComputeType_t compute =
           allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-      PG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, ob->op, oa->op, N, M, K, &one, dptr<float>(b),
-                                                 CUDA_R_32F, ldb, sb, dptr<float>(a), CUDA_R_32F,
-                                                 lda, sa, &zero, dptr<float>(out), CUDA_R_32F, N,
-                                                 sc, B, compute, CUBLAS_GEMM_DEFAULT));
+      PG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          h, cublas_op(ob), cublas_op(oa), N, M, K, &one, dptr<float>(b), CUDA_R_32F, ldb, sb,
+          dptr<float>(a), CUDA_R_32F, lda, sa, &zero, dptr<float>(out), CUDA_R_32F, N, sc, B,
+          compute, CUBLAS_GEMM_DEFAULT));
     } else {
       const double one = 1.0, zero = 0.0;
-      PG_CUBLAS_CHECK(cublasDgemmStridedBatched(h, ob->op, oa->op, N, M, K, &one, dptr<double>(b),
-                                                ldb, sb, dptr<double>(a), lda, sa, &zero,
-                                                dptr<double>(out), N, sc, B));
+      PG_CUBLAS_CHECK(cublasDgemmStridedBatched(h, cublas_op(ob), cublas_op(oa), N, M, K, &one,
+                                                dptr<double>(b), ldb, sb, dptr<double>(a), lda, sa,
+                                                &zero, dptr<double>(out), N, sc, B));
     }
   });
 }

@@ -9,8 +9,19 @@
 
 #include "autograd/grad_mode.h"
 #include "kernels/factory.h"
+#include "nn/module.h"
 
 namespace pg {
+
+std::vector<ParamGroup> decay_groups(const Module& model, double lr, double weight_decay,
+                                     const std::vector<std::string>& no_decay) {
+  ParamGroup decay{{}, lr, weight_decay}, rest{{}, lr, 0.0};
+  for (auto& [name, p] : model.named_parameters()) {
+    bool listed = std::find(no_decay.begin(), no_decay.end(), name) != no_decay.end();
+    (p.dim() >= 2 && !listed ? decay : rest).params.push_back(p);
+  }
+  return {decay, rest};
+}
 
 namespace {
 

@@ -17,6 +17,13 @@ struct ParamGroup {
   double weight_decay = 0.0;
 };
 
+class Module;
+
+/// The usual AdamW split: matrices (dim >= 2) decay with `weight_decay`; vectors (biases, norm
+/// weights) and the parameters named in `no_decay` (for example positions) do not.
+std::vector<ParamGroup> decay_groups(const Module& model, double lr, double weight_decay,
+                                     const std::vector<std::string>& no_decay = {});
+
 /// Base of every optimizer: groups, per-parameter state, state dicts.
 class Optimizer {
  public:

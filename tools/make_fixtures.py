@@ -8,6 +8,11 @@ tests/fixtures/transformer_block.safetensors.
 2. Runs three steps of AdamW, Adam (L2 weight decay) and SGD (Nesterov momentum, weight
 decay) on a fixed parameter with fixed gradients and writes the parameter after each step to
 tests/fixtures/optim_steps.safetensors.
+3. Trains the PyTorch reference models of tools/reference (a tiny GPT and a tiny ViT, every
+built-in activation) for a few steps of the training programs' recipe -- AdamW with decay on
+matrices only, warm-up + cosine, global-norm clipping -- from recorded weights on recorded
+batches, and writes the weights, batches, per-step losses and gradient norms and the final
+weights to tests/fixtures/training_lockstep.safetensors.
 The tests read the files; they never need PyTorch. Run from the repository root: python3 tools/make_fixtures.py
 """
 import json
@@ -15,7 +20,14 @@ import math
 import os
 import struct
 
+import sys
+
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+from common import adamw, lr_at  # noqa: E402
+from gpt import GPT  # noqa: E402
+from vit import ViT  # noqa: E402
 
 torch.manual_seed(0)
 torch.set_default_dtype(torch.float64)
@@ -155,6 +167,77 @@ def optimizer_steps():
     save_safetensors(os.path.join(FIXTURES, "optim_steps.safetensors"), out, meta)
 
 
+# The models' parts are polygrad's GptConfig and VitConfig JSON, so the test rebuilds them as is.
+LOCKSTEP = {"steps": 6, "warmup": 2, "lr": 1e-2, "min_lr": 1e-3, "weight_decay": 0.05,
+            "clip": 0.5, "label_smoothing": 0.1, "gpt_batch": 3, "vit_batch": 4,
+            "gpt": {"model": "gpt", "vocab_size": 7, "context": 6, "dim": 8, "layers": 2, "heads": 2,
+                    "mlp_ratio": 4, "dropout": 0.0, "attn": "softmax", "tie_weights": False},
+            "vit": {"model": "vit", "image_size": 8, "channels": 1, "patch": 4, "classes": 3,
+                    "dim": 8, "layers": 2, "heads": 2, "mlp_ratio": 2, "dropout": 0.0,
+                    "attn": "softmax", "pool": "cls"}}
+
+
+def polygrad_name(name):
+    """The reference models keep fc1/fc2 in the block; polygrad's block holds them in its MLP."""
+    return name.replace(".fc1.", ".mlp.fc1.").replace(".fc2.", ".mlp.fc2.")
+
+
+def lockstep_run(out, prefix, model, batches, loss_fn, no_decay):
+    c = LOCKSTEP
+    opt = adamw(model, c["lr"], c["weight_decay"], no_decay=no_decay)
+    losses, norms = [], []
+    for step, (x, y) in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, c["lr"], c["warmup"], c["steps"], c["min_lr"])
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), c["clip"]))
+        opt.step()
+        losses.append(loss.detach())
+    out[prefix + ".loss"] = torch.stack(losses)
+    out[prefix + ".grad_norm"] = torch.stack(norms)
+    for name, p in model.named_parameters():
+        out[prefix + ".final." + polygrad_name(name)] = p.detach().clone()
+
+
+def training_lockstep():
+    c, g, v = LOCKSTEP, LOCKSTEP["gpt"], LOCKSTEP["vit"]
+    torch.manual_seed(2)
+    tokens = (c["steps"], c["gpt_batch"], g["context"])
+    out = {"gpt.x": torch.randint(0, g["vocab_size"], tokens),
+           "gpt.y": torch.randint(0, g["vocab_size"], tokens),
+           "vit.x": torch.rand(c["steps"], c["vit_batch"], 1, v["image_size"], v["image_size"]),
+           "vit.y": torch.randint(0, v["classes"], (c["steps"], c["vit_batch"]))}
+    for spec in POLICIES:
+        torch.manual_seed(3)
+        gpt = GPT(g["vocab_size"], spec, g["context"], g["dim"], g["layers"], g["heads"], g["mlp_ratio"])
+        if spec == POLICIES[0]:
+            out.update({"gpt.init." + polygrad_name(n): p.detach().clone()
+                        for n, p in gpt.named_parameters()})
+        else:
+            gpt.load_state_dict({n: out["gpt.init." + polygrad_name(n)] for n, _ in gpt.named_parameters()})
+        gpt_loss = lambda logits, y: torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        lockstep_run(out, "gpt." + spec, gpt, zip(out["gpt.x"], out["gpt.y"]), gpt_loss, ())
+
+        torch.manual_seed(4)
+        vit = ViT(spec, v["image_size"], v["patch"], v["dim"], v["layers"], v["heads"], v["mlp_ratio"],
+                  v["classes"])
+        if spec == POLICIES[0]:
+            out.update({"vit.init." + polygrad_name(n): p.detach().clone()
+                        for n, p in vit.named_parameters()})
+        else:
+            vit.load_state_dict({n: out["vit.init." + polygrad_name(n)] for n, _ in vit.named_parameters()})
+        vit_loss = lambda logits, y: torch.nn.functional.cross_entropy(
+            logits, y, label_smoothing=c["label_smoothing"])
+        lockstep_run(out, "vit." + spec, vit, zip(out["vit.x"], out["vit.y"]), vit_loss,
+                     ("cls_token", "pos_embed"))
+    meta = {"generator": "tools/make_fixtures.py", "torch": torch.__version__,
+            "config": json.dumps(LOCKSTEP), "policies": json.dumps(POLICIES)}
+    save_safetensors(os.path.join(FIXTURES, "training_lockstep.safetensors"), out, meta)
+
+
 if __name__ == "__main__":
     main()
     optimizer_steps()
+    training_lockstep()

@@ -17,17 +17,6 @@
 
 namespace pg::tools {
 
-namespace {
-
-std::vector<ParamGroup> param_groups(const Module& model, double lr, double wd) {
-  ParamGroup decay{{}, lr, wd}, no_decay{{}, lr, 0.0};
-  for (auto& [name, p] : model.named_parameters())
-    (p.dim() >= 2 ? decay : no_decay).params.push_back(p);
-  return {decay, no_decay};
-}
-
-}  // namespace
-
 // Mean validation loss in nats per character over `batches` fixed windows.
 double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch,
                        int64_t batches) {
@@ -69,7 +58,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   const Device device = parse_device(opt.device);
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
-  AdamW optimizer(param_groups(model, lr, opt.weight_decay));
+  AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
   int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
   WarmupCosineLR schedule(lr, warmup, total, lr * 0.1);
   int64_t step = 0;

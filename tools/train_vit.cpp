@@ -22,16 +22,6 @@ namespace {
 const char* kFashionClasses[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
-// Decoupled weight decay on matrices only: biases, norms, class token and positions keep it off.
-std::vector<ParamGroup> param_groups(const Module& model, double lr, double wd) {
-  ParamGroup decay{{}, lr, wd}, no_decay{{}, lr, 0.0};
-  for (auto& [name, p] : model.named_parameters()) {
-    bool matrix = p.dim() >= 2 && name != "cls_token" && name != "pos_embed";
-    (matrix ? decay : no_decay).params.push_back(p);
-  }
-  return {decay, no_decay};
-}
-
 // A grey image as text: two pixel rows per line, brightness as a character ramp.
 std::vector<std::string> draw_image(const Tensor& img) {
   static const char* ramp = " .:-=+*#%@";
@@ -139,7 +129,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   const Device device = parse_device(opt.device);
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
-  AdamW optimizer(param_groups(model, lr, opt.weight_decay));
+  AdamW optimizer(decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}));
   int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
   WarmupCosineLR schedule(lr, warmup, total, lr * 0.05);
   int64_t step = 0;

@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "kernels/device_api.h"
 #include "kernels/factory.h"
+#include "kernels/matmul_precision.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/loss.h"

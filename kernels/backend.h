@@ -29,6 +29,7 @@ enum class UnaryOp {
   AddScalar,   ///< x + s
   MulScalar,   ///< x * s
   RsubScalar,  ///< s - x
+  RoundBf16,   ///< x rounded to the nearest bfloat16 (ties to even), kept in x's dtype
 };
 
 /// Element-wise functions of two broadcast tensors.

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/module.h"
+#include "nn/optim.h"
 #include "polygrad.h"
 
 namespace pgt {
@@ -171,6 +173,23 @@ std::string error_message(F&& f) {
     return std::string("<not a pg::Error: ") + e.what() + ">";
   }
   return "<no exception>";
+}
+
+// --- training -----------------------------------------------------------------------------
+
+/// AdamW steps (no weight decay) on one fixed batch; the loss of every step, before its update.
+inline std::vector<double> overfit(pg::Module& model, const Tensor& x, const Tensor& y, int steps,
+                                   double lr) {
+  pg::AdamW opt({{model.parameters(), lr, 0.0}});
+  std::vector<double> losses;
+  for (int s = 0; s < steps; ++s) {
+    Tensor loss = pg::cross_entropy(model(x), y);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    losses.push_back(loss.item());
+  }
+  return losses;
 }
 
 }  // namespace pgt

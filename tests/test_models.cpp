@@ -84,20 +84,6 @@ std::pair<Tensor, Tensor> vit_batch(int64_t batch, const VitConfig& c, uint64_t 
   return {images, from_vector(labels, {batch})};
 }
 
-// AdamW steps on one fixed batch; returns the loss of every step (before its update).
-std::vector<double> overfit(Module& model, const Tensor& x, const Tensor& y, int steps, double lr) {
-  AdamW opt({{model.parameters(), lr, 0.0}});
-  std::vector<double> losses;
-  for (int s = 0; s < steps; ++s) {
-    Tensor loss = cross_entropy(model(x), y);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    losses.push_back(loss.item());
-  }
-  return losses;
-}
-
 // Index of the first loss below `threshold` (losses.size() when none is).
 size_t steps_to(const std::vector<double>& losses, double threshold) {
   size_t i = 0;
@@ -130,7 +116,7 @@ TEST_CASE("tiny GPT overfits one batch under every built-in policy") {
     Gpt model(tiny_gpt(spec));
     // Observed (seed 1): below 20% of the initial loss after 23-26 steps for every policy,
     // and at 0.3-0.5% of it after 60.
-    auto losses = overfit(model, x, y, 60, 1e-2);
+    auto losses = pgt::overfit(model, x, y, 60, 1e-2);
     INFO("losses: " << describe(losses));
     // Untrained: about ln(11) = 2.40 nats.
     CHECK(losses.front() == doctest::Approx(std::log(11.0)).epsilon(0.1));
@@ -151,7 +137,7 @@ TEST_CASE("tiny ViT overfits one batch under every built-in policy") {
     Vit model(c);
     // Observed (seed 2): below 20% of the initial loss after 21-32 steps for every policy,
     // and at 0.3-0.5% of it after 60.
-    auto losses = overfit(model, x, y, 60, 1e-2);
+    auto losses = pgt::overfit(model, x, y, 60, 1e-2);
     INFO("losses: " << describe(losses));
     // Untrained: about ln(3) = 1.10 nats.
     CHECK(losses.front() == doctest::Approx(std::log(3.0)).epsilon(0.15));
@@ -293,7 +279,7 @@ TEST_CASE("models: output shapes, parameter names, tied weights") {
   Gpt tied(tc);
   CHECK(tied.num_parameters() == gpt.num_parameters() - 11 * 16);
   auto [x, y] = gpt_batch(2, 8, 11, 1);
-  overfit(tied, x, y, 3, 1e-2);
+  pgt::overfit(tied, x, y, 3, 1e-2);
   StateDict sd = tied.state_dict();
   CHECK(sd.at("tok.weight").shares_storage(sd.at("head.weight")));
   // Converting the dtype keeps the tie.
@@ -496,7 +482,7 @@ TEST_CASE("GPT generate: greedy is deterministic, lengths, top_k = 1 equals gree
   auto [x, y] = gpt_batch(4, 8, 11, 9);
   manual_seed(8);
   Gpt model(tiny_gpt("softmax"));
-  overfit(model, x, y, 20, 1e-2);  // a model with preferences
+  pgt::overfit(model, x, y, 20, 1e-2);  // a model with preferences
   model.train();
   std::vector<int32_t> prompt = {3, 1, 4};
   Generator g1(1), g2(2);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/device_api.h"
@@ -71,6 +72,25 @@ void bench_gemm(int repeats, Device gpu) {
          flops / raw / 1e9, "TFLOP/s");
   }
   cuda::set_allow_tf32(false);
+  {
+    // bf16 mixed precision: polygrad rounds its f32 operands on every call; raw cuBLAS gets
+    // operands already in bf16 (their values do not change the time).
+    MatmulPrecisionGuard bf16(MatmulPrecision::BF16);
+    double flops = 2.0 * n * n * n;
+    double ms = median_ms(repeats, [&] { Tensor c = matmul(a, b); });
+    emit("gemm f32 8192^3 bf16 TFLOP/s", flops / ms / 1e9, "TFLOP/s");
+    Tensor a16 = zeros({n * n / 2}, {DType::I32, gpu}), b16 = zeros({n * n / 2}, {DType::I32, gpu});
+    Tensor c = empty({n, n}, {DType::F32, gpu});
+    cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    const float one = 1, zero = 0;
+    int N = static_cast<int>(n);
+    double raw = median_ms(repeats, [&] {
+      cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, N, N, N, &one, b16.raw_data(), CUDA_R_16BF, N,
+                   a16.raw_data(), CUDA_R_16BF, N, &zero, c.data<float>(), CUDA_R_32F, N,
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
+    emit("gemm f32 8192^3 bf16 raw cuBLAS TFLOP/s", flops / raw / 1e9, "TFLOP/s");
+  }
   cublasDestroy(h);
 }
 
@@ -93,7 +113,10 @@ void bench_attention(int repeats, Device gpu) {
 }
 
 void bench_gpt(int repeats, Device gpu) {
-  for (const char* spec : {"softmax", "poly:3"}) {
+  for (auto [spec, precision] :
+       {std::pair{"softmax", MatmulPrecision::F32}, std::pair{"poly:3", MatmulPrecision::F32},
+        std::pair{"softmax", MatmulPrecision::BF16}, std::pair{"poly:3", MatmulPrecision::BF16}}) {
+    MatmulPrecisionGuard guard(precision);
     GptConfig cfg;
     cfg.vocab_size = 96;
     cfg.context = 256;
@@ -118,7 +141,8 @@ void bench_gpt(int repeats, Device gpu) {
     });
     char size[32];
     std::snprintf(size, sizeof size, "%.1fM", static_cast<double>(model.num_parameters()) / 1e6);
-    emit(std::string("gpt train ") + size + " ctx256 batch32 " + spec + " tok/s",
+    emit(std::string("gpt train ") + size + " ctx256 batch32 " + spec +
+             (precision == MatmulPrecision::BF16 ? " bf16" : "") + " tok/s",
          1e3 * static_cast<double>(batch * cfg.context) / ms, "tok/s");
   }
 }

@@ -43,6 +43,12 @@ def torch_numbers(repeats):
         ms = median_ms(lambda: a @ b, repeats)
         res[f"gemm f32 8192^3 {'tf32' if tf32 else 'fp32'} TFLOP/s"] = 2 * n ** 3 / ms / 1e9
     torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # f32 tensors, bf16 GEMM (as polygrad)
+        ms = median_ms(lambda: a @ b, repeats)
+    res["gemm f32 8192^3 bf16 TFLOP/s"] = 2 * n ** 3 / ms / 1e9
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    ms = median_ms(lambda: a16 @ b16, repeats)
+    res["gemm f32 8192^3 bf16 raw cuBLAS TFLOP/s"] = 2 * n ** 3 / ms / 1e9
     B, H, T, d = 8, 16, 1024, 64
     q, k, v = (torch.randn(B, H, T, d, device=dev, requires_grad=True) for _ in range(3))
     g = torch.randn(B, H, T, d, device=dev)
@@ -54,7 +60,7 @@ def torch_numbers(repeats):
             fwd = lambda: attention_weights(spec, q @ k.transpose(-1, -2) / 8.0, visible) @ v
         ms = median_ms(lambda: torch.autograd.grad(fwd(), (q, k, v), g), repeats)
         res[f"attention fwd+bwd causal B8 H16 T1024 d64 {spec} ms"] = ms
-    for spec in ("softmax", "poly:3"):
+    for spec, bf16 in (("softmax", False), ("poly:3", False), ("softmax", True), ("poly:3", True)):
         torch.manual_seed(3)
         model = GPT(96, spec, context=256, dim=384, layers=6, heads=6).to(dev)
         size = sum(p.numel() for p in model.parameters()) / 1e6
@@ -63,13 +69,15 @@ def torch_numbers(repeats):
         y = torch.randint(0, 96, (32, 256), device=dev)
 
         def step():
-            loss = F.cross_entropy(model(x).view(-1, 96), y.view(-1))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x).float().view(-1, 96), y.view(-1))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
         ms = median_ms(step, repeats)
-        res[f"gpt train {size:.1f}M ctx256 batch32 {spec} tok/s"] = 32 * 256 / ms * 1e3
+        res[f"gpt train {size:.1f}M ctx256 batch32 {spec}{' bf16' if bf16 else ''} tok/s"] = \
+            32 * 256 / ms * 1e3
     return res, torch.__version__, torch.cuda.get_device_name()
 
 

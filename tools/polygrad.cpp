@@ -61,6 +61,11 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
           return std::string(e.what());
         }
       });
+  app->add_option("--precision", o.precision,
+                  "f32, or bf16: matrix products from bfloat16 operands with f32 accumulation "
+                  "(tensor cores on CUDA; emulated, not faster, on the CPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app->add_option("--out", o.out, "run directory")->capture_default_str();
   app->add_option("--data", o.data, "data path (ViT: MNIST-layout dir; GPT: text file or dir)");
   app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");

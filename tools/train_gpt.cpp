@@ -35,6 +35,7 @@ double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batc
 RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   namespace fs = std::filesystem;
   if (opt.threads > 0) set_num_threads(opt.threads);
+  MatmulPrecisionGuard precision(parse_matmul_precision(opt.precision));
   fs::create_directories(opt.out);
   const std::string ckpt_path = opt.out + "/checkpoint.safetensors";
 
@@ -68,10 +69,10 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   }
   std::printf(
       "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
-      "tokens, %d threads, %s\n",
+      "tokens, %d threads, %s, %s matmuls\n",
       cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
       corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
-      get_num_threads(), device.str().c_str());
+      get_num_threads(), device.str().c_str(), opt.precision.c_str());
   auto save = [&] {
     save_checkpoint(
         ckpt_path, model, &optimizer, step,

@@ -20,14 +20,15 @@ struct TrainOptions {
   bool flip = false;             ///< ViT: random left-right mirroring of training images
   int64_t shift = 0;             ///< ViT: random translation of training images, in pixels
   uint64_t seed = 1337;
-  int threads = 0;              ///< 0: all cores
-  std::string device = "cpu";   ///< "cpu" or "cuda[:N]": where the model and batches live
-  std::string out = "out/run";  ///< run directory: metrics, checkpoints, plots
-  std::string data;             ///< data path ("" = the model's default)
-  bool resume = false;          ///< continue from OUT/checkpoint.safetensors
-  int64_t eval_every = 0;       ///< 0: a few times per run
-  int64_t ckpt_every = 0;       ///< 0: only at the end (and on Ctrl-C)
-  bool quiet = false;           ///< no terminal drawings at the end (compare uses it)
+  int threads = 0;                ///< 0: all cores
+  std::string device = "cpu";     ///< "cpu" or "cuda[:N]": where the model and batches live
+  std::string precision = "f32";  ///< matmul precision: "f32" or "bf16" (MatmulPrecision)
+  std::string out = "out/run";    ///< run directory: metrics, checkpoints, plots
+  std::string data;               ///< data path ("" = the model's default)
+  bool resume = false;            ///< continue from OUT/checkpoint.safetensors
+  int64_t eval_every = 0;         ///< 0: a few times per run
+  int64_t ckpt_every = 0;         ///< 0: only at the end (and on Ctrl-C)
+  bool quiet = false;             ///< no terminal drawings at the end (compare uses it)
 };
 
 /// What a finished run reports (compare builds its table from these).

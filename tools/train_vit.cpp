@@ -104,6 +104,7 @@ EvalResult evaluate(Vit& model, const ImageSet& split) {
 RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   namespace fs = std::filesystem;
   if (opt.threads > 0) set_num_threads(opt.threads);
+  MatmulPrecisionGuard precision(parse_matmul_precision(opt.precision));
   fs::create_directories(opt.out);
   const std::string ckpt_path = opt.out + "/checkpoint.safetensors";
 
@@ -139,10 +140,10 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   }
   std::printf(
       "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
-      "%d threads, %s\n",
+      "%d threads, %s, %s matmuls\n",
       cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(), (long long)total,
       (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads(),
-      device.str().c_str());
+      device.str().c_str(), opt.precision.c_str());
   auto save = [&] {
     save_checkpoint(ckpt_path, model, &optimizer, step,
                     {{"model", "vit"}, {"config", cfg.to_json()}});

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
@@ -203,6 +204,9 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
         break;
       case UnaryOp::RsubScalar:
         unary_loop<T>(x, out, [ts](T v) { return ts - v; });
+        break;
+      case UnaryOp::RoundBf16:  // f64 goes through f32: this op serves f32 products
+        unary_loop<T>(x, out, [](T v) { return T(round_to_bf16(static_cast<float>(v))); });
         break;
     }
   });

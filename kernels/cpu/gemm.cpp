@@ -1,9 +1,10 @@
 // Matrix products: every one goes to OpenBLAS; transposed views become BLAS flags.
 #include <cblas.h>
 
-
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/matmul_precision.h"
+#include "kernels/ops.h"
 
 namespace pg::cpu {
 
@@ -19,12 +20,22 @@ void gemm_one(const MatrixOperand& a, const MatrixOperand& b, int64_t m, int64_t
     cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, ap, a.ld, bp, b.ld, 0.0, cp, n);
 }
 
+// A batch of matrices rounded to bfloat16 (as f32); a broadcast batch stays one matrix.
+Tensor rounded_to_bf16(const Tensor& x) {
+  if (x.size(0) > 1 && x.strides()[0] == 0)
+    return kernels::unary(UnaryOp::RoundBf16, x.narrow(0, 0, 1)).expand(x.shape());
+  return kernels::unary(UnaryOp::RoundBf16, x);
+}
+
 }  // namespace
 
 void CpuBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   int64_t batch = a_in.size(0), m = a_in.size(1), k = a_in.size(2), n = b_in.size(2);
-  auto [a, oa] = blas_matrix(a_in);
-  auto [b, ob] = blas_matrix(b_in);
+  // Debian's OpenBLAS has no sbgemm: bfloat16 products of rounded operands are exact in f32,
+  // so sgemm on them computes what a bf16 GEMM with f32 accumulation does (no faster here).
+  bool bf16 = a_in.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16;
+  auto [a, oa] = blas_matrix(bf16 ? rounded_to_bf16(a_in) : a_in);
+  auto [b, ob] = blas_matrix(bf16 ? rounded_to_bf16(b_in) : b_in);
   int64_t sa = a.strides()[0], sb = b.strides()[0];
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);

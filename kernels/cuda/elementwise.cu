@@ -1,6 +1,7 @@
 // Fill, copy, arange, host transfers and element-wise maps over strided, broadcast operands.
 #include <cmath>
 
+#include "kernels/bf16.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
 
@@ -85,6 +86,8 @@ __device__ T apply_unary(UnaryOp op, T v, T s, double sd) {
       return v * s;
     case UnaryOp::RsubScalar:
       return s - v;
+    case UnaryOp::RoundBf16:
+      return T(round_to_bf16(static_cast<float>(v)));
   }
   return v;
 }

@@ -2,8 +2,10 @@
 // row-major operands need no copies and transposed views become cuBLAS transpose flags.
 #include <limits>
 
+#include "kernels/bf16.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/matmul_precision.h"
 
 namespace pg::cuda {
 
@@ -20,6 +22,33 @@ int as_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+__global__ void to_bf16_kernel(StridedIter<1> it, int64_t n, const float* x, uint16_t* out) {
+  PG_KERNEL_LOOP(i, n) out[i] = bf16_bits(x[it.offsets(i)[0]]);
+}
+
+// A batch of f32 matrices [B, R, C] as contiguous row-major bfloat16, rounded like the CPU's
+// RoundBf16; a broadcast batch (stride 0) is converted once. The bytes live in an i32 tensor
+// of half the length, which the caching allocator recycles like any other.
+struct Bf16Matrix {
+  Tensor bytes;
+  int64_t ld;
+  long long batch_stride;
+};
+
+Bf16Matrix to_bf16(const Tensor& x) {
+  bool shared = x.size(0) > 1 && x.strides()[0] == 0;
+  Tensor src = shared ? x.narrow(0, 0, 1) : x;
+  int64_t n = src.numel(), rows = x.size(1), cols = x.size(2);
+  Bf16Matrix m{empty({(n + 1) / 2}, {DType::I32, x.device()}), std::max<int64_t>(cols, 1),
+               shared ? 0 : static_cast<long long>(rows * cols)};
+  if (n == 0) return m;
+  auto it = make_iter<1>(src.shape(), {&src.strides()});
+  to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(
+      it, n, dptr<float>(src), static_cast<uint16_t*>(m.bytes.raw_data()));
+  PG_CUDA_LAUNCH_CHECK();
+  return m;
+}
+
 }  // namespace
 
 void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
@@ -29,14 +58,26 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
     fill(out, 0.0);
     return;
   }
+  int N = as_int(n, "size"), M = as_int(m, "size"), K = as_int(k, "size");
+  int B = as_int(batch, "batch");
+  long long sc = m * n;
+  cublasHandle_t h = cublas();
+  if (a_in.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16) {
+    // Tensor cores on bfloat16 operands, f32 accumulation and output.
+    Bf16Matrix a = to_bf16(a_in), b = to_bf16(b_in);
+    const float one = 1.0f, zero = 0.0f;
+    PG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, b.bytes.raw_data(), CUDA_R_16BF,
+        as_int(b.ld, "leading dimension"), b.batch_stride, a.bytes.raw_data(), CUDA_R_16BF,
+        as_int(a.ld, "leading dimension"), a.batch_stride, &zero, dptr<float>(out), CUDA_R_32F, N,
+        sc, B, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   auto [a, oa] = blas_matrix(a_in);
   auto [b, ob] = blas_matrix(b_in);
   // C^T (n x m) = op(B^T) (n x k) * op(A^T) (k x m); batch strides may be 0 (broadcast).
-  int N = as_int(n, "size"), M = as_int(m, "size"), K = as_int(k, "size");
   int lda = as_int(oa.ld, "leading dimension"), ldb = as_int(ob.ld, "leading dimension");
-  int B = as_int(batch, "batch");
-  long long sa = a.strides()[0], sb = b.strides()[0], sc = m * n;
-  cublasHandle_t h = cublas();
+  long long sa = a.strides()[0], sb = b.strides()[0];
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, float>) {

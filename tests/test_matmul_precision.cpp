@@ -1,0 +1,171 @@
+// bf16 mixed precision of f32 matrix products: the rounding itself, products equal to f32
+// products of rounded operands (forward and backward), bounded error against f32, a model that
+// trains as well as in f32, and the CUDA tensor-core path against the CPU.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "device_check.h"
+#include "helpers.h"
+#include "kernels/bf16.h"
+#include "kernels/matmul_precision.h"
+#include "models/gpt.h"
+#include "nn/optim.h"
+#include "polygrad.h"
+
+using namespace pg;
+
+namespace {
+
+// The operand as the bf16 path must see it: every element rounded, in f32.
+Tensor rounded(const Tensor& x) {
+  auto v = x.contiguous().to_vector<float>();
+  for (float& f : v) f = round_to_bf16(f);
+  return from_vector(v, x.shape());
+}
+
+bool same_values(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() &&
+         a.contiguous().to_vector<float>() == b.contiguous().to_vector<float>();
+}
+
+}  // namespace
+
+TEST_CASE("bfloat16 rounding: nearest, ties to even, specials") {
+  const float ulp = std::ldexp(1.0f, -7);  // bf16 spacing in [1, 2)
+  CHECK(round_to_bf16(1.0f) == 1.0f);
+  CHECK(round_to_bf16(1.0f + ulp / 2) == 1.0f);                   // tie, even stays
+  CHECK(round_to_bf16(1.0f + 3 * ulp / 2) == 1.0f + 2 * ulp);     // tie, odd rounds up
+  CHECK(round_to_bf16(1.0f + ulp / 2 + ulp / 64) == 1.0f + ulp);  // above the tie
+  CHECK(round_to_bf16(-1.0f - ulp / 4) == -1.0f);
+  CHECK(round_to_bf16(2.0f - ulp / 4) == 2.0f);  // carries into the exponent
+  CHECK(std::signbit(round_to_bf16(-0.0f)));
+  CHECK(round_to_bf16(std::numeric_limits<float>::infinity()) ==
+        std::numeric_limits<float>::infinity());
+  CHECK(round_to_bf16(std::numeric_limits<float>::max()) ==
+        std::numeric_limits<float>::infinity());  // past bf16's largest finite
+  CHECK(std::isnan(round_to_bf16(std::numeric_limits<float>::quiet_NaN())));
+  CHECK(std::isnan(round_to_bf16(std::numeric_limits<float>::signaling_NaN())));
+  float tiny = std::numeric_limits<float>::denorm_min();
+  CHECK(round_to_bf16(tiny) == 0.0f);
+  CHECK(round_to_bf16(std::ldexp(1.0f, -133)) == std::ldexp(1.0f, -133));  // bf16 subnormal
+}
+
+TEST_CASE("matmul precision: the setting, its guard and its names") {
+  CHECK(matmul_precision() == MatmulPrecision::F32);
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+    CHECK(matmul_precision() == MatmulPrecision::BF16);
+  }
+  CHECK(matmul_precision() == MatmulPrecision::F32);
+  CHECK(parse_matmul_precision("bf16") == MatmulPrecision::BF16);
+  CHECK(std::string(matmul_precision_name(parse_matmul_precision("f32"))) == "f32");
+  CHECK_THROWS_WITH_AS(parse_matmul_precision("fp16"),
+                       doctest::Contains("expected 'f32' or 'bf16', got 'fp16'"), Error);
+}
+
+TEST_CASE("bf16 matmul is the f32 product of rounded operands, for views and broadcast batches") {
+  manual_seed(7);
+  Tensor a = randn({2, 3, 9, 33});
+  Tensor w = randn({40, 33});
+  Tensor wt = transpose(w, 0, 1);  // a transposed view: BLAS flags, not a copy
+  Tensor exact = matmul(a, wt);
+  Tensor low;
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+    low = matmul(a, wt);
+  }
+  CHECK(same_values(low, matmul(rounded(a), rounded(wt))));
+  CHECK_FALSE(same_values(low, exact));
+  // Strided slices and a batch broadcast against one matrix.
+  Tensor s = a.narrow(3, 1, 16).select(1, 2);  // [2, 9, 16], non-contiguous
+  Tensor m = randn({16, 5});
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+    low = matmul(s, m);
+  }
+  CHECK(same_values(low, matmul(rounded(s), rounded(m))));
+}
+
+TEST_CASE("bf16 matmul error against f64 stays within bfloat16's rounding") {
+  // Positive operands: no cancellation, so each entry's relative error is bounded by the two
+  // operand roundings (2^-9 each) plus f32 accumulation.
+  manual_seed(3);
+  Tensor a = rand({64, 256}), b = rand({256, 48});
+  Tensor reference = matmul(a.to(DType::F64), b.to(DType::F64));
+  MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+  Tensor low = matmul(a, b);
+  auto x = low.to_vector<float>();
+  auto r = reference.to_vector<double>();
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, std::fabs(x[i] - r[i]) / r[i]);
+  CHECK(worst < 2 * std::ldexp(1.0, -9) + 1e-5);
+  CHECK(worst > 1e-5);  // lowered: f32 alone would be near 1e-6
+  // f64 products are never lowered.
+  Tensor a64 = a.to(DType::F64), b64 = b.to(DType::F64);
+  CHECK(max(abs(sub(matmul(a64, b64), reference))).item<double>() < 1e-12);
+}
+
+TEST_CASE("bf16 gradients of a linear layer are products of rounded operands") {
+  manual_seed(11);
+  Tensor x = randn({6, 20}).requires_grad_();
+  Tensor w = randn({12, 20}).requires_grad_();
+  Tensor g = randn({6, 12});
+  {
+    MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+    backward(sum(mul(matmul(x, transpose(w, 0, 1)), g)));
+  }
+  CHECK(same_values(x.grad(), matmul(rounded(g), rounded(w))));
+  CHECK(same_values(w.grad(), matmul(rounded(transpose(g, 0, 1)), rounded(x.detach()))));
+}
+
+namespace {
+
+// Loss per step of a small GPT trained on a fixed periodic sequence.
+std::vector<double> train_losses(MatmulPrecision precision, Device device, int steps) {
+  MatmulPrecisionGuard guard(precision);
+  manual_seed(5);
+  GptConfig cfg;
+  cfg.vocab_size = 13;
+  cfg.context = 16;
+  cfg.dim = 32;
+  cfg.layers = 2;
+  cfg.heads = 2;
+  Gpt model(cfg);
+  model.to(device);
+  std::vector<int64_t> ids(4 * 17);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 5 + i / 7) % 13);
+  Tensor seq = from_vector(ids, {4, 17}, device);
+  return pgt::overfit(model, seq.narrow(1, 0, 16), seq.narrow(1, 1, 16), steps, 3e-3);
+}
+
+}  // namespace
+
+TEST_CASE("a GPT trained with bf16 matmuls follows its f32 training closely") {
+  auto f32 = train_losses(MatmulPrecision::F32, Device::cpu(), 40);
+  auto bf16 = train_losses(MatmulPrecision::BF16, Device::cpu(), 40);
+  CHECK(f32.back() < 0.5 * f32.front());  // it learns
+  CHECK(bf16.front() == doctest::Approx(f32.front()).epsilon(1e-2));
+  CHECK(bf16.back() == doctest::Approx(f32.back()).epsilon(0.05));
+  CHECK(bf16 != f32);
+  if (pgt::have_cuda()) {
+    auto gpu = train_losses(MatmulPrecision::BF16, Device::cuda(), 40);
+    for (size_t i = 0; i < 5; ++i) CHECK(gpu[i] == doctest::Approx(bf16[i]).epsilon(1e-3));
+    CHECK(gpu.back() == doctest::Approx(bf16.back()).epsilon(0.05));
+  }
+}
+
+TEST_CASE("CUDA bf16 matmul (tensor cores) matches the CPU's rounded products") {
+  if (!pgt::have_cuda()) return;
+  manual_seed(9);
+  Tensor a = randn({3, 70, 130}), b = randn({130, 50});
+  Tensor bt = transpose(randn({50, 130}), 0, 1);
+  MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+  for (const Tensor& rhs : {b, bt}) {
+    Tensor cpu = matmul(a, rhs);
+    Tensor gpu =
+        matmul(pgt::same_layout_on(a, Device::cuda()), pgt::same_layout_on(rhs, Device::cuda()));
+    CHECK(pgt::max_rel_error(gpu, cpu) < 1e-5);
+  }
+}

@@ -22,13 +22,23 @@ Tensor empty_heads_last(int64_t b, int64_t h, int64_t r, int64_t c, TensorOption
   return empty({b, r, h, c}, opts).permute({0, 2, 1, 3});
 }
 
-double mean_sqrt(const std::vector<double>& sq) {
+// Mean over (batch, head) of sqrt(sum of squares): one read from the device.
+double mean_sqrt(const Tensor& sq) {
+  if (!sq.defined() || sq.numel() == 0) return 0;
   double s = 0;
-  for (double v : sq) s += std::sqrt(v);
-  return sq.empty() ? 0 : s / static_cast<double>(sq.size());
+  for (double v : sq.to(Device::cpu()).to_vector<double>()) s += std::sqrt(v);
+  return s / static_cast<double>(sq.numel());
 }
 
 }  // namespace
+
+double AttentionStats::a_frob() const { return mean_sqrt(a_frob_sq); }
+
+double AttentionStats::a_frob_sqrt_n() const {
+  return a_frob() / std::sqrt(static_cast<double>(std::max<int64_t>(keys, 1)));
+}
+
+double AttentionStats::grad_frob() const { return mean_sqrt(grad_frob_sq); }
 
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionParams& params, const Tensor& key_padding_mask,
@@ -63,15 +73,13 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor out = empty_heads_last(B, H, T, v.size(3), opts);
   bool softmax = params.act == AttnActivation::Softmax;
   Tensor lse = softmax ? empty({B, H, T}, opts) : Tensor();
-  std::vector<double> frob(static_cast<size_t>(B * H), 0.0);
+  Tensor frob = stats ? zeros({B * H}, {DType::F64, q.device()}) : Tensor();
   if (out.numel())
-    backend_for(q.device())
-        .attention_forward(qd, kd, vd, mask, params, out, lse, stats ? frob.data() : nullptr);
+    backend_for(q.device()).attention_forward(qd, kd, vd, mask, params, out, lse, frob);
   if (stats) {
-    stats->a_frob = mean_sqrt(frob);
-    stats->a_frob_sqrt_n = stats->a_frob / std::sqrt(static_cast<double>(std::max<int64_t>(S, 1)));
-    stats->grad_frob = 0;  // a new A: no backward through it yet
-    stats->has_grad = false;
+    stats->a_frob_sq = frob;
+    stats->keys = S;
+    stats->grad_frob_sq = Tensor();  // a new A: no backward through it yet
   }
   return record("attention", out, {q, k, v},
                 [qd, kd, vd, mask, lse, params, stats, opts](const Tensor& g) -> TensorList {
@@ -81,15 +89,11 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                   Tensor dq = empty_heads_last(B, H, T, qd.size(3), opts);
                   Tensor dk = zeros({B, S, H, kd.size(3)}, opts).permute({0, 2, 1, 3});
                   Tensor dv = zeros({B, S, H, vd.size(3)}, opts).permute({0, 2, 1, 3});
-                  std::vector<double> gsq(static_cast<size_t>(B * H), 0.0);
+                  Tensor gsq = stats ? zeros({B * H}, {DType::F64, qd.device()}) : Tensor();
                   if (dq.numel() || dk.numel())
                     backend_for(qd.device())
-                        .attention_backward(gd, qd, kd, vd, mask, lse, params, dq, dk, dv,
-                                            stats ? gsq.data() : nullptr);
-                  if (stats) {
-                    stats->grad_frob = mean_sqrt(gsq);
-                    stats->has_grad = true;
-                  }
+                        .attention_backward(gd, qd, kd, vd, mask, lse, params, dq, dk, dv, gsq);
+                  if (stats) stats->grad_frob_sq = gsq;
                   return {dq, dk, dv};
                 });
 }

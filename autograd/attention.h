@@ -7,12 +7,22 @@
 
 namespace pg {
 
-/// Diagnostics the fused kernels accumulate at negligible cost (the paper's quantities).
+/// Diagnostics the fused kernels accumulate at negligible cost (the paper's quantities). The
+/// sums stay on the attention's device until a getter reads them, so recording them never
+/// stalls a GPU in the middle of a step.
 struct AttentionStats {
-  double a_frob = 0;         ///< ||A||_F, mean over batch and heads (last forward)
-  double a_frob_sqrt_n = 0;  ///< a_frob / sqrt(N), N = number of keys
-  double grad_frob = 0;      ///< ||dL/dA||_F, mean over batch and heads (last backward)
-  bool has_grad = false;     ///< grad_frob was written by a backward
+  Tensor a_frob_sq;     ///< sum(A^2) per (batch, head) of the last forward: f64 [B*H]
+  Tensor grad_frob_sq;  ///< sum((dL/dA)^2) per (batch, head) of the last backward, if any
+  int64_t keys = 0;     ///< N, the number of keys of the last forward
+
+  /// ||A||_F, mean over batch and heads (0 before any forward).
+  double a_frob() const;
+  /// a_frob() / sqrt(N).
+  double a_frob_sqrt_n() const;
+  /// ||dL/dA||_F, mean over batch and heads (0 until a backward through the last forward).
+  double grad_frob() const;
+  /// True when a backward has run through the last forward.
+  bool has_grad() const { return grad_frob_sq.defined(); }
 };
 
 /// out = act(scale * q k^T) v for q [B,H,T,d], k [B,H,S,d], v [B,H,S,e]; returns [B,H,T,e].

@@ -130,16 +130,17 @@ class Backend {
   /// Fused attention forward. q [B,H,T,d], k [B,H,S,d], v [B,H,S,e], out [B,H,T,e] (any
   /// strides with a unit last-dim stride); key_mask [B,S] i64 (non-zero = visible) or
   /// undefined; lse [B,H,T] (softmax only) receives the log-sum-exp of each row;
-  /// frob_sq[b*H+h] (if not null) receives sum(A^2). The [T,S] matrix is never stored whole.
+  /// frob_sq (if defined: f64 [B*H] on the same device, zero on entry) receives sum(A^2) per
+  /// (b, h) without a synchronisation. The [T,S] matrix is never stored whole.
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& key_mask, const AttentionParams& p, Tensor& out,
-                                 Tensor& lse, double* frob_sq) = 0;
+                                 Tensor& lse, Tensor& frob_sq) = 0;
   /// Fused attention backward: recomputes A tile by tile; dk and dv must be zero on entry.
-  /// grad_frob_sq[b*H+h] (if not null) receives sum((dL/dA)^2) over visible entries.
+  /// grad_frob_sq (if defined, as frob_sq) receives sum((dL/dA)^2) over visible entries.
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& key_mask, const Tensor& lse,
                                   const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
-                                  double* grad_frob_sq) = 0;
+                                  Tensor& grad_frob_sq) = 0;
 };
 
 /// The backend serving `device`; throws pg::Error when that device is not available.

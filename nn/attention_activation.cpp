@@ -202,9 +202,9 @@ Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor a = act.apply(s, visible);
   if (stats) {
     NoGradGuard ng;
-    Tensor fro = sqrt(sum(mul(a, a), {2, 3}));
-    stats->a_frob = mean(fro).item();
-    stats->a_frob_sqrt_n = stats->a_frob / std::sqrt(static_cast<double>(std::max<int64_t>(S, 1)));
+    stats->a_frob_sq = reshape(sum(mul(a, a), {2, 3}), {-1}).to(DType::F64);
+    stats->keys = S;
+    stats->grad_frob_sq = Tensor();  // the composite path records no gradient diagnostic
   }
   return matmul(a, v);
 }

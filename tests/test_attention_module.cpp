@@ -213,7 +213,7 @@ TEST_CASE("MultiHeadAttention: fused equals composite for every built-in policy 
         Tensor xc = x0.clone().detach().requires_grad_();
         Tensor yf = fused.forward(xf, m), yc = comp.forward(xc, m);
         CHECK(max_rel_diff(yf, yc) < 1e-5);
-        CHECK(fused.stats().a_frob == doctest::Approx(comp.stats().a_frob).epsilon(1e-5));
+        CHECK(fused.stats().a_frob() == doctest::Approx(comp.stats().a_frob()).epsilon(1e-5));
         backward(sum(mul(yf, g)));
         backward(sum(mul(yc, g)));
         CHECK(max_rel_diff(xf.grad(), xc.grad()) < 1e-5);
@@ -244,8 +244,8 @@ TEST_CASE("MultiHeadAttention: ||A||_F diagnostics after forward and backward") 
       CAPTURE(fused);
       manual_seed(8);
       MultiHeadAttention mha(attn_config(spec, false, false, fused, D, H));
-      CHECK(mha.stats().a_frob == 0);
-      CHECK_FALSE(mha.stats().has_grad);
+      CHECK(mha.stats().a_frob() == 0);
+      CHECK_FALSE(mha.stats().has_grad());
       Tensor y = mha(x);
       auto xv = x.to_vector<double>(), wv = mha.qkv->weight.to_vector<double>(),
            bv = mha.qkv->bias.to_vector<double>();
@@ -286,20 +286,20 @@ TEST_CASE("MultiHeadAttention: ||A||_F diagnostics after forward and backward") 
         }
       double a_frob = total / static_cast<double>(B * H);
       const AttentionStats& st = mha.stats();
-      CHECK(st.a_frob == doctest::Approx(a_frob).epsilon(1e-4));
-      CHECK(st.a_frob_sqrt_n == doctest::Approx(a_frob / std::sqrt(double(T))).epsilon(1e-4));
-      if (spec == "softmax") CHECK(st.a_frob_sqrt_n <= 1.0);  // ||softmax(S)||_F <= sqrt(N)
-      CHECK_FALSE(st.has_grad);
+      CHECK(st.a_frob() == doctest::Approx(a_frob).epsilon(1e-4));
+      CHECK(st.a_frob_sqrt_n() == doctest::Approx(a_frob / std::sqrt(double(T))).epsilon(1e-4));
+      if (spec == "softmax") CHECK(st.a_frob_sqrt_n() <= 1.0);  // ||softmax(S)||_F <= sqrt(N)
+      CHECK_FALSE(st.has_grad());
       backward(sum(mul(y, y)));
       if (fused) {
-        CHECK(st.has_grad);
-        CHECK(st.grad_frob > 0);
+        CHECK(st.has_grad());
+        CHECK(st.grad_frob() > 0);
       }
       // A new forward describes a new attention matrix: the gradient norm of the previous
       // backward no longer applies to it.
       mha(mul(x, 0.5));
-      CHECK(st.a_frob != doctest::Approx(a_frob).epsilon(1e-4));
-      CHECK_FALSE(st.has_grad);
+      CHECK(st.a_frob() != doctest::Approx(a_frob).epsilon(1e-4));
+      CHECK_FALSE(st.has_grad());
     }
   }
   // record_stats = false leaves the diagnostics untouched.
@@ -307,8 +307,8 @@ TEST_CASE("MultiHeadAttention: ||A||_F diagnostics after forward and backward") 
   quiet.record_stats = false;
   MultiHeadAttention mha(quiet);
   backward(sum(mha(x)));
-  CHECK(mha.stats().a_frob == 0);
-  CHECK_FALSE(mha.stats().has_grad);
+  CHECK(mha.stats().a_frob() == 0);
+  CHECK_FALSE(mha.stats().has_grad());
 }
 
 TEST_CASE("MultiHeadAttention rejects bad shapes and configs") {

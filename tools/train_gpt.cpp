@@ -101,7 +101,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     ++step;
     double l = loss.item();
     std::vector<double> norms;
-    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n);
+    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n());
     metrics.write({{"step", step},
                    {"loss", l},
                    {"lr", schedule.lr_at(step - 1)},
@@ -134,7 +134,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
   summary.items_per_s = static_cast<double>((step - first_step) * batch * cfg.context) / seconds;
   for (auto& blk : model.blocks())
-    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
+    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n());
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);
   if (!opt.quiet) {

@@ -172,7 +172,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     nlohmann::json rec = {
         {"step", step}, {"loss", l}, {"lr", schedule.lr_at(step - 1)}, {"grad_norm", grad_norm}};
     std::vector<double> norms;
-    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n);
+    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n());
     rec["a_frob_sqrt_n"] = norms;
     metrics.write(rec);
     progress.update(step, l, batch);
@@ -206,7 +206,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
   summary.items_per_s = static_cast<double>((step - first_step) * batch) / seconds;
   for (auto& blk : model.blocks())
-    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n);
+    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n());
   EvalResult final_eval = evaluate(model, data.test);
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);

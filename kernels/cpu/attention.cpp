@@ -316,18 +316,20 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
 
 void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& key_mask, const AttentionParams& p, Tensor& out,
-                                   Tensor& lse, double* frob_sq) {
+                                   Tensor& lse, Tensor& frob_sq) {
   dispatch_floating(q.dtype(), "attention", [&](auto tag) {
-    forward_typed<decltype(tag)>(q, k, v, key_mask, p, out, lse, frob_sq);
+    forward_typed<decltype(tag)>(q, k, v, key_mask, p, out, lse,
+                                 frob_sq.defined() ? frob_sq.data<double>() : nullptr);
   });
 }
 
 void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                     const Tensor& v, const Tensor& key_mask, const Tensor& lse,
                                     const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
-                                    double* grad_frob_sq) {
+                                    Tensor& grad_frob_sq) {
   dispatch_floating(q.dtype(), "attention_backward", [&](auto tag) {
-    backward_typed<decltype(tag)>(dout, q, k, v, key_mask, lse, p, dq, dk, dv, grad_frob_sq);
+    backward_typed<decltype(tag)>(dout, q, k, v, key_mask, lse, p, dq, dk, dv,
+                                  grad_frob_sq.defined() ? grad_frob_sq.data<double>() : nullptr);
   });
 }
 

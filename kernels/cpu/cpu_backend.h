@@ -36,10 +36,10 @@ class CpuBackend final : public Backend {
   void dropout_mask(Tensor& out, double keep, Generator& gen) override;
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                          const AttentionParams& p, Tensor& out, Tensor& lse,
-                         double* frob_sq) override;
+                         Tensor& frob_sq) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& key_mask, const Tensor& lse, const AttentionParams& p,
-                          Tensor& dq, Tensor& dk, Tensor& dv, double* grad_frob_sq) override;
+                          Tensor& dq, Tensor& dk, Tensor& dv, Tensor& grad_frob_sq) override;
 };
 
 }  // namespace pg::cpu

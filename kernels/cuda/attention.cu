@@ -532,31 +532,6 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
   }
 }
 
-// Per-(b, h) sums of squares: a zeroed device buffer, copied into the caller's host array.
-class SquareSums {
- public:
-  SquareSums(double* host, int64_t n, Device device) : host_(host), n_(n) {
-    if (!host_ || n_ == 0) return;
-    buf_ = empty({n_}, {DType::F64, device});
-    PG_CUDA_CHECK(cudaMemsetAsync(buf_.raw_data(), 0, bytes(), stream()));
-  }
-  double* device() const {
-    return buf_.defined() ? static_cast<double*>(buf_.raw_data()) : nullptr;
-  }
-  void finish() {
-    if (!buf_.defined()) return;
-    PG_CUDA_CHECK(
-        cudaMemcpyAsync(host_, buf_.raw_data(), bytes(), cudaMemcpyDeviceToHost, stream()));
-    PG_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  }
-
- private:
-  size_t bytes() const { return static_cast<size_t>(n_) * sizeof(double); }
-  double* host_;
-  int64_t n_;
-  Tensor buf_;
-};
-
 template <typename T>
 Args<T> make_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                   const AttentionParams& p) {
@@ -613,7 +588,7 @@ int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
 
 void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& key_mask, const AttentionParams& p, Tensor& out,
-                                    Tensor& lse, double* frob_sq) {
+                                    Tensor& lse, Tensor& frob_sq) {
   DeviceGuard guard(q.device().index);
   with_config(q, v, "attention", [&](auto tag, auto dim) {
     using T = decltype(tag);
@@ -621,21 +596,19 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
     Args<T> a = make_args<T>(q, k, v, key_mask, p);
     a.g = operand<T>(out);
     if (lse.defined()) a.lse = static_cast<T*>(lse.raw_data());
-    SquareSums sums(frob_sq, a.BH, q.device());
-    a.sq = sums.device();
+    if (frob_sq.defined()) a.sq = static_cast<double*>(frob_sq.raw_data());
     if (a.Tq > 0 && a.BH > 0) {
       forward_kernel<T, D>
           <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::fwd_m), a.BH), kNT, 0, stream()>>>(a);
       PG_CUDA_LAUNCH_CHECK();
     }
-    sums.finish();
   });
 }
 
 void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                      const Tensor& v, const Tensor& key_mask, const Tensor& lse,
                                      const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
-                                     double* grad_frob_sq) {
+                                     Tensor& grad_frob_sq) {
   DeviceGuard guard(q.device().index);
   with_config(q, v, "attention_backward", [&](auto tag, auto dim) {
     using T = decltype(tag);
@@ -649,8 +622,7 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
       PG_CHECK(lse.defined(), "attention_backward", "softmax needs the forward's lse");
       a.lse = static_cast<T*>(lse.raw_data());
     }
-    SquareSums sums(grad_frob_sq, a.BH, q.device());
-    a.sq = sums.device();
+    if (grad_frob_sq.defined()) a.sq = static_cast<double*>(grad_frob_sq.raw_data());
     if (a.Tq > 0 && a.BH > 0) {
       Tensor aux = empty({a.BH * a.Tq}, {q.dtype(), q.device()});
       a.aux = static_cast<T*>(aux.raw_data());
@@ -663,7 +635,6 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
         PG_CUDA_LAUNCH_CHECK();
       }
     }
-    sums.finish();
   });
 }
 

@@ -1,5 +1,6 @@
 #include "models/vit.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "autograd/ops.h"
@@ -10,12 +11,20 @@
 namespace pg {
 
 std::string VitConfig::to_json() const {
-  nlohmann::json j = {{"model", "vit"},         {"image_size", image_size},
-                      {"channels", channels},   {"patch", patch},
-                      {"classes", classes},     {"dim", dim},
-                      {"layers", layers},       {"heads", heads},
-                      {"mlp_ratio", mlp_ratio}, {"dropout", dropout},
-                      {"attn", attn},           {"pool", pool}};
+  nlohmann::json j = {{"model", "vit"},
+                      {"image_size", image_size},
+                      {"channels", channels},
+                      {"patch", patch},
+                      {"classes", classes},
+                      {"dim", dim},
+                      {"layers", layers},
+                      {"heads", heads},
+                      {"mlp_ratio", mlp_ratio},
+                      {"dropout", dropout},
+                      {"attn", attn},
+                      {"pool", pool},
+                      {"input_mean", input_mean},
+                      {"input_std", input_std}};
   return j.dump();
 }
 
@@ -32,7 +41,10 @@ VitConfig VitConfig::from_json(const std::string& text) {
   config_field(j, "mlp_ratio", c.mlp_ratio, "VitConfig");
   config_field(j, "dropout", c.dropout, "VitConfig");
   config_field(j, "attn", c.attn, "VitConfig");
-  if (j.contains("pool")) config_field(j, "pool", c.pool, "VitConfig");  // older checkpoints: cls
+  // Fields older checkpoints lack keep their defaults: class-token pooling, raw pixels.
+  if (j.contains("pool")) config_field(j, "pool", c.pool, "VitConfig");
+  if (j.contains("input_mean")) config_field(j, "input_mean", c.input_mean, "VitConfig");
+  if (j.contains("input_std")) config_field(j, "input_std", c.input_std, "VitConfig");
   return c;
 }
 
@@ -41,6 +53,9 @@ Vit::Vit(const VitConfig& c) : config_(c) {
            " must be a multiple of the patch size ", c.patch);
   PG_CHECK(c.pool == "cls" || c.pool == "mean", "Vit", "pool must be 'cls' or 'mean', got '",
            c.pool, "'");
+  PG_CHECK(c.input_std > 0 && std::isfinite(c.input_std) && std::isfinite(c.input_mean), "Vit",
+           "input_std must be positive and finite and input_mean finite, got ", c.input_mean,
+           " and ", c.input_std);
   patch_embed_ = register_module("patch_embed",
                                  std::make_shared<Linear>(c.channels * c.patch * c.patch, c.dim));
   cls_token = zeros({1, 1, c.dim});
@@ -69,10 +84,12 @@ Tensor Vit::forward(const Tensor& images) {
            "Vit", "expected images [B, ", c.channels, ", ", c.image_size, ", ", c.image_size,
            "], got ", shape_str(images.shape()));
   int64_t B = images.size(0), g = c.image_size / c.patch, p = c.patch;
+  Tensor x0 = images;
+  if (c.input_mean != 0.0 || c.input_std != 1.0)
+    x0 = mul(add(images, -c.input_mean), 1.0 / c.input_std);
   // [B, C, g, p, g, p] -> [B, g, g, C, p, p] -> [B, g*g, C*p*p]
-  Tensor patches =
-      reshape(permute(reshape(images, {B, c.channels, g, p, g, p}), {0, 2, 4, 1, 3, 5}),
-              {B, g * g, c.channels * p * p});
+  Tensor patches = reshape(permute(reshape(x0, {B, c.channels, g, p, g, p}), {0, 2, 4, 1, 3, 5}),
+                           {B, g * g, c.channels * p * p});
   Tensor x = (*patch_embed_)(patches);
   x = cat({expand(cls_token, {B, 1, c.dim}), x}, 1);
   x = add(x, pos_embed);

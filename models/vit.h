@@ -23,6 +23,8 @@ struct VitConfig {
   double dropout = 0.0;
   std::string attn = "softmax";  ///< attention-activation spec
   std::string pool = "cls";  ///< classify from the class token ("cls") or the token mean ("mean")
+  double input_mean = 0.0;   ///< images enter as (x - input_mean) / input_std
+  double input_std = 1.0;
 
   /// JSON text of the config.
   std::string to_json() const;

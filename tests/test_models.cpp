@@ -187,12 +187,22 @@ TEST_CASE("configs round-trip through JSON; bad JSON is refused naming the field
   v.dropout = 0.25;
   v.attn = "sigmoid:n=visible";
   v.pool = "mean";
+  v.input_mean = 0.25;
+  v.input_std = 0.5;
   VitConfig v2 = VitConfig::from_json(v.to_json());
   CHECK(v2.pool == "mean");
-  // Checkpoints written before the pool option existed read back as class-token pooling.
+  CHECK(v2.input_mean == 0.25);
+  CHECK(v2.input_std == 0.5);
+  // Checkpoints written before these options existed read back as class-token pooling of raw
+  // pixels.
   nlohmann::json old = nlohmann::json::parse(v.to_json());
   old.erase("pool");
-  CHECK(VitConfig::from_json(old.dump()).pool == "cls");
+  old.erase("input_mean");
+  old.erase("input_std");
+  VitConfig v_old = VitConfig::from_json(old.dump());
+  CHECK(v_old.pool == "cls");
+  CHECK(v_old.input_mean == 0.0);
+  CHECK(v_old.input_std == 1.0);
   CHECK(v2.image_size == 32);
   CHECK(v2.channels == 3);
   CHECK(v2.patch == 8);
@@ -245,6 +255,9 @@ TEST_CASE("configs round-trip through JSON; bad JSON is refused naming the field
   badv = tiny_vit("softmax");
   badv.pool = "max";
   CHECK_PG_ERROR(Vit{badv}, "Vit", "pool", "max");
+  badv = tiny_vit("softmax");
+  badv.input_std = 0;
+  CHECK_PG_ERROR(Vit{badv}, "Vit", "input_std", "positive");
   // Wrong inputs name the expected shapes.
   manual_seed(1);
   Gpt gpt(tiny_gpt("softmax"));
@@ -271,6 +284,15 @@ TEST_CASE("models: output shapes, parameter names, tied weights") {
   CHECK(vnames[2].first == "patch_embed.weight");
   CHECK(vnames.back().first == "head.bias");
   CHECK(vit.pos_embed.shape() == Shape({1, 5, 16}));
+  // Input standardisation is part of the model: the same weights fed standardised pixels.
+  VitConfig nc = tiny_vit("relu");
+  nc.input_mean = 0.3;
+  nc.input_std = 0.4;
+  Vit normalised(nc);
+  normalised.load_state_dict(vit.state_dict());
+  Tensor images = rand({4, 1, 8, 8});
+  pgt::check_close(normalised(images), pgt::values(vit(mul(add(images, -0.3), 2.5))), 1e-6, 1e-5,
+                   "standardised input");
 
   // Tied weights: one tensor serves the embedding and the head, listed once.
   GptConfig tc = tiny_gpt("softmax");

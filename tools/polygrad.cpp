@@ -78,6 +78,9 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
       ->check(CLI::Range(0.0, 1.0));
   app->add_flag("--flip,!--no-flip", o.flip, "ViT: random left-right flips of training images")
       ->capture_default_str();
+  app->add_flag("--normalize,!--no-normalize", o.normalize,
+                "ViT: feed pixels standardised by the training set's mean and std")
+      ->capture_default_str();
   app->add_option("--shift", o.shift, "ViT: random shifts of training images, up to N pixels")
       ->capture_default_str()
       ->check(CLI::Range(0, 8));

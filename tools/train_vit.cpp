@@ -113,6 +113,12 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   cfg.image_size = data.train.images.size(1);
   cfg.channels = 1;
   cfg.attn = opt.attn;
+  if (opt.normalize) {  // stored in the config: evaluation and checkpoints see the same pixels
+    NoGradGuard no_grad;
+    Tensor px = data.train.images.to(DType::F64);
+    cfg.input_mean = mean(px).item();
+    cfg.input_std = std::sqrt(mean(mul(px, px)).item() - cfg.input_mean * cfg.input_mean);
+  }
   int64_t batch = opt.batch > 0 ? opt.batch : 128;
   ImageBatcher batcher(data.train, batch, opt.seed, ImageAugment{opt.flip, opt.shift});
   int64_t total = opt.steps > 0 ? opt.steps

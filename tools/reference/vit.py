@@ -2,7 +2,7 @@
 """PyTorch reference of polygrad's ViT on Fashion-MNIST (same config, init family, optimizer,
 schedule and budget as `polygrad train vit`). Run with OMP_WAIT_POLICY=PASSIVE.
 Usage: python3 tools/reference/vit.py [--attn softmax] [--epochs 10] [--batch 128] [--pool cls]
-       [--seed 1337] [--threads 2]
+       [--normalize] [--seed 1337] [--threads 2]
 """
 import argparse
 import time
@@ -15,9 +15,9 @@ from common import Block, adamw, fashion_mnist, lr_at
 
 class ViT(nn.Module):
     def __init__(self, spec, image=28, patch=4, dim=64, layers=4, heads=4, mlp_ratio=2, classes=10,
-                 pool="cls"):
+                 pool="cls", mean=0.0, std=1.0):
         super().__init__()
-        self.pool = pool
+        self.pool, self.mean, self.std = pool, mean, std
         self.patch, self.g = patch, image // patch
         self.patch_embed = nn.Linear(patch * patch, dim)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -27,6 +27,8 @@ class ViT(nn.Module):
 
     def forward(self, x):
         b, g, p = x.shape[0], self.g, self.patch
+        if self.mean != 0.0 or self.std != 1.0:
+            x = (x - self.mean) * (1.0 / self.std)
         x = x.view(b, 1, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, p * p)
         x = torch.cat([self.cls_token.expand(b, 1, -1), self.patch_embed(x)], 1) + self.pos_embed
         for blk in self.blocks:
@@ -41,6 +43,7 @@ def main():
     ap.add_argument("--epochs", type=float, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--pool", default="cls", choices=("cls", "mean"))
+    ap.add_argument("--normalize", action="store_true", help="standardise by the train pixels")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2)
@@ -48,7 +51,11 @@ def main():
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     xtr, ytr, xte, yte = fashion_mnist()
-    model = ViT(a.attn, pool=a.pool)
+    stats = {}
+    if a.normalize:
+        px = xtr.double()
+        stats = {"mean": px.mean().item(), "std": (px.square().mean() - px.mean() ** 2).sqrt().item()}
+    model = ViT(a.attn, pool=a.pool, **stats)
     opt = adamw(model, a.lr, 0.05, no_decay=("cls_token", "pos_embed"))
     per_epoch = len(xtr) // a.batch
     total = int(a.epochs * per_epoch)

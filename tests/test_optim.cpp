@@ -113,6 +113,18 @@ TEST_CASE("AdamW, Adam and SGD match PyTorch step by step (fixture from tools/ma
       CHECK(max_rel(p, fx.at(n + ".step" + std::to_string(i))) < 1e-12);
     }
   }
+  // f32 with PyTorch's defaults: the same roundings, so parameters and state agree to an ulp.
+  Tensor p = fx.at("p0").to(DType::F32).requires_grad_();
+  AdamW opt(std::vector<ParamGroup>{{{p}, 2e-3, 0.05}});
+  for (int i = 0; i < 3; ++i) {
+    std::string s = std::to_string(i);
+    p.set_grad(fx.at("grad" + s).to(DType::F32));
+    opt.step();
+    StateDict st = opt.state_dict();
+    CHECK(max_rel(p, fx.at("adamw32.step" + s)) < 2e-7);
+    CHECK(max_rel(st.at("state.0.0.exp_avg"), fx.at("adamw32.exp_avg" + s)) < 2e-7);
+    CHECK(max_rel(st.at("state.0.0.exp_avg_sq"), fx.at("adamw32.exp_avg_sq" + s)) < 2e-7);
+  }
 }
 
 TEST_CASE("SGD: plain, momentum, Nesterov, weight decay against hand-computed values") {

@@ -160,10 +160,21 @@ def optimizer_steps():
             p.grad = g.clone()
             opt.step()
             out["%s.step%d" % (name, i)] = p.detach().clone()
+    # AdamW in f32 with PyTorch's defaults, parameters and state after each step: f32 rounding
+    # of the update (1 - beta2 in f32 is 1.3e-5 off 0.001, say) shows in exp_avg_sq.
+    p = p0.float().requires_grad_()
+    opt = torch.optim.AdamW([p], lr=2e-3, weight_decay=0.05)
+    for i, g in enumerate(grads):
+        p.grad = g.float()
+        opt.step()
+        out["adamw32.step%d" % i] = p.detach().clone()
+        out["adamw32.exp_avg%d" % i] = opt.state[p]["exp_avg"].clone()
+        out["adamw32.exp_avg_sq%d" % i] = opt.state[p]["exp_avg_sq"].clone()
     meta = {"generator": "tools/make_fixtures.py", "torch": torch.__version__,
             "config": json.dumps({"adamw": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1},
                                   "adam": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1},
-                                  "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}})}
+                                  "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+                                  "adamw32": {"lr": 2e-3, "weight_decay": 0.05, "dtype": "f32"}})}
     save_safetensors(os.path.join(FIXTURES, "optim_steps.safetensors"), out, meta)
 
 

@@ -19,6 +19,8 @@ void CpuBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tenso
     const T* g = grad.data<T>();
     T *mp = m.data<T>(), *vp = v.data<T>();
     const T b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2), eps = static_cast<T>(s.eps);
+    // 1 - beta in double, then rounded (as PyTorch): 1 - 0.999f in f32 is 1.3e-5 off 0.001.
+    const T c1 = static_cast<T>(1 - s.beta1), c2 = static_cast<T>(1 - s.beta2);
     const T step_size = static_cast<T>(s.step_size), sqrt_bc2 = static_cast<T>(s.sqrt_bc2);
     const T decay = static_cast<T>(s.decay), l2 = static_cast<T>(s.l2);
     const int64_t n = param.numel();
@@ -26,8 +28,8 @@ void CpuBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tenso
     for (int64_t i = 0; i < n; ++i) {
       const T gi = g[i] + l2 * p[i];
       p[i] *= decay;
-      mp[i] = b1 * mp[i] + (1 - b1) * gi;
-      vp[i] = b2 * vp[i] + (1 - b2) * gi * gi;
+      mp[i] = b1 * mp[i] + c1 * gi;
+      vp[i] = b2 * vp[i] + c2 * gi * gi;
       p[i] -= step_size * mp[i] / (std::sqrt(vp[i]) / sqrt_bc2 + eps);
     }
   });

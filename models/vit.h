@@ -19,7 +19,7 @@ struct VitConfig {
   int64_t dim = 64;
   int64_t layers = 4;
   int64_t heads = 4;
-  int64_t mlp_ratio = 2;
+  int64_t mlp_ratio = 4;
   double dropout = 0.0;
   std::string attn = "softmax";  ///< attention-activation spec
   std::string pool = "cls";  ///< classify from the class token ("cls") or the token mean ("mean")

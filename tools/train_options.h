@@ -19,7 +19,7 @@ struct TrainOptions {
   double label_smoothing = 0.0;  ///< ViT: mixes the one-hot target with the uniform one
   bool flip = false;             ///< ViT: random left-right mirroring of training images
   int64_t shift = 0;             ///< ViT: random translation of training images, in pixels
-  bool normalize = false;        ///< ViT: standardise pixels by the training set's mean and std
+  bool normalize = true;         ///< ViT: standardise pixels by the training set's mean and std
   uint64_t seed = 1337;
   int threads = 0;                ///< 0: all cores
   std::string device = "cpu";     ///< "cpu" or "cuda[:N]": where the model and batches live

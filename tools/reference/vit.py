@@ -2,7 +2,7 @@
 """PyTorch reference of polygrad's ViT on Fashion-MNIST (same config, init family, optimizer,
 schedule and budget as `polygrad train vit`). Run with OMP_WAIT_POLICY=PASSIVE.
 Usage: python3 tools/reference/vit.py [--attn softmax] [--epochs 10] [--batch 128] [--pool cls]
-       [--normalize] [--seed 1337] [--threads 2]
+       [--no-normalize] [--seed 1337] [--threads 2]
 """
 import argparse
 import time
@@ -14,7 +14,7 @@ from common import Block, adamw, fashion_mnist, lr_at
 
 
 class ViT(nn.Module):
-    def __init__(self, spec, image=28, patch=4, dim=64, layers=4, heads=4, mlp_ratio=2, classes=10,
+    def __init__(self, spec, image=28, patch=4, dim=64, layers=4, heads=4, mlp_ratio=4, classes=10,
                  pool="cls", mean=0.0, std=1.0):
         super().__init__()
         self.pool, self.mean, self.std = pool, mean, std
@@ -43,7 +43,8 @@ def main():
     ap.add_argument("--epochs", type=float, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--pool", default="cls", choices=("cls", "mean"))
-    ap.add_argument("--normalize", action="store_true", help="standardise by the train pixels")
+    ap.add_argument("--no-normalize", dest="normalize", action="store_false",
+                    help="raw pixels instead of standardising by the training set's mean and std")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2)

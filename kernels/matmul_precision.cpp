@@ -17,10 +17,6 @@ void set_matmul_precision(MatmulPrecision precision) { g_precision.store(precisi
 
 MatmulPrecision matmul_precision() { return g_precision.load(); }
 
-const char* matmul_precision_name(MatmulPrecision precision) {
-  return precision == MatmulPrecision::BF16 ? "bf16" : "f32";
-}
-
 MatmulPrecision parse_matmul_precision(const std::string& name) {
   if (name == "f32") return MatmulPrecision::F32;
   if (name == "bf16") return MatmulPrecision::BF16;

@@ -15,8 +15,7 @@ enum class MatmulPrecision {
 void set_matmul_precision(MatmulPrecision precision);
 /// The current precision (F32 unless set).
 MatmulPrecision matmul_precision();
-/// "f32" or "bf16"; parse_matmul_precision reads them back (pg::Error on anything else).
-const char* matmul_precision_name(MatmulPrecision precision);
+/// "f32" or "bf16" as a precision (pg::Error on anything else).
 MatmulPrecision parse_matmul_precision(const std::string& name);
 
 /// Sets a precision for a scope and restores the previous one at its end.

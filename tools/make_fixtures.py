@@ -18,14 +18,13 @@ The tests read the files; they never need PyTorch. Run from the repository root:
 import json
 import math
 import os
-import struct
 
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
-from common import adamw, lr_at  # noqa: E402
+from common import adamw, lr_at, polygrad_name, save_safetensors  # noqa: E402
 from gpt import GPT  # noqa: E402
 from vit import ViT  # noqa: E402
 
@@ -89,28 +88,6 @@ class Block(torch.nn.Module):
     def forward(self, x, spec):
         x = x + self.attn(self.ln1(x), spec)
         return x + self.mlp(self.ln2(x))
-
-
-def save_safetensors(path, tensors, metadata):
-    """The safetensors layout, written by hand: u64 header size, JSON header, raw bytes."""
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous()
-        raw = t.numpy().tobytes()
-        dtype = {torch.float64: "F64", torch.float32: "F32", torch.int64: "I64"}[t.dtype]
-        header[name] = {"dtype": dtype, "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for raw in blobs:
-            f.write(raw)
-    os.replace(tmp, path)
 
 
 def main():
@@ -186,11 +163,6 @@ LOCKSTEP = {"steps": 6, "warmup": 2, "lr": 1e-2, "min_lr": 1e-3, "weight_decay":
             "vit": {"model": "vit", "image_size": 8, "channels": 1, "patch": 4, "classes": 3,
                     "dim": 8, "layers": 2, "heads": 2, "mlp_ratio": 2, "dropout": 0.0,
                     "attn": "softmax", "pool": "cls"}}
-
-
-def polygrad_name(name):
-    """The reference models keep fc1/fc2 in the block; polygrad's block holds them in its MLP."""
-    return name.replace(".fc1.", ".mlp.fc1.").replace(".fc2.", ".mlp.fc2.")
 
 
 def lockstep_run(out, prefix, model, batches, loss_fn, no_decay):

@@ -113,11 +113,14 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   cfg.image_size = data.train.images.size(1);
   cfg.channels = 1;
   cfg.attn = opt.attn;
-  if (opt.normalize) {  // stored in the config: evaluation and checkpoints see the same pixels
-    NoGradGuard no_grad;
-    Tensor px = data.train.images.to(DType::F64);
-    cfg.input_mean = mean(px).item();
-    cfg.input_std = std::sqrt(mean(mul(px, px)).item() - cfg.input_mean * cfg.input_mean);
+  if (opt.normalize && !opt.resume) {  // in the config: eval and checkpoints see the same pixels
+    // One pass in double over the f32 pixels, without a converted copy of the training set.
+    const float* px = data.train.images.data<float>();
+    const int64_t n = data.train.images.numel();
+    double sum = 0, sum_sq = 0;
+    for (int64_t i = 0; i < n; ++i) sum += px[i], sum_sq += static_cast<double>(px[i]) * px[i];
+    cfg.input_mean = sum / static_cast<double>(n);
+    cfg.input_std = std::sqrt(sum_sq / static_cast<double>(n) - cfg.input_mean * cfg.input_mean);
   }
   int64_t batch = opt.batch > 0 ? opt.batch : 128;
   ImageBatcher batcher(data.train, batch, opt.seed, ImageAugment{opt.flip, opt.shift});

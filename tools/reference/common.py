@@ -4,6 +4,7 @@ The models mirror models/gpt.cpp and models/vit.cpp: pre-norm blocks, qkv and ou
 projections, GELU (tanh) MLP, AdamW with decay on matrices only, linear warm-up + cosine.
 """
 import gzip
+import json
 import math
 import os
 import struct
@@ -89,3 +90,30 @@ def fashion_mnist(root="/usr/share/datasets/fashion-mnist"):
     get = lambda stem: load_idx(os.path.join(root, stem + ".gz"))
     return (get("train-images-idx3-ubyte"), get("train-labels-idx1-ubyte"),
             get("t10k-images-idx3-ubyte"), get("t10k-labels-idx1-ubyte"))
+
+
+def polygrad_name(name):
+    """The reference models keep fc1/fc2 in the block; polygrad's block holds them in its MLP."""
+    return name.replace(".fc1.", ".mlp.fc1.").replace(".fc2.", ".mlp.fc2.")
+
+
+def save_safetensors(path, tensors, metadata):
+    """The safetensors layout, written by hand: u64 header size, JSON header, raw bytes."""
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        raw = t.numpy().tobytes()
+        dtype = {torch.float64: "F64", torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        header[name] = {"dtype": dtype, "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+    os.replace(tmp, path)

@@ -11,15 +11,12 @@ Usage: python3 tools/reference/gpt_lockstep.py [--steps 300] [--total 2000] [--s
 import argparse
 import os
 import subprocess
-import sys
 
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from common import adamw, lr_at  # noqa: E402
-from gpt import GPT, batch, corpus  # noqa: E402
-from make_fixtures import polygrad_name, save_safetensors  # noqa: E402
+from common import adamw, lr_at, polygrad_name, save_safetensors
+from gpt import GPT, batch, corpus
 
 
 def main():
@@ -31,7 +28,6 @@ def main():
     ap.add_argument("--lockstep", default=os.path.join(root, "build", "lockstep_gpt"))
     ap.add_argument("--dir", default="/tmp/pg_lockstep")
     a = ap.parse_args()
-    torch.set_default_dtype(torch.float32)
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
     vocab, train, _ = corpus()

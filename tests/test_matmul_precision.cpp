@@ -10,6 +10,7 @@
 #include "helpers.h"
 #include "kernels/bf16.h"
 #include "kernels/matmul_precision.h"
+#include "kernels/ops.h"
 #include "models/gpt.h"
 #include "nn/optim.h"
 #include "polygrad.h"
@@ -153,6 +154,17 @@ TEST_CASE("a GPT trained with bf16 matmuls follows its f32 training closely") {
     auto gpu = train_losses(MatmulPrecision::BF16, Device::cuda(), 40);
     for (size_t i = 0; i < 5; ++i) CHECK(gpu[i] == doctest::Approx(bf16[i]).epsilon(1e-3));
     CHECK(gpu.back() == doctest::Approx(bf16.back()).epsilon(0.05));
+  }
+}
+
+TEST_CASE("the RoundBf16 kernel rounds every element like round_to_bf16, on every device") {
+  manual_seed(4);
+  Tensor x = mul(randn({7, 33}), 1e3).narrow(1, 2, 29);  // strided, wide exponent range
+  Tensor cpu = kernels::unary(UnaryOp::RoundBf16, x);
+  CHECK(same_values(cpu, rounded(x)));
+  if (pgt::have_cuda()) {
+    Tensor gpu = kernels::unary(UnaryOp::RoundBf16, pgt::same_layout_on(x, Device::cuda()));
+    CHECK(same_values(gpu.to(Device::cpu()), cpu));
   }
 }
 

@@ -90,7 +90,11 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                   Tensor dk = zeros({B, S, H, kd.size(3)}, opts).permute({0, 2, 1, 3});
                   Tensor dv = zeros({B, S, H, vd.size(3)}, opts).permute({0, 2, 1, 3});
                   Tensor gsq = stats ? zeros({B * H}, {DType::F64, qd.device()}) : Tensor();
-                  if (dq.numel() || dk.numel())
+                  // Zero-width values: the output is empty, so every gradient is zero (and the
+                  // softmax lse was never written; the kernels must not read it).
+                  if (vd.size(3) == 0)
+                    dq = zeros({B, H, T, qd.size(3)}, opts);
+                  else if (dq.numel() || dk.numel())
                     backend_for(qd.device())
                         .attention_backward(gd, qd, kd, vd, mask, lse, params, dq, dk, dv, gsq);
                   if (stats) stats->grad_frob_sq = gsq;

@@ -2,6 +2,7 @@
 // gradcheck of the fused op, and the ||A||_F diagnostics.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "device_check.h"
@@ -124,6 +125,25 @@ TEST_CASE("fused attention passes gradcheck in f64") {
           [&](const TensorList& in) { return fused_attention(in[0], in[1], in[2], params, in[3]); },
           {q, k, v, mask}, spec);
     }
+  }
+}
+
+TEST_CASE("zero-width values give an empty output and zero gradients for every policy") {
+  Generator gen(5);
+  for (const auto& spec : kSpecs) {
+    CAPTURE(spec);
+    auto params = AttentionActivation::parse(spec).kernel_params(true, 0.5);
+    Tensor q = randn({1, 2, 5, 3}, {}, &gen).requires_grad_();
+    Tensor k = randn({1, 2, 5, 3}, {}, &gen).requires_grad_();
+    Tensor v = randn({1, 2, 5, 0}, {}, &gen).requires_grad_();
+    Tensor out = fused_attention(q, k, v, params, Tensor());
+    CHECK(out.shape() == Shape({1, 2, 5, 0}));
+    sum(out).backward();
+    for (const Tensor& g : {q.grad(), k.grad()}) {
+      auto x = g.to_vector<float>();
+      CHECK(std::all_of(x.begin(), x.end(), [](float e) { return e == 0.0f; }));
+    }
+    CHECK(v.grad().shape() == Shape({1, 2, 5, 0}));
   }
 }
 

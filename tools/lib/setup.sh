@@ -8,12 +8,19 @@ PG_BUILD_DIR="${PG_BUILD_DIR:-$PG_ROOT/build}"
 PG_PACKAGES=(g++ cmake ninja-build pkg-config libopenblas-dev libopenblas-openmp-dev
   doctest-dev zlib1g-dev nlohmann-json3-dev libcli11-dev)
 
-# Installs whichever of the given packages are missing; apt-get only runs when needed.
-pg_install_packages() {
-  local missing=()
+# Prints those of the given Debian packages that are not installed.
+pg_missing_packages() {
+  local p missing=()
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  echo "${missing[*]}"
+}
+
+# Installs whichever of the given packages are missing; apt-get only runs when needed.
+pg_install_packages() {
+  local missing=()
+  read -r -a missing <<<"$(pg_missing_packages "$@")"
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "polygrad: installing Debian packages: ${missing[*]}"
   local sudo=""
@@ -32,4 +39,27 @@ pg_build() {
     cmake -S "$PG_ROOT" -B "$PG_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${PG_CMAKE_ARGS:-}
   fi
   cmake --build "$PG_BUILD_DIR" -j"$(nproc)"
+}
+
+# Where apt-get cannot run (the lent GPU machine has no network), unpacks the .deb files that
+# tools/gpu_deps fetched into DIR/root and points CMake and the loader at them.
+pg_use_carried_debs() {
+  local dir="$1" root="$1/root" arch
+  compgen -G "$dir/*.deb" >/dev/null || { echo "polygrad: no .deb files in $dir" >&2; return 1; }
+  rm -rf "$root" && mkdir -p "$root"
+  for f in "$dir"/*.deb; do dpkg-deb -x "$f" "$root"; done
+  # Debian's dev symlinks are absolute (libz.so -> /lib/...): re-aim them inside the root.
+  local link target
+  while IFS= read -r link; do
+    target="$(readlink "$link")"
+    ln -sfn "$root$target" "$link"
+  done < <(find "$root" -type l -lname '/*')
+  arch="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+  local blas="$root/usr/lib/$arch/openblas-openmp"
+  PG_CMAKE_ARGS="${PG_CMAKE_ARGS:-} -DCMAKE_PREFIX_PATH=$root/usr"
+  PG_CMAKE_ARGS+=" -DOPENBLAS_INCLUDE_DIR=$root/usr/include/$arch/openblas-openmp"
+  PG_CMAKE_ARGS+=" -DOPENBLAS_LIBRARY=$blas/libopenblas.so -DDOCTEST_INCLUDE_DIR=$root/usr/include"
+  export PG_CMAKE_ARGS
+  export LD_LIBRARY_PATH="$blas:$root/usr/lib/$arch:$root/lib/$arch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "polygrad: using the libraries unpacked from $dir"
 }

@@ -79,6 +79,13 @@ TEST_CASE("large GEMMs and reductions on the GPU match the CPU") {
   Tensor bg = big.to(kGpu);
   CHECK(pgt::max_rel_error(sum(bg), sum(big)) < 1e-12);
   CHECK(pgt::max_rel_error(sum(bg, {0}), sum(big, {0})) < 1e-12);
+  CHECK(pgt::max_rel_error(sum(bg.transpose(0, 1), {1}), sum(big, {0})) < 1e-12);
+  // Long sums into few outputs take the split path: chunks per output, then their total.
+  Tensor rows = randn({3, 70001}, {}, &gen);
+  CHECK(pgt::max_rel_error(sum(rows.to(kGpu), {1}), sum(rows, {1})) < 1e-6);
+  CHECK(pgt::max_rel_error(sum(rows.to(kGpu).transpose(0, 1), {0}), sum(rows, {1})) < 1e-6);
+  Tensor counts = randint(-50, 50, {2, 40000}, {DType::I64}, &gen);
+  CHECK(pgt::values(sum(counts.to(kGpu), {1}).to(Device::cpu())) == pgt::values(sum(counts, {1})));
   CHECK(pgt::max_rel_error(max(bg, 1), max(big, 1)) == 0);
   CHECK(pgt::values(argmax(bg, 1).to(Device::cpu())) == pgt::values(argmax(big, 1)));
 }

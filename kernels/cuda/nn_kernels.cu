@@ -2,6 +2,7 @@
 // One thread block per row; sums accumulate in f64 like the CPU twins.
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "kernels/counter_rng.h"
@@ -19,11 +20,11 @@ unsigned rows_grid(int64_t rows) {
 }
 
 template <typename I>
-__global__ void count_indices_kernel(const I* idx, int64_t n, int64_t rows, int64_t ignore,
-                                     unsigned long long* counts) {
+__global__ void count_indices_kernel(const I* idx, int64_t n, int64_t rows, bool has_ignore,
+                                     int64_t ignore, unsigned long long* counts) {
   PG_KERNEL_LOOP(i, n) {
     int64_t v = static_cast<int64_t>(idx[i]);
-    if (v == ignore) continue;
+    if (has_ignore && v == ignore) continue;
     if (v < 0 || v >= rows)
       atomicAdd(&counts[0], 1ull);
     else
@@ -31,30 +32,44 @@ __global__ void count_indices_kernel(const I* idx, int64_t n, int64_t rows, int6
   }
 }
 
-// Checks 0 <= index < rows (index == ignore is skipped) on the device and returns the count of
-// kept indices; on a bad one, the host finds the first and raises the CPU backend's message.
-int64_t check_indices(const Tensor& index, int64_t rows, int64_t ignore, const char* op,
-                      const char* what) {
+// Counts, on the device and without waiting, the indices outside [0, rows) (counts[0]) and the
+// kept ones (counts[1]); an index equal to ignore is neither.
+Tensor count_indices(const Tensor& index, int64_t rows, std::optional<int64_t> ignore) {
   int64_t n = index.numel();
-  if (n == 0) return 0;
   Tensor counts = zeros({2}, {DType::I64, index.device()});
+  if (n == 0) return counts;
   auto* c = static_cast<unsigned long long*>(counts.raw_data());
+  bool has = ignore.has_value();
+  int64_t ign = ignore.value_or(0);
   if (index.dtype() == DType::I64)
     count_indices_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(dptr<int64_t>(index), n, rows,
-                                                                   ignore, c);
+                                                                   has, ign, c);
   else
     count_indices_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(dptr<int32_t>(index), n, rows,
-                                                                   ignore, c);
+                                                                   has, ign, c);
   PG_CUDA_LAUNCH_CHECK();
+  return counts;
+}
+
+// Checks 0 <= index < rows (skipping ignore) and returns the count of kept indices; on a bad
+// one, the host finds the first and raises the CPU backend's message. Waits for the device: the
+// error must reach the caller of the op that was given the bad index.
+int64_t check_indices(const Tensor& index, int64_t rows, std::optional<int64_t> ignore,
+                      const char* op, const char* what) {
+  int64_t n = index.numel();
+  if (n == 0) return 0;
+  Tensor counts = count_indices(index, rows, ignore);
   unsigned long long host[2];
-  PG_CUDA_CHECK(cudaMemcpyAsync(host, c, sizeof host, cudaMemcpyDeviceToHost, stream()));
+  PG_CUDA_CHECK(
+      cudaMemcpyAsync(host, counts.raw_data(), sizeof host, cudaMemcpyDeviceToHost, stream()));
   PG_CUDA_CHECK(cudaStreamSynchronize(stream()));
   if (host[0] != 0) {
     Tensor h = index.to(Device::cpu()).to(DType::I64);
     const int64_t* p = h.data<int64_t>();
     for (int64_t i = 0; i < n; ++i)
-      PG_CHECK(p[i] == ignore || (p[i] >= 0 && p[i] < rows), op, what, " ", p[i], " at position ",
-               i, " is out of range for ", rows, " (expected 0 <= ", what, " < ", rows, ")");
+      PG_CHECK((ignore && p[i] == *ignore) || (p[i] >= 0 && p[i] < rows), op, what, " ", p[i],
+               " at position ", i, " is out of range for ", rows, " (expected 0 <= ", what, " < ",
+               rows, ")");
   }
   return static_cast<int64_t>(host[1]);
 }
@@ -75,10 +90,11 @@ __global__ void index_select_kernel(const T* w, const void* idx, bool i64, int64
 
 template <typename T>
 __global__ void index_add_kernel(const void* idx, bool i64, const T* src, int64_t n, int64_t d,
-                                 T* out) {
+                                 int64_t rows, T* out) {
   PG_KERNEL_LOOP(e, n * d) {
     int64_t i = e / d, c = e % d;
-    atomicAdd(&out[index_at<T>(idx, i64, i) * d + c], src[e]);
+    int64_t r = index_at<T>(idx, i64, i);
+    if (r >= 0 && r < rows) atomicAdd(&out[r * d + c], src[e]);
   }
 }
 
@@ -237,7 +253,9 @@ __global__ void mean_kernel(const double* row_loss, int64_t n, int64_t kept, T* 
 template <typename T>
 __global__ void cross_entropy_backward_kernel(const T* grad, const T* x, const void* tgt, bool i64,
                                               const T* lse, int64_t ignore, double smoothing,
-                                              int64_t kept, T* d, int64_t n, int64_t c) {
+                                              const unsigned long long* counts, T* d, int64_t n,
+                                              int64_t c) {
+  int64_t kept = static_cast<int64_t>(counts[1]);
   T scale = kept ? static_cast<T>(static_cast<double>(grad[0]) / static_cast<double>(kept)) : T(0);
   T off = static_cast<T>(smoothing / static_cast<double>(c)), on = static_cast<T>(1 - smoothing);
   PG_KERNEL_LOOP(e, n * c) {
@@ -265,7 +283,7 @@ __global__ void dropout_kernel(T* out, int64_t n, double keep, uint64_t key) {
 void CudaBackend::index_select_rows(const Tensor& weight, const Tensor& index, Tensor& out) {
   DeviceGuard guard(out.device().index);
   int64_t rows = weight.size(0), d = weight.size(1), n = index.numel();
-  check_indices(index, rows, std::numeric_limits<int64_t>::min(), "embedding", "index");
+  check_indices(index, rows, std::nullopt, "embedding", "index");
   bool i64 = index.dtype() == DType::I64;
   dispatch_all(weight.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -278,12 +296,13 @@ void CudaBackend::index_select_rows(const Tensor& weight, const Tensor& index, T
 void CudaBackend::index_add_rows(const Tensor& index, const Tensor& src, Tensor& out) {
   DeviceGuard guard(out.device().index);
   int64_t rows = out.size(0), d = out.size(1), n = index.numel();
-  check_indices(index, rows, std::numeric_limits<int64_t>::min(), "index_add", "index");
+  // Only the embedding's backward lands here, with the indices its forward checked: no second
+  // check and no wait for the device; an index changed in place since is skipped, never written.
   bool i64 = index.dtype() == DType::I64;
   dispatch_floating(src.dtype(), "index_add", [&](auto tag) {
     using T = decltype(tag);
     index_add_kernel<T><<<blocks_for(n * d), kThreads, 0, stream()>>>(
-        index.raw_data(), i64, dptr<T>(src), n, d, dptr<T>(out));
+        index.raw_data(), i64, dptr<T>(src), n, d, rows, dptr<T>(out));
     PG_CUDA_LAUNCH_CHECK();
   });
 }
@@ -379,14 +398,17 @@ void CudaBackend::cross_entropy_backward(const Tensor& grad, const Tensor& logit
                                          Tensor& dlogits) {
   DeviceGuard guard(dlogits.device().index);
   int64_t n = logits.size(0), c = logits.size(1);
-  int64_t kept = check_indices(target, c, ignore_index, "cross_entropy", "target");
+  // The forward checked these targets; the count of kept ones is recounted on the device, so the
+  // backward never waits for it.
+  Tensor counts = count_indices(target, c, ignore_index);
   bool i64 = target.dtype() == DType::I64;
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
     Tensor g = grad.to(logits.dtype()).contiguous();
     cross_entropy_backward_kernel<T><<<blocks_for(n * c), kThreads, 0, stream()>>>(
         dptr<T>(g), dptr<T>(logits), target.raw_data(), i64, dptr<T>(lse), ignore_index,
-        label_smoothing, kept, dptr<T>(dlogits), n, c);
+        label_smoothing, static_cast<const unsigned long long*>(counts.raw_data()),
+        dptr<T>(dlogits), n, c);
     PG_CUDA_LAUNCH_CHECK();
   });
 }

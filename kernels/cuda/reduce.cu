@@ -1,4 +1,6 @@
-// Sum, max, min and argmax over any set of dims: one thread block per output element.
+// Sum, max, min and argmax over any set of dims: one thread block per output element, and long
+// sums into few outputs split across blocks.
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
 
@@ -74,6 +76,35 @@ __global__ void reduce_kernel(ReduceOp op, StridedIter<2> outer, int64_t n_out,
   }
 }
 
+// Long sums into few outputs (a loss, a gradient norm): one block each would leave most of the
+// GPU idle, so block (c, o) sums chunk c of output o's range; a second kernel adds the chunks.
+// Both orders are fixed, so results repeat from run to run.
+template <typename T>
+__global__ void partial_sum_kernel(StridedIter<2> outer, StridedIter<1> inner, int64_t n_red,
+                                   int64_t chunk, const T* x, AccT<T>* partial) {
+  int64_t o = blockIdx.y, c = blockIdx.x;
+  const T* base = x + outer.offsets(o)[0];
+  int64_t end = min(n_red, (c + 1) * chunk);
+  AccT<T> sum = 0;
+  for (int64_t r = c * chunk + threadIdx.x; r < end; r += blockDim.x)
+    sum += static_cast<AccT<T>>(base[inner.offsets(r)[0]]);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) partial[o * gridDim.x + c] = sum;
+}
+
+template <typename T>
+__global__ void finish_sum_kernel(StridedIter<2> outer, int64_t chunks, const AccT<T>* partial,
+                                  T* out) {
+  int64_t o = blockIdx.x;
+  AccT<T> sum = 0;
+  for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) sum += partial[o * chunks + c];
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) out[outer.offsets(o)[1]] = static_cast<T>(sum);
+}
+
+// Split a sum when it has fewer outputs than the GPU has multiprocessors and at least two chunks.
+constexpr int64_t kSplitOutputs = 128, kChunk = 16384, kMaxChunks = 1024;
+
 }  // namespace
 
 void CudaBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
@@ -83,6 +114,24 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
   auto inner = make_iter<1>(red_shape, {&red_x});
   int64_t n_out = shape_numel(kept_shape), n_red = shape_numel(red_shape);
   unsigned grid = static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(n_out, 1), 65535));
+  if (op == ReduceOp::Sum && n_out <= kSplitOutputs && n_red >= 2 * kChunk) {
+    int64_t chunks = std::min<int64_t>((n_red + kChunk - 1) / kChunk, kMaxChunks);
+    int64_t chunk = (n_red + chunks - 1) / chunks;
+    dispatch_all(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      using A = AccT<T>;
+      Tensor partial =
+          empty({n_out * chunks}, {std::is_integral_v<T> ? DType::I64 : DType::F64, out.device()});
+      dim3 blocks(static_cast<unsigned>(chunks), static_cast<unsigned>(n_out));
+      partial_sum_kernel<T><<<blocks, kThreads, 0, stream()>>>(outer, inner, n_red, chunk,
+                                                               dptr<T>(x), dptr<A>(partial));
+      PG_CUDA_LAUNCH_CHECK();
+      finish_sum_kernel<T><<<static_cast<unsigned>(n_out), kThreads, 0, stream()>>>(
+          outer, chunks, dptr<A>(partial), dptr<T>(out));
+      PG_CUDA_LAUNCH_CHECK();
+    });
+    return;
+  }
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     reduce_kernel<T><<<grid, kThreads, 0, stream()>>>(op, outer, n_out, inner, n_red, dptr<T>(x),

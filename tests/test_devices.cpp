@@ -4,6 +4,9 @@
 // error paths run, and the suite ends with one line counting the skipped checks.
 #include <doctest/doctest.h>
 
+#include <limits>
+#include <string>
+
 #include "device_check.h"
 #include "helpers.h"
 #include "models/gpt.h"
@@ -88,6 +91,22 @@ TEST_CASE("large GEMMs and reductions on the GPU match the CPU") {
   CHECK(pgt::values(sum(counts.to(kGpu), {1}).to(Device::cpu())) == pgt::values(sum(counts, {1})));
   CHECK(pgt::max_rel_error(max(bg, 1), max(big, 1)) == 0);
   CHECK(pgt::values(argmax(bg, 1).to(Device::cpu())) == pgt::values(argmax(big, 1)));
+}
+
+TEST_CASE("bad indices on the GPU raise the CPU's errors") {
+  if (!pgt::have_cuda()) return;
+  Tensor w = zeros({5, 2}, {DType::F32, kGpu});
+  CHECK_PG_ERROR(embedding(w, from_vector<int64_t>({0, 7, 1}, {3}).to(kGpu)), "embedding",
+                 "index 7", "position 1", "5 rows");
+  CHECK_PG_ERROR(embedding(w, from_vector<int32_t>({-1}, {1}).to(kGpu)), "embedding", "index -1");
+  int64_t lowest = std::numeric_limits<int64_t>::min();
+  CHECK_PG_ERROR(embedding(w, from_vector<int64_t>({lowest}, {1}).to(kGpu)), "embedding",
+                 std::to_string(lowest).c_str());
+  Tensor logits = zeros({3, 4}, {DType::F32, kGpu});
+  CHECK_PG_ERROR(cross_entropy(logits, from_vector<int64_t>({0, 4, 1}, {3}).to(kGpu)),
+                 "cross_entropy", "target 4", "position 1", "4 classes", "ignore_index -100");
+  // The device is still usable after the errors.
+  CHECK(sum(w).item() == 0.0);
 }
 
 TEST_CASE("dropout draws the same mask on the CPU and the GPU") {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "kernels/counter_rng.h"
@@ -52,10 +53,10 @@ Tensor count_indices(const Tensor& index, int64_t rows, std::optional<int64_t> i
 }
 
 // Checks 0 <= index < rows (skipping ignore) and returns the count of kept indices; on a bad
-// one, the host finds the first and raises the CPU backend's message. Waits for the device: the
-// error must reach the caller of the op that was given the bad index.
+// one, the host finds the first and raises the CPU backend's message (`unit` names the rows).
+// Waits for the device: the error must reach the caller of the op given the bad index.
 int64_t check_indices(const Tensor& index, int64_t rows, std::optional<int64_t> ignore,
-                      const char* op, const char* what) {
+                      const char* op, const char* what, const char* unit) {
   int64_t n = index.numel();
   if (n == 0) return 0;
   Tensor counts = count_indices(index, rows, ignore);
@@ -66,10 +67,11 @@ int64_t check_indices(const Tensor& index, int64_t rows, std::optional<int64_t> 
   if (host[0] != 0) {
     Tensor h = index.to(Device::cpu()).to(DType::I64);
     const int64_t* p = h.data<int64_t>();
+    std::string or_ignore = ignore ? " or ignore_index " + std::to_string(*ignore) : "";
     for (int64_t i = 0; i < n; ++i)
       PG_CHECK((ignore && p[i] == *ignore) || (p[i] >= 0 && p[i] < rows), op, what, " ", p[i],
-               " at position ", i, " is out of range for ", rows, " (expected 0 <= ", what, " < ",
-               rows, ")");
+               " at position ", i, " is out of range for ", rows, " ", unit,
+               " (expected 0 <= ", what, " < ", rows, or_ignore, ")");
   }
   return static_cast<int64_t>(host[1]);
 }
@@ -283,7 +285,7 @@ __global__ void dropout_kernel(T* out, int64_t n, double keep, uint64_t key) {
 void CudaBackend::index_select_rows(const Tensor& weight, const Tensor& index, Tensor& out) {
   DeviceGuard guard(out.device().index);
   int64_t rows = weight.size(0), d = weight.size(1), n = index.numel();
-  check_indices(index, rows, std::nullopt, "embedding", "index");
+  check_indices(index, rows, std::nullopt, "embedding", "index", "rows");
   bool i64 = index.dtype() == DType::I64;
   dispatch_all(weight.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -376,7 +378,7 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& target, int6
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
   DeviceGuard guard(loss.device().index);
   int64_t n = logits.size(0), c = logits.size(1);
-  int64_t kept = check_indices(target, c, ignore_index, "cross_entropy", "target");
+  int64_t kept = check_indices(target, c, ignore_index, "cross_entropy", "target", "classes");
   bool i64 = target.dtype() == DType::I64;
   Tensor row_loss = empty({std::max<int64_t>(n, 1)}, {DType::F64, logits.device()});
   dispatch_floating(logits.dtype(), "cross_entropy", [&](auto tag) {

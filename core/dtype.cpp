@@ -12,6 +12,8 @@ size_t dtype_size(DType dt) {
       return 8;
     case DType::I32:
       return 4;
+    case DType::BF16:
+      return 2;
   }
   return 0;
 }
@@ -26,6 +28,8 @@ const char* dtype_name(DType dt) {
       return "i64";
     case DType::I32:
       return "i32";
+    case DType::BF16:
+      return "bf16";
   }
   return "?";
 }

@@ -48,6 +48,7 @@ template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template int64_t* Tensor::data<int64_t>() const;
 template int32_t* Tensor::data<int32_t>() const;
+template BFloat16* Tensor::data<BFloat16>() const;
 
 Tensor& Tensor::requires_grad_(bool value) {
   PG_CHECK(!value || is_floating(dtype()), "requires_grad_",
@@ -138,6 +139,8 @@ T read_as(const Tensor& t, const Shape& idx) {
       return static_cast<T>(reinterpret_cast<const int64_t*>(base)[off]);
     case DType::I32:
       return static_cast<T>(reinterpret_cast<const int32_t*>(base)[off]);
+    case DType::BF16:
+      return static_cast<T>(static_cast<float>(reinterpret_cast<const BFloat16*>(base)[off]));
   }
   return T(0);
 }

@@ -71,6 +71,11 @@ Tensor host_random(const Shape& shape, TensorOptions opts, Draw draw) {
       for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(draw());
       break;
     }
+    case DType::BF16: {
+      BFloat16* p = host.data<BFloat16>();
+      for (int64_t i = 0; i < n; ++i) p[i] = BFloat16(draw());
+      break;
+    }
   }
   Tensor out = dev.is_cpu() ? host : host.to(dev);
   if (rg) out.requires_grad_(true);

@@ -11,6 +11,13 @@
 
 namespace pg {
 
+/// The error for an op given a bf16 tensor, which only stores values.
+inline Error bf16_unsupported(const char* op) {
+  return Error(op,
+               "does not take bf16 tensors, which only store values (copies, conversions, "
+               "views, matmul operands): convert with .to(DType::F32) first");
+}
+
 /// Calls f(T{}) with T the C++ type of a floating dtype; other dtypes are a pg::Error.
 template <typename F>
 void dispatch_floating(DType dt, const char* op, F&& f) {
@@ -21,15 +28,17 @@ void dispatch_floating(DType dt, const char* op, F&& f) {
     case DType::F64:
       f(double{});
       return;
+    case DType::BF16:
+      throw bf16_unsupported(op);
     default:
       throw Error(op, detail::concat("expected a floating-point tensor (f32 or f64), got ",
                                      dtype_name(dt)));
   }
 }
 
-/// Calls f(T{}) with T the C++ type of any dtype.
+/// Calls f(T{}) with T the C++ type of any dtype that ops compute in (bf16 is a pg::Error).
 template <typename F>
-void dispatch_all(DType dt, F&& f) {
+void dispatch_all(DType dt, const char* op, F&& f) {
   switch (dt) {
     case DType::F32:
       f(float{});
@@ -43,7 +52,19 @@ void dispatch_all(DType dt, F&& f) {
     case DType::I32:
       f(int32_t{});
       return;
+    case DType::BF16:
+      throw bf16_unsupported(op);
   }
+}
+
+/// Calls f(T{}) with T the C++ type of any dtype, bf16 (BFloat16) included: for kernels that only
+/// move or convert values.
+template <typename F>
+void dispatch_stored(DType dt, F&& f) {
+  if (dt == DType::BF16)
+    f(BFloat16{});
+  else
+    dispatch_all(dt, "copy", std::forward<F>(f));
 }
 
 /// Shape plus one stride vector per operand, with size-1 dims dropped and mergeable dims merged.

@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "kernels/factory.h"
+#include "kernels/kernel_common.h"
+#include "kernels/matmul_precision.h"
 
 namespace pg::kernels {
 
@@ -34,12 +36,58 @@ void check_same_dtype(const char* op, std::initializer_list<const Tensor*> ts) {
   }
 }
 
+void check_computable(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->defined() && t->dtype() == DType::BF16) throw bf16_unsupported(op);
+}
+
 void check_floating(const char* op, const Tensor& t) {
+  check_computable(op, {&t});
   PG_CHECK(is_floating(t.dtype()), op, "expected a floating-point tensor (f32 or f64), got ",
            dtype_name(t.dtype()), " of shape ", shape_str(t.shape()));
 }
 
 namespace {
+
+const char* unary_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Neg:
+      return "neg";
+    case UnaryOp::Exp:
+      return "exp";
+    case UnaryOp::Log:
+      return "log";
+    case UnaryOp::Sqrt:
+      return "sqrt";
+    case UnaryOp::Abs:
+      return "abs";
+    case UnaryOp::Sign:
+      return "sign";
+    case UnaryOp::Tanh:
+      return "tanh";
+    case UnaryOp::Sigmoid:
+      return "sigmoid";
+    case UnaryOp::Relu:
+    case UnaryOp::ReluMask:
+      return "relu";
+    case UnaryOp::GeluTanh:
+    case UnaryOp::GeluErf:
+    case UnaryOp::GeluTanhGrad:
+    case UnaryOp::GeluErfGrad:
+      return "gelu";
+    case UnaryOp::PowScalar:
+      return "pow";
+    case UnaryOp::AddScalar:
+      return "add";
+    case UnaryOp::MulScalar:
+      return "mul";
+    case UnaryOp::RsubScalar:
+      return "sub";
+    case UnaryOp::RoundBf16:
+      return "round_to_bf16";
+  }
+  return "unary op";
+}
 
 Tensor expand_to(const Tensor& t, const Shape& shape, const char* op) {
   return t.as_strided(shape, broadcast_strides(t.shape(), t.strides(), shape, op), t.offset());
@@ -58,6 +106,7 @@ Tensor reshape_raw(const Tensor& x, const Shape& shape) {
 }  // namespace
 
 Tensor unary(UnaryOp op, const Tensor& x, double scalar) {
+  check_computable(unary_name(op), {&x});
   Tensor out = empty(x.shape(), like(x));
   if (out.numel()) backend_for(x.device()).unary(op, x, out, scalar);
   return out;
@@ -66,6 +115,7 @@ Tensor unary(UnaryOp op, const Tensor& x, double scalar) {
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
   check_same_device(name, {&a, &b});
   check_same_dtype(name, {&a, &b});
+  check_computable(name, {&a});
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = empty(shape, like(a));
   if (out.numel())
@@ -76,6 +126,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_same_device("where", {&cond, &a, &b});
   check_same_dtype("where", {&a, &b});
+  check_computable("where", {&cond, &a});
   Shape shape =
       broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = empty(shape, like(a));
@@ -91,6 +142,7 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
                      : op == ReduceOp::Max ? "max"
                      : op == ReduceOp::Min ? "min"
                                            : "argmax";
+  check_computable(name, {&x});
   std::vector<bool> reduced(x.dim(), dims.empty());
   for (int64_t d : dims) {
     int64_t w = wrap_dim(d, x.dim(), name);
@@ -119,10 +171,23 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
   return out.as_strided(squeezed, contiguous_strides(squeezed), 0);
 }
 
-Tensor matmul(const Tensor& a, const Tensor& b) {
-  check_same_device("matmul", {&a, &b});
-  check_same_dtype("matmul", {&a, &b});
-  check_floating("matmul", a);
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  check_same_device("matmul", {&a_in, &b_in});
+  bool a16 = a_in.dtype() == DType::BF16, b16 = b_in.dtype() == DType::BF16;
+  if (a16 || b16) {
+    PG_CHECK((a16 || a_in.dtype() == DType::F32) && (b16 || b_in.dtype() == DType::F32), "matmul",
+             "a bf16 operand pairs with an f32 or bf16 one, got ", dtype_name(a_in.dtype()), " ",
+             shape_str(a_in.shape()), " and ", dtype_name(b_in.dtype()), " ",
+             shape_str(b_in.shape()));
+  } else {
+    check_same_dtype("matmul", {&a_in, &b_in});
+    check_floating("matmul", a_in);
+  }
+  // bf16 operands give an f32 product. Backends see them only in bf16 precision; in f32
+  // precision they are widened first (exactly), so the product is the f32 one of their values.
+  bool widen = matmul_precision() == MatmulPrecision::F32;
+  const Tensor& a = a16 && widen ? convert(a_in, DType::F32) : a_in;
+  const Tensor& b = b16 && widen ? convert(b_in, DType::F32) : b_in;
   PG_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul", "expected operands of rank >= 2, got ",
            shape_str(a.shape()), " and ", shape_str(b.shape()), " (unsqueeze vectors first)");
   int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
@@ -146,7 +211,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   out_shape.insert(out_shape.end(), {m, n});
   Tensor a3 = reshape_raw(expand_to(a, full_a, "matmul"), {nb, m, k});
   Tensor b3 = reshape_raw(expand_to(b, full_b, "matmul"), {nb, k, n});
-  Tensor out = empty({nb, m, n}, like(a));
+  Tensor out = empty({nb, m, n}, {a16 || b16 ? DType::F32 : a.dtype(), a.device()});
   if (out.numel()) {
     if (k == 0)
       out.fill_(0);

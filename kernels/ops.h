@@ -13,6 +13,8 @@ void check_same_device(const char* op, std::initializer_list<const Tensor*> ts);
 void check_same_dtype(const char* op, std::initializer_list<const Tensor*> ts);
 /// Throws pg::Error naming `op` unless t is f32 or f64.
 void check_floating(const char* op, const Tensor& t);
+/// Throws pg::Error naming `op` if a tensor is bf16, which only stores values.
+void check_computable(const char* op, std::initializer_list<const Tensor*> ts);
 
 /// op(x, scalar) element-wise.
 Tensor unary(UnaryOp op, const Tensor& x, double scalar = 0);
@@ -22,7 +24,8 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, const char* name);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 /// Reduces over `dims` (empty: all dims).
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
-/// Matrix product with NumPy batch broadcasting; both operands of rank >= 2.
+/// Matrix product with NumPy batch broadcasting; both operands of rank >= 2. A bf16 operand
+/// pairs with an f32 or bf16 one and gives an f32 product.
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// Contiguous copy (always copies).
 Tensor clone(const Tensor& x);

@@ -38,6 +38,8 @@ const char* st_dtype(DType dt) {
       return "I64";
     case DType::I32:
       return "I32";
+    case DType::BF16:
+      return "BF16";
   }
   return "?";
 }
@@ -63,8 +65,6 @@ float half_to_float(uint16_t h) {
   }
   return std::bit_cast<float>(bits);
 }
-
-float bf16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
 
 // Writes all of [data, data + n) to fd; false (errno set) on failure.
 bool write_all(int fd, const void* data, size_t n) {

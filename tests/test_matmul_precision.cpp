@@ -8,7 +8,7 @@
 
 #include "device_check.h"
 #include "helpers.h"
-#include "kernels/bf16.h"
+#include "core/bfloat16.h"
 #include "kernels/matmul_precision.h"
 #include "kernels/ops.h"
 #include "models/gpt.h"

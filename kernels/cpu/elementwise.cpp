@@ -2,7 +2,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/bf16.h"
+#include "core/bfloat16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
@@ -96,7 +96,7 @@ T pow_scalar(T x, double p) {
 }  // namespace
 
 void CpuBackend::fill(Tensor& out, double value) {
-  dispatch_all(out.dtype(), [&](auto tag) {
+  dispatch_stored(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T v = static_cast<T>(value);
     T* op = ptr<T>(out);
@@ -108,9 +108,9 @@ void CpuBackend::fill(Tensor& out, double value) {
 }
 
 void CpuBackend::copy(const Tensor& src, Tensor& dst) {
-  dispatch_all(src.dtype(), [&](auto stag) {
+  dispatch_stored(src.dtype(), [&](auto stag) {
     using S = decltype(stag);
-    dispatch_all(dst.dtype(), [&](auto dtag) {
+    dispatch_stored(dst.dtype(), [&](auto dtag) {
       using D = decltype(dtag);
       const S* sp = ptr<S>(src);
       D* dp = ptr<D>(dst);
@@ -131,7 +131,7 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
 }
 
 void CpuBackend::arange(Tensor& out, double start, double step) {
-  dispatch_all(out.dtype(), [&](auto tag) {
+  dispatch_all(out.dtype(), "arange", [&](auto tag) {
     using T = decltype(tag);
     T* op = ptr<T>(out);
     for (int64_t i = 0; i < out.numel(); ++i) op[i] = static_cast<T>(start + step * double(i));
@@ -213,7 +213,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
 }
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  dispatch_all(a.dtype(), [&](auto tag) {
+  dispatch_all(a.dtype(), "element-wise op", [&](auto tag) {
     using T = decltype(tag);
     switch (op) {
       case BinaryOp::Add:
@@ -260,9 +260,9 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
 }
 
 void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
-  dispatch_all(cond.dtype(), [&](auto ctag) {
+  dispatch_all(cond.dtype(), "where", [&](auto ctag) {
     using C = decltype(ctag);
-    dispatch_all(a.dtype(), [&](auto tag) {
+    dispatch_all(a.dtype(), "where", [&](auto tag) {
       using T = decltype(tag);
       const C* cp = ptr<C>(cond);
       const T* ap = ptr<T>(a);

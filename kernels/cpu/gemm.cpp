@@ -20,11 +20,11 @@ void gemm_one(const MatrixOperand& a, const MatrixOperand& b, int64_t m, int64_t
     cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, ap, a.ld, bp, b.ld, 0.0, cp, n);
 }
 
-// A batch of matrices rounded to bfloat16 (as f32); a broadcast batch stays one matrix.
-Tensor rounded_to_bf16(const Tensor& x) {
-  if (x.size(0) > 1 && x.strides()[0] == 0)
-    return kernels::unary(UnaryOp::RoundBf16, x.narrow(0, 0, 1)).expand(x.shape());
-  return kernels::unary(UnaryOp::RoundBf16, x);
+// f applied to a batch of matrices [B, R, C]; a broadcast batch (stride 0) is done once.
+template <typename F>
+Tensor per_batch(const Tensor& x, F f) {
+  if (x.size(0) > 1 && x.strides()[0] == 0) return f(x.narrow(0, 0, 1)).expand(x.shape());
+  return f(x);
 }
 
 }  // namespace
@@ -33,9 +33,17 @@ void CpuBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   int64_t batch = a_in.size(0), m = a_in.size(1), k = a_in.size(2), n = b_in.size(2);
   // Debian's OpenBLAS has no sbgemm: bfloat16 products of rounded operands are exact in f32,
   // so sgemm on them computes what a bf16 GEMM with f32 accumulation does (no faster here).
-  bool bf16 = a_in.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16;
-  auto [a, oa] = blas_matrix(bf16 ? rounded_to_bf16(a_in) : a_in);
-  auto [b, ob] = blas_matrix(bf16 ? rounded_to_bf16(b_in) : b_in);
+  // bf16 tensors are widened, exactly; f32 ones are rounded to bf16 values in bf16 precision.
+  bool bf16 = out.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16;
+  auto operand = [&](const Tensor& x) -> Tensor {
+    if (x.dtype() == DType::BF16)
+      return per_batch(x, [](const Tensor& m) { return kernels::convert(m, DType::F32); });
+    if (bf16)
+      return per_batch(x, [](const Tensor& m) { return kernels::unary(UnaryOp::RoundBf16, m); });
+    return x;
+  };
+  auto [a, oa] = blas_matrix(operand(a_in));
+  auto [b, ob] = blas_matrix(operand(b_in));
   int64_t sa = a.strides()[0], sb = b.strides()[0];
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);

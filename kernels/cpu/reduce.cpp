@@ -152,7 +152,7 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out) {
 }  // namespace
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
-  dispatch_all(x.dtype(), [&](auto tag) { reduce_typed<decltype(tag)>(op, x, out); });
+  dispatch_all(x.dtype(), "reduction", [&](auto tag) { reduce_typed<decltype(tag)>(op, x, out); });
 }
 
 }  // namespace pg::cpu

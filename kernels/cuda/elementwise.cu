@@ -1,7 +1,7 @@
 // Fill, copy, arange, host transfers and element-wise maps over strided, broadcast operands.
 #include <cmath>
 
-#include "kernels/bf16.h"
+#include "core/bfloat16.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
 
@@ -154,7 +154,7 @@ __global__ void where_kernel(StridedIter<4> it, int64_t n, const C* cond, const 
 
 void CudaBackend::fill(Tensor& out, double value) {
   DeviceGuard guard(out.device().index);
-  dispatch_all(out.dtype(), [&](auto tag) {
+  dispatch_stored(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     int64_t n = out.numel();
     auto it = make_iter<1>(out.shape(), {&out.strides()});
@@ -173,9 +173,9 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
                                   cudaMemcpyDeviceToDevice, stream()));
     return;
   }
-  dispatch_all(src.dtype(), [&](auto stag) {
+  dispatch_stored(src.dtype(), [&](auto stag) {
     using S = decltype(stag);
-    dispatch_all(dst.dtype(), [&](auto dtag) {
+    dispatch_stored(dst.dtype(), [&](auto dtag) {
       using D = decltype(dtag);
       auto it = make_iter<2>(dst.shape(), {&dst.strides(), &src.strides()});
       copy_kernel<S, D>
@@ -187,7 +187,7 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
 
 void CudaBackend::arange(Tensor& out, double start, double step) {
   DeviceGuard guard(out.device().index);
-  dispatch_all(out.dtype(), [&](auto tag) {
+  dispatch_all(out.dtype(), "arange", [&](auto tag) {
     using T = decltype(tag);
     int64_t n = out.numel();
     arange_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(n, dptr<T>(out), start, step);
@@ -224,7 +224,7 @@ void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
 
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   DeviceGuard guard(out.device().index);
-  dispatch_all(a.dtype(), [&](auto tag) {
+  dispatch_all(a.dtype(), "element-wise op", [&](auto tag) {
     using T = decltype(tag);
     if (std::is_integral_v<T> && op == BinaryOp::Div)
       throw Error("div", "integer division is not supported; convert to a floating dtype");
@@ -238,9 +238,9 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
 
 void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
   DeviceGuard guard(out.device().index);
-  dispatch_all(cond.dtype(), [&](auto ctag) {
+  dispatch_all(cond.dtype(), "where", [&](auto ctag) {
     using C = decltype(ctag);
-    dispatch_all(a.dtype(), [&](auto tag) {
+    dispatch_all(a.dtype(), "where", [&](auto tag) {
       using T = decltype(tag);
       int64_t n = out.numel();
       auto it =

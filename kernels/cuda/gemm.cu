@@ -2,7 +2,7 @@
 // row-major operands need no copies and transposed views become cuBLAS transpose flags.
 #include <limits>
 
-#include "kernels/bf16.h"
+#include "core/bfloat16.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/matmul_precision.h"
@@ -22,29 +22,35 @@ int as_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-__global__ void to_bf16_kernel(StridedIter<1> it, int64_t n, const float* x, uint16_t* out) {
-  PG_KERNEL_LOOP(i, n) out[i] = bf16_bits(x[it.offsets(i)[0]]);
+__global__ void to_bf16_kernel(StridedIter<1> it, int64_t n, const float* x, BFloat16* out) {
+  PG_KERNEL_LOOP(i, n) out[i] = BFloat16(x[it.offsets(i)[0]]);
 }
 
-// A batch of f32 matrices [B, R, C] as contiguous row-major bfloat16, rounded like the CPU's
-// RoundBf16; a broadcast batch (stride 0) is converted once. The bytes live in an i32 tensor
-// of half the length, which the caching allocator recycles like any other.
-struct Bf16Matrix {
-  Tensor bytes;
+// A batch of bfloat16 matrices [B, R, C] as cuBLAS reads it.
+struct Bf16Operand {
+  Tensor data;
+  cublasOperation_t op;
   int64_t ld;
   long long batch_stride;
 };
 
-Bf16Matrix to_bf16(const Tensor& x) {
+// A bf16 tensor is read where it lies (a transposed view becomes a flag: the backward's saved
+// operands need no copy); an f32 one is rounded into a contiguous bf16 copy like the CPU's
+// RoundBf16. A broadcast batch (stride 0) stays one matrix either way.
+Bf16Operand bf16_operand(const Tensor& x) {
+  if (x.dtype() == DType::BF16) {
+    auto [m, o] = blas_matrix(x);
+    return {m, cublas_op(o), o.ld, static_cast<long long>(m.strides()[0])};
+  }
   bool shared = x.size(0) > 1 && x.strides()[0] == 0;
   Tensor src = shared ? x.narrow(0, 0, 1) : x;
   int64_t n = src.numel(), rows = x.size(1), cols = x.size(2);
-  Bf16Matrix m{empty({(n + 1) / 2}, {DType::I32, x.device()}), std::max<int64_t>(cols, 1),
-               shared ? 0 : static_cast<long long>(rows * cols)};
+  Bf16Operand m{empty(src.shape(), {DType::BF16, x.device()}), CUBLAS_OP_N,
+                std::max<int64_t>(cols, 1), shared ? 0 : static_cast<long long>(rows * cols)};
   if (n == 0) return m;
   auto it = make_iter<1>(src.shape(), {&src.strides()});
-  to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(
-      it, n, dptr<float>(src), static_cast<uint16_t*>(m.bytes.raw_data()));
+  to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(it, n, dptr<float>(src),
+                                                           dptr<BFloat16>(m.data));
   PG_CUDA_LAUNCH_CHECK();
   return m;
 }
@@ -62,13 +68,13 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   int B = as_int(batch, "batch");
   long long sc = m * n;
   cublasHandle_t h = cublas();
-  if (a_in.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16) {
+  if (out.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16) {
     // Tensor cores on bfloat16 operands, f32 accumulation and output.
-    Bf16Matrix a = to_bf16(a_in), b = to_bf16(b_in);
+    Bf16Operand a = bf16_operand(a_in), b = bf16_operand(b_in);
     const float one = 1.0f, zero = 0.0f;
     PG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, b.bytes.raw_data(), CUDA_R_16BF,
-        as_int(b.ld, "leading dimension"), b.batch_stride, a.bytes.raw_data(), CUDA_R_16BF,
+        h, b.op, a.op, N, M, K, &one, b.data.raw_data(), CUDA_R_16BF,
+        as_int(b.ld, "leading dimension"), b.batch_stride, a.data.raw_data(), CUDA_R_16BF,
         as_int(a.ld, "leading dimension"), a.batch_stride, &zero, dptr<float>(out), CUDA_R_32F, N,
         sc, B, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;

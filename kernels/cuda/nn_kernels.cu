@@ -287,7 +287,7 @@ void CudaBackend::index_select_rows(const Tensor& weight, const Tensor& index, T
   int64_t rows = weight.size(0), d = weight.size(1), n = index.numel();
   check_indices(index, rows, std::nullopt, "embedding", "index", "rows");
   bool i64 = index.dtype() == DType::I64;
-  dispatch_all(weight.dtype(), [&](auto tag) {
+  dispatch_all(weight.dtype(), "embedding", [&](auto tag) {
     using T = decltype(tag);
     index_select_kernel<T><<<blocks_for(n * d), kThreads, 0, stream()>>>(
         dptr<T>(weight), index.raw_data(), i64, n, d, dptr<T>(out));

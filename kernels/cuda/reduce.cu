@@ -117,7 +117,7 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
   if (op == ReduceOp::Sum && n_out <= kSplitOutputs && n_red >= 2 * kChunk) {
     int64_t chunks = std::min<int64_t>((n_red + kChunk - 1) / kChunk, kMaxChunks);
     int64_t chunk = (n_red + chunks - 1) / chunks;
-    dispatch_all(x.dtype(), [&](auto tag) {
+    dispatch_all(x.dtype(), "sum", [&](auto tag) {
       using T = decltype(tag);
       using A = AccT<T>;
       Tensor partial =
@@ -132,7 +132,7 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
     });
     return;
   }
-  dispatch_all(x.dtype(), [&](auto tag) {
+  dispatch_all(x.dtype(), "reduction", [&](auto tag) {
     using T = decltype(tag);
     reduce_kernel<T><<<grid, kThreads, 0, stream()>>>(op, outer, n_out, inner, n_red, dptr<T>(x),
                                                       out.raw_data());

@@ -1,4 +1,5 @@
-// bfloat16 rounding shared by the CPU and CUDA kernels, so both backends round identically.
+// bfloat16: the rounding shared by the CPU and CUDA kernels (so both backends round
+// identically) and the element type of DType::BF16 tensors.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -31,5 +32,15 @@ PG_HOST_DEVICE inline float bf16_to_float(uint16_t bits) {
 
 /// x rounded to the nearest bfloat16, as a float.
 PG_HOST_DEVICE inline float round_to_bf16(float x) { return bf16_to_float(bf16_bits(x)); }
+
+/// One bfloat16 value (the upper half of an f32). From another type it rounds through float
+/// (ties to even; from f64 that is two roundings, as in PyTorch); to float it is exact.
+struct BFloat16 {
+  uint16_t bits;
+  BFloat16() = default;
+  template <typename A>
+  PG_HOST_DEVICE explicit BFloat16(A v) : bits(bf16_bits(static_cast<float>(v))) {}
+  PG_HOST_DEVICE operator float() const { return bf16_to_float(bits); }
+};
 
 }  // namespace pg

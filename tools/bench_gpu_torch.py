@@ -75,9 +75,14 @@ def torch_numbers(repeats):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+        step()  # the optimizer state exists before the peak is measured, as in bench_gpu
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
         ms = median_ms(step, repeats)
-        res[f"gpt train {size:.1f}M ctx256 batch32 {spec}{' bf16' if bf16 else ''} tok/s"] = \
-            32 * 256 / ms * 1e3
+        name = f"gpt train {size:.1f}M ctx256 batch32 {spec}{' bf16' if bf16 else ''}"
+        res[f"{name} tok/s"] = 32 * 256 / ms * 1e3
+        res[f"{name} peak MiB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return res, torch.__version__, torch.cuda.get_device_name()
 
 

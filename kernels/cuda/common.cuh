@@ -23,6 +23,10 @@ struct StridedIter {
   /// Element offsets of linear index i (row-major over size) in each operand.
   __device__ std::array<int64_t, N> offsets(int64_t i) const {
     std::array<int64_t, N> off{};
+    if (rank == 1) {  // contiguous or evenly strided operands: no 64-bit division per element
+      for (int k = 0; k < N; ++k) off[k] = i * stride[k][0];
+      return off;
+    }
     for (int d = rank - 1; d >= 0; --d) {
       int64_t c = i % size[d];
       i /= size[d];

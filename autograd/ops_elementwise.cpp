@@ -10,9 +10,13 @@ namespace pg {
 namespace {
 
 // Gradient for an input that was broadcast: sum back to its shape (undefined if not needed).
-Tensor reduce_grad(const Tensor& g, const Tensor& input, bool needed) {
-  return needed ? sum_to(g, input.shape()) : Tensor();
+Tensor reduce_grad(const Tensor& g, const Shape& shape, bool needed) {
+  return needed ? sum_to(g, shape) : Tensor();
 }
+
+// What a backward keeps of an operand: the tensor only when `needed`, so that an activation
+// nothing else uses is freed after the forward (a residual or bias add keeps only shapes).
+Tensor keep_if(bool needed, const Tensor& t) { return needed ? t : Tensor(); }
 
 void check_float_pair(const char* op, const Tensor& a, const Tensor& b) {
   kernels::check_same_device(op, {&a, &b});
@@ -25,8 +29,9 @@ Tensor add(const Tensor& a, const Tensor& b) {
   check_float_pair("add", a, b);
   Tensor out = kernels::binary(BinaryOp::Add, a, b, "add");
   bool na = a.requires_grad(), nb = b.requires_grad();
-  return record("add", out, {a, b}, [a, b, na, nb](const Tensor& g) -> TensorList {
-    return {reduce_grad(g, a, na), reduce_grad(g, b, nb)};
+  Shape sa = a.shape(), sb = b.shape();
+  return record("add", out, {a, b}, [sa, sb, na, nb](const Tensor& g) -> TensorList {
+    return {reduce_grad(g, sa, na), reduce_grad(g, sb, nb)};
   });
 }
 
@@ -34,8 +39,9 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   check_float_pair("sub", a, b);
   Tensor out = kernels::binary(BinaryOp::Sub, a, b, "sub");
   bool na = a.requires_grad(), nb = b.requires_grad();
-  return record("sub", out, {a, b}, [a, b, na, nb](const Tensor& g) -> TensorList {
-    return {reduce_grad(g, a, na), nb ? sum_to(neg(g), b.shape()) : Tensor()};
+  Shape sa = a.shape(), sb = b.shape();
+  return record("sub", out, {a, b}, [sa, sb, na, nb](const Tensor& g) -> TensorList {
+    return {reduce_grad(g, sa, na), nb ? sum_to(neg(g), sb) : Tensor()};
   });
 }
 
@@ -43,9 +49,10 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   check_float_pair("mul", a, b);
   Tensor out = kernels::binary(BinaryOp::Mul, a, b, "mul");
   bool na = a.requires_grad(), nb = b.requires_grad();
-  return record("mul", out, {a, b}, [a, b, na, nb](const Tensor& g) -> TensorList {
-    return {na ? sum_to(mul(g, b), a.shape()) : Tensor(),
-            nb ? sum_to(mul(g, a), b.shape()) : Tensor()};
+  Shape sa = a.shape(), sb = b.shape();
+  Tensor ka = keep_if(nb, a), kb = keep_if(na, b);
+  return record("mul", out, {a, b}, [ka, kb, sa, sb, na, nb](const Tensor& g) -> TensorList {
+    return {na ? sum_to(mul(g, kb), sa) : Tensor(), nb ? sum_to(mul(g, ka), sb) : Tensor()};
   });
 }
 
@@ -53,9 +60,11 @@ Tensor div(const Tensor& a, const Tensor& b) {
   check_float_pair("div", a, b);
   Tensor out = kernels::binary(BinaryOp::Div, a, b, "div");
   bool na = a.requires_grad(), nb = b.requires_grad();
-  return record("div", out, {a, b}, [a, b, na, nb](const Tensor& g) -> TensorList {
-    return {na ? sum_to(div(g, b), a.shape()) : Tensor(),
-            nb ? sum_to(neg(div(mul(g, a), mul(b, b))), b.shape()) : Tensor()};
+  Shape sa = a.shape(), sb = b.shape();
+  Tensor ka = keep_if(nb, a);
+  return record("div", out, {a, b}, [ka, b, sa, sb, na, nb](const Tensor& g) -> TensorList {
+    return {na ? sum_to(div(g, b), sa) : Tensor(),
+            nb ? sum_to(neg(div(mul(g, ka), mul(b, b))), sb) : Tensor()};
   });
 }
 
@@ -169,10 +178,10 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Tensor out = kernels::where(cond, a, b);
   bool na = a.requires_grad(), nb = b.requires_grad();
   Tensor c = cond.detach();
-  return record("where", out, {a, b}, [c, a, b, na, nb](const Tensor& g) -> TensorList {
+  Shape sa = a.shape(), sb = b.shape();
+  return record("where", out, {a, b}, [c, sa, sb, na, nb](const Tensor& g) -> TensorList {
     Tensor z = zeros({}, {g.dtype(), g.device()});
-    return {na ? sum_to(where(c, g, z), a.shape()) : Tensor(),
-            nb ? sum_to(where(c, z, g), b.shape()) : Tensor()};
+    return {na ? sum_to(where(c, g, z), sa) : Tensor(), nb ? sum_to(where(c, z, g), sb) : Tensor()};
   });
 }
 

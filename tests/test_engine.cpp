@@ -4,7 +4,9 @@
 #include <pthread.h>
 
 #include <cmath>
+#include <functional>
 
+#include "core/allocator.h"
 #include "helpers.h"
 
 using namespace pg;
@@ -289,4 +291,30 @@ TEST_CASE("requires_grad bookkeeping") {
   CHECK(c.requires_grad());
   // Integer results of comparisons never require grad.
   CHECK_FALSE(argmax(x, 0).requires_grad());
+}
+
+TEST_CASE("a backward keeps only the operands its rule reads") {
+  // Bytes still allocated after y = op(t, other) once the intermediate t has gone out of scope:
+  // exactly y when the rule needs only shapes or the other operand.
+  manual_seed(6);
+  Tensor x = randn({256, 256}), w = randn({256, 256}).requires_grad_();
+  Tensor mask = gt(randn({256, 256}), zeros({})), other = randn({256, 256});
+  const size_t y_bytes = 256 * 256 * sizeof(float);
+  auto held = [&](const std::function<Tensor(const Tensor&)>& op) {
+    size_t before = cpu_allocator().stats().allocated;
+    Tensor y;
+    {
+      Tensor t = matmul(x, w);  // requires grad through w; only op's backward could keep it
+      y = op(t);
+    }
+    return cpu_allocator().stats().allocated - before;
+  };
+  CHECK(held([&](const Tensor& t) { return add(t, other); }) == y_bytes);  // residual add
+  CHECK(held([&](const Tensor& t) { return sub(other, t); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return mul(t, other); }) == y_bytes);  // other is kept
+  CHECK(held([&](const Tensor& t) { return div(t, other); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return where(mask, t, other); }) == y_bytes);
+  // The rule of mul reads t when the other operand needs a gradient: then t stays.
+  Tensor v = other.detach().requires_grad_();
+  CHECK(held([&](const Tensor& t) { return mul(t, v); }) == 2 * y_bytes);
 }

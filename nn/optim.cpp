@@ -66,9 +66,10 @@ void Optimizer::check_groups() {
       PG_CHECK(p.is_leaf() && is_floating(p.dtype()), name(), "group ", g, " parameter ", i,
                " must be a floating leaf tensor, got ", dtype_name(p.dtype()),
                p.is_leaf() ? "" : " produced by an op");
-      PG_CHECK(p.is_contiguous() && p.device().is_cpu(), name(), "group ", g, " parameter ", i,
-               " must be a contiguous CPU tensor, got shape ", shape_str(p.shape()), " on ",
-               p.device().str(), p.is_contiguous() ? "" : " (not contiguous)");
+      // The fused update kernels walk a parameter as one flat array, on whichever device.
+      PG_CHECK(p.is_contiguous(), name(), "group ", g, " parameter ", i,
+               " must be a contiguous tensor, got shape ", shape_str(p.shape()), " on ",
+               p.device().str(), " (not contiguous)");
       // Updating one tensor twice per step would silently double its learning rate.
       PG_CHECK(seen.insert(p.impl_ptr().get()).second, name(), "group ", g, " parameter ", i,
                " appears more than once in the parameter groups");

@@ -1,5 +1,6 @@
 // Sums across a thread block (blockDim.x a multiple of 32, at most 1024).
 #pragma once
+#include <cuda_runtime.h>
 
 namespace pg::cuda {
 

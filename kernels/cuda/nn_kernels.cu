@@ -43,10 +43,10 @@ Tensor count_indices(const Tensor& index, int64_t rows, std::optional<int64_t> i
   bool has = ignore.has_value();
   int64_t ign = ignore.value_or(0);
   if (index.dtype() == DType::I64)
-    count_indices_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(dptr<int64_t>(index), n, rows,
+    count_indices_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(dptr<int64_t>(index), n, rows,
                                                                    has, ign, c);
   else
-    count_indices_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(dptr<int32_t>(index), n, rows,
+    count_indices_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(dptr<int32_t>(index), n, rows,
                                                                    has, ign, c);
   PG_CUDA_LAUNCH_CHECK();
   return counts;

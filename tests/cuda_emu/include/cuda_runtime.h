@@ -1,0 +1,191 @@
+// CUDA emulated on the CPU, for testing the CUDA backend's kernels and host logic where no GPU
+// exists (PG_CUDA=EMULATE). Kernels run block by block; the threads of a block are fibers that
+// switch only at barriers (__syncthreads, warp shuffles and ballots), so shared memory is plain
+// static storage and atomics need no locking. What it checks: index math, tile edges, barrier
+// structure (a divergent barrier deadlocks and is reported), launch limits, the cuBLAS argument
+// contract and the host code. What it cannot: timing, the memory model, tensor-core rounding.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+
+// --- types of the runtime API ------------------------------------------------------------------
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+};
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+};
+enum cudaDataType { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16BF = 14 };
+constexpr unsigned cudaStreamNonBlocking = 1;
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaGetLastError();
+const char* cudaGetErrorString(cudaError_t err);
+const char* cudaGetErrorName(cudaError_t err);
+
+// --- the device side ---------------------------------------------------------------------------
+namespace pg_emu {
+
+/// The position of the fiber now running (set by the scheduler before each switch).
+struct Position {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+extern Position current;
+
+/// Waits for every live thread of the block / of the calling thread's warp.
+void block_barrier();
+void warp_barrier();
+/// 8 bytes of exchange space per lane of the calling thread's warp, and its lane.
+unsigned char* warp_slot(int lane);
+int lane();
+
+/// Runs f() once per thread of every block of the grid; a bad configuration becomes the error
+/// cudaGetLastError reports, as on a GPU.
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& f);
+
+struct Config {
+  dim3 grid, block;
+};
+template <typename... A>
+struct Args {
+  std::tuple<A...> values;
+};
+template <typename F>
+struct Launch {
+  F* kernel;
+  Config config;
+};
+
+}  // namespace pg_emu
+
+#define threadIdx (::pg_emu::current.thread)
+#define blockIdx (::pg_emu::current.block)
+#define blockDim (::pg_emu::current.block_dim)
+#define gridDim (::pg_emu::current.grid_dim)
+#define warpSize 32
+
+// `k<<<grid, block, smem, stream>>>(args)` is rewritten (tests/cuda_emu/rewrite.cmake) into
+// `k | pg_emu_config(grid, block, smem, stream) | pg_emu_args(args)`; the operators are found
+// by argument-dependent lookup in pg_emu.
+inline pg_emu::Config pg_emu_config(dim3 grid, dim3 block, size_t = 0, cudaStream_t = nullptr) {
+  return {grid, block};
+}
+template <typename... A>
+pg_emu::Args<std::decay_t<A>...> pg_emu_args(A&&... a) {
+  return {std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)};
+}
+namespace pg_emu {
+template <typename R, typename... P>
+Launch<R(P...)> operator|(R (*kernel)(P...), Config c) {
+  return {kernel, c};
+}
+template <typename F, typename... A>
+void operator|(Launch<F> l, Args<A...> args) {
+  run_grid(l.config.grid, l.config.block, [&] { std::apply(l.kernel, args.values); });
+}
+}  // namespace pg_emu
+
+inline void __syncthreads() { pg_emu::block_barrier(); }
+
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask, int width = 32) {
+  static_assert(sizeof(T) <= 8);
+  int lane = pg_emu::lane();
+  std::memcpy(pg_emu::warp_slot(lane), &v, sizeof v);
+  pg_emu::warp_barrier();
+  int src = lane ^ lane_mask;
+  if (src / width != lane / width) src = lane;  // outside the segment: own value
+  T out;
+  std::memcpy(&out, pg_emu::warp_slot(src), sizeof out);
+  pg_emu::warp_barrier();
+  return out;
+}
+
+inline unsigned __ballot_sync(unsigned, int predicate) {
+  int lane = pg_emu::lane();
+  unsigned char p = predicate ? 1 : 0;
+  std::memcpy(pg_emu::warp_slot(lane), &p, 1);
+  pg_emu::warp_barrier();
+  unsigned bits = 0;
+  for (int i = 0; i < 32; ++i)
+    if (*pg_emu::warp_slot(i) == 1) bits |= 1u << i;
+  pg_emu::warp_barrier();
+  return bits;
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+
+// Fibers never run at the same time: a read-modify-write is atomic.
+template <typename T>
+T atomicAdd(T* address, T value) {
+  T old = *address;
+  *address = old + value;
+  return old;
+}
+
+// CUDA's min and max: fmin/fmax for floating types (a NaN loses), the usual for integers.
+template <typename A, typename B>
+auto max(A a, B b) {
+  using C = std::common_type_t<A, B>;
+  if constexpr (std::is_floating_point_v<C>)
+    return std::fmax(static_cast<C>(a), static_cast<C>(b));
+  else
+    return std::max(static_cast<C>(a), static_cast<C>(b));
+}
+template <typename A, typename B>
+auto min(A a, B b) {
+  using C = std::common_type_t<A, B>;
+  if constexpr (std::is_floating_point_v<C>)
+    return std::fmin(static_cast<C>(a), static_cast<C>(b));
+  else
+    return std::min(static_cast<C>(a), static_cast<C>(b));
+}
+using std::erf;
+using std::exp;
+using std::fabs;
+using std::floor;
+using std::isnan;
+using std::log;
+using std::pow;
+using std::sqrt;
+using std::tanh;

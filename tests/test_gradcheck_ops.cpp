@@ -514,7 +514,7 @@ TEST_CASE("gradcheck of gradients: second derivatives of elementary ops") {
   Generator gen(77);
   Tensor c = pgt::make_input({3, 4}, gen);  // fixed weights so each output element matters
   auto weighted = [c](std::function<Tensor(const Tensor&)> f) {
-    return gradient_of([c, f](const TensorList& x) { return sum(f(x[0]) * c); });
+    return gradient_of([c, f](const TensorList& x) { return sum(f(x[0]) * pgt::here(c)); });
   };
   std::vector<OpCase> cases = {
       {"d2 mul", {{{3, 4}}, {{4}, kS}}, gradient_of([](const TensorList& x) {

@@ -110,6 +110,27 @@ TEST_CASE("bad indices on the GPU raise the CPU's errors") {
   CHECK(sum(w).item() == 0.0);
 }
 
+TEST_CASE("row kernels on rows wider than a block match the CPU, values and gradients") {
+  // The op suites' rows fit in one warp; these span every warp of a 256-thread block and loop
+  // past it, so the cross-warp steps of the block reductions are checked too.
+  if (!pgt::have_cuda()) return;
+  Generator gen(12);
+  for (int64_t cols : {300, 1000}) {
+    CAPTURE(cols);
+    Tensor x = randn({5, cols}, {}, &gen).requires_grad_();
+    Tensor w = randn({cols}, {}, &gen).requires_grad_();
+    Tensor b = randn({cols}, {}, &gen).requires_grad_();
+    Tensor target = randint(0, cols, {5}, {DType::I64}, &gen);
+    pgt::check_on_devices([](const TensorList& t) { return softmax(t[0], -1); }, {x}, "softmax");
+    pgt::check_on_devices([](const TensorList& t) { return log_softmax(t[0], -1); }, {x},
+                          "log_softmax");
+    pgt::check_on_devices([](const TensorList& t) { return layer_norm(t[0], t[1], t[2]); },
+                          {x, w, b}, "layer_norm");
+    pgt::check_on_devices([](const TensorList& t) { return cross_entropy(t[0], t[1]); },
+                          {x, target}, "cross_entropy");
+  }
+}
+
 TEST_CASE("dropout draws the same mask on the CPU and the GPU") {
   if (!pgt::have_cuda()) return;
   Generator gc(42), gg(42);

@@ -18,6 +18,14 @@
 
 namespace pgt {
 
+/// x rounded element by element with round_to_bf16, as a contiguous f32 tensor: the operand a
+/// bf16 product must see.
+inline pg::Tensor rounded_to_bf16(const pg::Tensor& x) {
+  auto v = x.contiguous().to_vector<float>();
+  for (float& f : v) f = pg::round_to_bf16(f);
+  return pg::from_vector(v, x.shape());
+}
+
 using pg::DType;
 using pg::Generator;
 using pg::Shape;

@@ -27,13 +27,6 @@ std::vector<uint32_t> bits_of(const Tensor& x) {
   return out;
 }
 
-// x rounded element by element with round_to_bf16, as f32.
-Tensor rounded(const Tensor& x) {
-  auto v = x.contiguous().to_vector<float>();
-  for (float& f : v) f = round_to_bf16(f);
-  return from_vector(v, x.shape());
-}
-
 // A strided f32 view with a wide exponent range, ties, and every special value.
 Tensor awkward_input() {
   manual_seed(3);
@@ -56,12 +49,13 @@ TEST_CASE("bf16 tensors round like round_to_bf16, widen exactly, and keep views 
   Tensor h = x.to(DType::BF16);
   CHECK(h.dtype() == DType::BF16);
   CHECK(h.shape() == x.shape());
-  CHECK(bits_of(h.to(DType::F32)) == bits_of(rounded(x)));
-  CHECK(bits_of(h.to(DType::F64).to(DType::F32)) == bits_of(rounded(x)));
+  CHECK(bits_of(h.to(DType::F32)) == bits_of(pgt::rounded_to_bf16(x)));
+  CHECK(bits_of(h.to(DType::F64).to(DType::F32)) == bits_of(pgt::rounded_to_bf16(x)));
   // Views of bf16 tensors copy like any other dtype.
   Tensor ht = h.transpose(0, 1).contiguous();
-  CHECK(bits_of(ht.to(DType::F32)) == bits_of(rounded(x).transpose(0, 1)));
-  CHECK(bits_of(h.narrow(0, 2, 3).to(DType::F32)) == bits_of(rounded(x).narrow(0, 2, 3)));
+  CHECK(bits_of(ht.to(DType::F32)) == bits_of(pgt::rounded_to_bf16(x).transpose(0, 1)));
+  CHECK(bits_of(h.narrow(0, 2, 3).to(DType::F32)) ==
+        bits_of(pgt::rounded_to_bf16(x).narrow(0, 2, 3)));
   // From f64 and integers: through float, then to the nearest bf16 (257 has no bf16: 256).
   Tensor ints = arange(250.0, 262.0, 1.0, {DType::I64});
   std::vector<int64_t> want;
@@ -69,7 +63,8 @@ TEST_CASE("bf16 tensors round like round_to_bf16, widen exactly, and keep views 
     want.push_back(static_cast<int64_t>(round_to_bf16(static_cast<float>(i))));
   CHECK(ints.to(DType::BF16).to(DType::I64).to_vector<int64_t>() == want);
   Tensor d = from_vector<double>({0.1, -1e10, 1.0 / 3.0}, {3});
-  CHECK(bits_of(d.to(DType::BF16).to(DType::F32)) == bits_of(rounded(d.to(DType::F32))));
+  CHECK(bits_of(d.to(DType::BF16).to(DType::F32)) ==
+        bits_of(pgt::rounded_to_bf16(d.to(DType::F32))));
   // Factories and scalars.
   CHECK(full({2, 2}, 1.5, {DType::BF16}).to_vector<float>() == std::vector<float>(4, 1.5f));
   CHECK(zeros({3}, {DType::BF16}).to_vector<double>() == std::vector<double>(3, 0.0));
@@ -106,7 +101,7 @@ TEST_CASE("bf16 matmul operands: the f32 product of their values, in either prec
   CHECK(bits_of(matmul(b.transpose(0, 1), a.select(0, 1).transpose(0, 1))) ==
         bits_of(matmul(b.transpose(0, 1), a32.select(0, 1).transpose(0, 1))));
   // bf16 precision: the f32 operand is rounded as well.
-  Tensor want = matmul(a32, rounded(b));
+  Tensor want = matmul(a32, pgt::rounded_to_bf16(b));
   MatmulPrecisionGuard guard(MatmulPrecision::BF16);
   CHECK(bits_of(matmul(a, b)) == bits_of(want));
   CHECK(bits_of(matmul(a, bt16)) == bits_of(matmul(a32, bt32)));
@@ -139,7 +134,7 @@ TEST_CASE("in bf16 precision the backward keeps bf16 copies of matmul operands")
   CHECK(f32 >= 512 * 256 * 4);
   CHECK(bf16 + 512 * 256 * 2 - 64 * 256 * 2 <= f32);
   // The gradient is the product of the rounded operands, whichever copy it was read from.
-  Tensor t_rounded = rounded(mul(x, 2.0)).transpose(0, 1).contiguous();
+  Tensor t_rounded = pgt::rounded_to_bf16(mul(x, 2.0)).transpose(0, 1).contiguous();
   CHECK(bits_of(g16) == bits_of(matmul(t_rounded, ones({512, 64})).transpose(0, 1)));
   CHECK(bits_of(g16) != bits_of(g32));
 }
@@ -167,7 +162,7 @@ TEST_CASE("bf16 tensors are saved as BF16 in safetensors files and load as their
   CHECK(header.find("\"BF16\"") != std::string::npos);
   Tensor back = load_safetensors(path).tensors.at("h");
   CHECK(back.dtype() == DType::F32);
-  CHECK(bits_of(back) == bits_of(rounded(x)));
+  CHECK(bits_of(back) == bits_of(pgt::rounded_to_bf16(x)));
   std::filesystem::remove_all(dir);
 }
 
@@ -177,14 +172,14 @@ TEST_CASE("bf16 on the GPU: conversions, copies and tensor-core products match t
   Tensor x = awkward_input();
   Tensor hg = pgt::same_layout_on(x, gpu).to(DType::BF16);
   CHECK(hg.device() == gpu);
-  CHECK(bits_of(hg.to(Device::cpu()).to(DType::F32)) == bits_of(rounded(x)));
-  CHECK(bits_of(hg.to(DType::F32).to(Device::cpu())) == bits_of(rounded(x)));
+  CHECK(bits_of(hg.to(Device::cpu()).to(DType::F32)) == bits_of(pgt::rounded_to_bf16(x)));
+  CHECK(bits_of(hg.to(DType::F32).to(Device::cpu())) == bits_of(pgt::rounded_to_bf16(x)));
   CHECK(bits_of(x.to(DType::BF16)
                     .to(gpu)
                     .transpose(0, 1)
                     .contiguous()
                     .to(Device::cpu())
-                    .to(DType::F32)) == bits_of(rounded(x).transpose(0, 1)));
+                    .to(DType::F32)) == bits_of(pgt::rounded_to_bf16(x).transpose(0, 1)));
   manual_seed(8);
   Tensor a = randn({3, 70, 130}).to(DType::BF16), b = randn({130, 50});
   Tensor bt16 = randn({50, 130}).to(DType::BF16).transpose(0, 1);

@@ -6,9 +6,9 @@
 #include <cmath>
 #include <limits>
 
+#include "core/bfloat16.h"
 #include "device_check.h"
 #include "helpers.h"
-#include "core/bfloat16.h"
 #include "kernels/matmul_precision.h"
 #include "kernels/ops.h"
 #include "models/gpt.h"
@@ -18,13 +18,6 @@
 using namespace pg;
 
 namespace {
-
-// The operand as the bf16 path must see it: every element rounded, in f32.
-Tensor rounded(const Tensor& x) {
-  auto v = x.contiguous().to_vector<float>();
-  for (float& f : v) f = round_to_bf16(f);
-  return from_vector(v, x.shape());
-}
 
 bool same_values(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() &&
@@ -77,7 +70,7 @@ TEST_CASE("bf16 matmul is the f32 product of rounded operands, for views and bro
     MatmulPrecisionGuard guard(MatmulPrecision::BF16);
     low = matmul(a, wt);
   }
-  CHECK(same_values(low, matmul(rounded(a), rounded(wt))));
+  CHECK(same_values(low, matmul(pgt::rounded_to_bf16(a), pgt::rounded_to_bf16(wt))));
   CHECK_FALSE(same_values(low, exact));
   // Strided slices and a batch broadcast against one matrix.
   Tensor s = a.narrow(3, 1, 16).select(1, 2);  // [2, 9, 16], non-contiguous
@@ -86,7 +79,7 @@ TEST_CASE("bf16 matmul is the f32 product of rounded operands, for views and bro
     MatmulPrecisionGuard guard(MatmulPrecision::BF16);
     low = matmul(s, m);
   }
-  CHECK(same_values(low, matmul(rounded(s), rounded(m))));
+  CHECK(same_values(low, matmul(pgt::rounded_to_bf16(s), pgt::rounded_to_bf16(m))));
 }
 
 TEST_CASE("bf16 matmul error against f64 stays within bfloat16's rounding") {
@@ -117,8 +110,9 @@ TEST_CASE("bf16 gradients of a linear layer are products of rounded operands") {
     MatmulPrecisionGuard guard(MatmulPrecision::BF16);
     backward(sum(mul(matmul(x, transpose(w, 0, 1)), g)));
   }
-  CHECK(same_values(x.grad(), matmul(rounded(g), rounded(w))));
-  CHECK(same_values(w.grad(), matmul(rounded(transpose(g, 0, 1)), rounded(x.detach()))));
+  CHECK(same_values(x.grad(), matmul(pgt::rounded_to_bf16(g), pgt::rounded_to_bf16(w))));
+  CHECK(same_values(w.grad(), matmul(pgt::rounded_to_bf16(transpose(g, 0, 1)),
+                                     pgt::rounded_to_bf16(x.detach()))));
 }
 
 namespace {
@@ -161,7 +155,7 @@ TEST_CASE("the RoundBf16 kernel rounds every element like round_to_bf16, on ever
   manual_seed(4);
   Tensor x = mul(randn({7, 33}), 1e3).narrow(1, 2, 29);  // strided, wide exponent range
   Tensor cpu = kernels::unary(UnaryOp::RoundBf16, x);
-  CHECK(same_values(cpu, rounded(x)));
+  CHECK(same_values(cpu, pgt::rounded_to_bf16(x)));
   if (pgt::have_cuda()) {
     Tensor gpu = kernels::unary(UnaryOp::RoundBf16, pgt::same_layout_on(x, Device::cuda()));
     CHECK(same_values(gpu.to(Device::cpu()), cpu));

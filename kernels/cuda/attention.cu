@@ -116,6 +116,28 @@ __device__ bool entry_visible(const Args<T>& a, bool key_ok, int64_t i, int64_t 
   return key_ok && i < a.Tq && (!a.p.causal || j <= i);
 }
 
+// Shared-memory tiles are read 16 bytes at a time (four floats or two doubles per load
+// instruction): a scalar load per multiply-add would leave the FMA units waiting on shared
+// memory. Leading dimensions are kVec<T> past a multiple of kVec<T>, so the lanes of a
+// quarter-warp reading consecutive rows hit distinct banks.
+template <typename T>
+constexpr int kVec = static_cast<int>(16 / sizeof(T));
+
+// out[u] = p[u] for u < kVec<T>; p is 16-byte aligned.
+template <typename T>
+__device__ void load_vec(const T* p, T (&out)[kVec<T>]) {
+#ifdef PG_CUDA_EMULATED
+  pg_emu::check_aligned(p, 16);
+#endif
+  if constexpr (sizeof(T) == 4) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+  } else {
+    const double2 v = *reinterpret_cast<const double2*>(p);
+    out[0] = v.x, out[1] = v.y;
+  }
+}
+
 // Rows [row0, row0 + R) of one (b, h) matrix into dst (leading dimension LD). Rows past
 // `rows` and columns past `cols` become zeros, so padded entries add exact zeros to products.
 template <typename T, int R, int D, int LD>
@@ -127,38 +149,77 @@ __device__ void load_tile(T* dst, const T* src, int64_t sr, int64_t row0, int64_
   }
 }
 
-// s[k] = sum_{x < n} X[r0 + k*STEP][x] * Y[c][x]: the score-tile entries of this thread. The
-// lanes of a row group read one X row (a broadcast) and consecutive Y rows (LDY odd: no bank
-// conflicts).
-template <typename T, int RK, int STEP, int LDX, int LDY>
+// s[k] = sum_{x < n} X[r0 + k*STEP][x] * Y[c][x]: the score-tile entries of this thread, in
+// ascending x. The lanes of a row group read one X row (a broadcast) and consecutive Y rows.
+// n is rounded up to whole vectors: the tiles hold zeros there (load_tile), adding exact zeros.
+// UX unrolls the x loop (chosen per kernel by ptxas's spill report).
+template <typename T, int RK, int STEP, int LDX, int LDY, int UX = 2>
 __device__ void tile_dots(const T* X, const T* Y, int r0, int c, int n, T (&s)[RK]) {
+  constexpr int V = kVec<T>;
+  static_assert(LDX % V == 0 && LDY % V == 0, "rows must stay 16-byte aligned");
 #pragma unroll
   for (int k = 0; k < RK; ++k) s[k] = 0;
   const T* y = Y + c * LDY;
-#pragma unroll 4
-  for (int x = 0; x < n; ++x) {
-    T yx = y[x];
+#pragma unroll UX
+  for (int x = 0; x < n; x += V) {
+    T yv[V];
+    load_vec(y + x, yv);
 #pragma unroll
-    for (int k = 0; k < RK; ++k) s[k] += X[(r0 + k * STEP) * LDX + x] * yx;
+    for (int k = 0; k < RK; ++k) {
+      T xv[V];
+      load_vec(X + (r0 + k * STEP) * LDX + x, xv);
+#pragma unroll
+      for (int u = 0; u < V; ++u) s[k] += xv[u] * yv[u];
+    }
   }
 }
 
-// acc[kk][jj] += sum_{m < M} P(row, m) * Y[m][col] for row = t/32 + 4 kk, col = t%32 + 32 jj;
-// P(row, m) is P[row][m], or P[m][row] when kTrans.
+// Tile row of accumulator entry kk: each warp owns RA consecutive rows.
+template <int RA>
+__device__ int acc_row(int kk) {
+  return static_cast<int>(threadIdx.x) / 32 * RA + kk;
+}
+
+// acc[kk][jj] += sum_{m < M} P(row, m) * Y[m][col] in ascending m, for row = acc_row(kk),
+// col = t%32 + 32 jj; P(row, m) is P[row][m], or P[m][row] when kTrans. A warp's P reads are
+// broadcasts, vectorised along m, or along its consecutive rows when kTrans.
 template <typename T, int RA, int CA, int M, int LDP, bool kTrans, int LDY>
 __device__ void tile_accumulate(const T* P, const T* Y, T (&acc)[RA][CA]) {
-  const int r0 = threadIdx.x / 32, c0 = threadIdx.x % 32;
+  constexpr int V = kVec<T>;
+  static_assert(LDP % V == 0 && (kTrans ? RA % V == 0 : M % V == 0), "16-byte aligned P reads");
+  const int r0 = acc_row<RA>(0), c0 = threadIdx.x % 32;
+  if constexpr (kTrans) {
 #pragma unroll 2
-  for (int m = 0; m < M; ++m) {
-    T y[CA];
+    for (int m = 0; m < M; ++m) {
+      T y[CA];
 #pragma unroll
-    for (int jj = 0; jj < CA; ++jj) y[jj] = Y[m * LDY + c0 + 32 * jj];
+      for (int jj = 0; jj < CA; ++jj) y[jj] = Y[m * LDY + c0 + 32 * jj];
 #pragma unroll
-    for (int kk = 0; kk < RA; ++kk) {
-      int r = r0 + 4 * kk;
-      T pv = kTrans ? P[m * LDP + r] : P[r * LDP + m];
+      for (int k0 = 0; k0 < RA; k0 += V) {
+        T pv[V];
+        load_vec(P + m * LDP + r0 + k0, pv);
 #pragma unroll
-      for (int jj = 0; jj < CA; ++jj) acc[kk][jj] += pv * y[jj];
+        for (int u = 0; u < V; ++u)
+#pragma unroll
+          for (int jj = 0; jj < CA; ++jj) acc[k0 + u][jj] += pv[u] * y[jj];
+      }
+    }
+  } else {
+    for (int m0 = 0; m0 < M; m0 += V) {
+      T y[V][CA];
+#pragma unroll
+      for (int u = 0; u < V; ++u)
+#pragma unroll
+        for (int jj = 0; jj < CA; ++jj) y[u][jj] = Y[(m0 + u) * LDY + c0 + 32 * jj];
+#pragma unroll
+      for (int kk = 0; kk < RA; ++kk) {
+        T pv[V];
+        load_vec(P + (r0 + kk) * LDP + m0, pv);
+#pragma unroll
+        for (int u = 0; u < V; ++u)
+#pragma unroll
+          for (int jj = 0; jj < CA; ++jj) acc[kk][jj] += pv[u] * y[u][jj];
+      }
     }
   }
 }
@@ -169,7 +230,7 @@ template <typename T, int RA, int CA, typename F>
 __device__ void store_acc(const T (&acc)[RA][CA], int64_t row0, int64_t rows, int cols, F&& f) {
 #pragma unroll
   for (int kk = 0; kk < RA; ++kk) {
-    const int r = threadIdx.x / 32 + 4 * kk;
+    const int r = acc_row<RA>(kk);
     if (row0 + r >= rows) continue;
 #pragma unroll
     for (int jj = 0; jj < CA; ++jj) {
@@ -270,7 +331,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::fwd_m, BN = Tiles<T, D>::fwd_n;
   constexpr int G = kNT / BN, RK = BM / G, RA = BM / 4, CA = D / 32;
-  __shared__ T qs[BM * D], ys[BN * (D + 1)], ps[BM * (BN + 1)];
+  constexpr int LY = D + kVec<T>, LP = BN + kVec<T>;  // leading dims of ys and ps
+  alignas(16) __shared__ T qs[BM * D], ys[BN * LY], ps[BM * LP];
   __shared__ T rfac[BM], rrow[BM];
   __shared__ int cnt[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
@@ -296,12 +358,12 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
 #pragma unroll
     for (int k = 0; k < RK; ++k) m[k] = -inf, l[k] = 0, q2[k] = 0;
     for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
-      load_tile<T, BN, D, D + 1>(ys, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
+      load_tile<T, BN, D, LY>(ys, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
       const int64_t j = j0 + c;
       const bool key_ok = j < a.S && key_visible(a, b, j);
       __syncthreads();
       T s[RK];
-      tile_dots<T, RK, G, D, D + 1>(qs, ys, g, c, a.d, s);
+      tile_dots<T, RK, G, D, LY, 1>(qs, ys, g, c, a.d, s);
 #pragma unroll
       for (int k = 0; k < RK; ++k) {
         const int r = g + k * G;
@@ -326,20 +388,20 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
           if (vis) weight_grad(a, sc, T(0), rfac[r], T(0), p, unused);
           fr += static_cast<double>(p) * p;
         }
-        ps[r * (BN + 1) + c] = p;
+        ps[r * LP + c] = p;
       }
       __syncthreads();
-      load_tile<T, BN, D, D + 1>(ys, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
+      load_tile<T, BN, D, LY>(ys, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
       __syncthreads();
       if (softmax) {
 #pragma unroll
         for (int kk = 0; kk < RA; ++kk) {
-          T alpha = rrow[t / 32 + 4 * kk];
+          T alpha = rrow[acc_row<RA>(kk)];
 #pragma unroll
           for (int jj = 0; jj < CA; ++jj) acc[kk][jj] *= alpha;
         }
       }
-      tile_accumulate<T, RA, CA, BN, BN + 1, false, D + 1>(ps, ys, acc);
+      tile_accumulate<T, RA, CA, BN, LP, false, LY>(ps, ys, acc);
       __syncthreads();
     }
     if (softmax) {
@@ -373,7 +435,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::dq_m, BN = Tiles<T, D>::dq_n;
   constexpr int G = kNT / BN, RK = BM / G, RA = BM / 4, CA = D / 32;
-  __shared__ T qs[BM * D], gs[BM * D], ys[BN * (D + 1)], ps[BM * (BN + 1)];
+  constexpr int LY = D + kVec<T>, LP = BN + kVec<T>;
+  alignas(16) __shared__ T qs[BM * D], gs[BM * D], ys[BN * LY], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   __shared__ int cnt[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
@@ -400,13 +463,13 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
     __syncthreads();
     // Scores and dP = dO V^T of one key tile, into s and dp (V first, then K stays in ys).
     auto scores = [&](int64_t j0, T(&s)[RK], T(&dp)[RK]) {
-      load_tile<T, BN, D, D + 1>(ys, vp, a.v.sr, j0, a.S, a.e);
+      load_tile<T, BN, D, LY>(ys, vp, a.v.sr, j0, a.S, a.e);
       __syncthreads();
-      tile_dots<T, RK, G, D, D + 1>(gs, ys, g, c, a.e, dp);
+      tile_dots<T, RK, G, D, LY>(gs, ys, g, c, a.e, dp);
       __syncthreads();
-      load_tile<T, BN, D, D + 1>(ys, kp, a.k.sr, j0, a.S, a.d);
+      load_tile<T, BN, D, LY>(ys, kp, a.k.sr, j0, a.S, a.d);
       __syncthreads();
-      tile_dots<T, RK, G, D, D + 1>(qs, ys, g, c, a.d, s);
+      tile_dots<T, RK, G, D, LY>(qs, ys, g, c, a.d, s);
 #pragma unroll
       for (int k = 0; k < RK; ++k) s[k] *= a.scale;
     };
@@ -451,10 +514,10 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
           weight_grad(a, s[k], dp[k], ra[r], rb[r], w, ds);
           gf += static_cast<double>(dp[k]) * dp[k];
         }
-        ps[r * (BN + 1) + c] = ds;
+        ps[r * LP + c] = ds;
       }
       __syncthreads();
-      tile_accumulate<T, RA, CA, BN, BN + 1, false, D + 1>(ps, ys, acc);  // ys holds K
+      tile_accumulate<T, RA, CA, BN, LP, false, LY>(ps, ys, acc);  // ys holds K
       __syncthreads();
     }
     T* dqp = a.dq.at(b, h);
@@ -471,7 +534,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::kv_m, BN = Tiles<T, D>::kv_n;
   constexpr int G = kNT / BN, RK = BM / G, RA = BN / 4, CA = D / 32;
-  __shared__ T ks[BN * (D + 1)], vs[BN * (D + 1)], xs[BM * D], ps[BM * (BN + 1)];
+  constexpr int LY = D + kVec<T>, LP = BN + kVec<T>;
+  alignas(16) __shared__ T ks[BN * LY], vs[BN * LY], xs[BM * D], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
   const bool softmax = a.p.act == AttnActivation::Softmax;
@@ -481,8 +545,8 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
   for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
     const int64_t b = bh / a.H, h = bh % a.H;
     const T *qp = a.q.at(b, h), *gp = a.g.at(b, h);
-    load_tile<T, BN, D, D + 1>(ks, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
-    load_tile<T, BN, D, D + 1>(vs, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
+    load_tile<T, BN, D, LY>(ks, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
+    load_tile<T, BN, D, LY>(vs, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
     const bool key_ok = j < a.S && key_visible(a, b, j);
     T acc_k[RA][CA] = {}, acc_v[RA][CA] = {};
     for (int64_t i0 = first; i0 < a.Tq; i0 += BM) {
@@ -499,11 +563,11 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
       }
       __syncthreads();
       T s[RK], dp[RK], ds[RK];
-      tile_dots<T, RK, G, D, D + 1>(xs, ks, g, c, a.d, s);
+      tile_dots<T, RK, G, D, LY>(xs, ks, g, c, a.d, s);
       __syncthreads();
       load_tile<T, BM, D, D>(xs, gp, a.g.sr, i0, a.Tq, a.e);
       __syncthreads();
-      tile_dots<T, RK, G, D, D + 1>(xs, vs, g, c, a.e, dp);
+      tile_dots<T, RK, G, D, LY>(xs, vs, g, c, a.e, dp);
 #pragma unroll
       for (int k = 0; k < RK; ++k) {
         const int r = g + k * G;
@@ -511,16 +575,16 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
         ds[k] = T(0);
         if (entry_visible(a, key_ok, i0 + r, j))
           weight_grad(a, s[k] * a.scale, dp[k], ra[r], rb[r], w, ds[k]);
-        ps[r * (BN + 1) + c] = w;
+        ps[r * LP + c] = w;
       }
       __syncthreads();
-      tile_accumulate<T, RA, CA, BM, BN + 1, true, D>(ps, xs, acc_v);  // xs holds dO
+      tile_accumulate<T, RA, CA, BM, LP, true, D>(ps, xs, acc_v);  // xs holds dO
       __syncthreads();
 #pragma unroll
-      for (int k = 0; k < RK; ++k) ps[(g + k * G) * (BN + 1) + c] = ds[k];
+      for (int k = 0; k < RK; ++k) ps[(g + k * G) * LP + c] = ds[k];
       load_tile<T, BM, D, D>(xs, qp, a.q.sr, i0, a.Tq, a.d);
       __syncthreads();
-      tile_accumulate<T, RA, CA, BM, BN + 1, true, D>(ps, xs, acc_k);
+      tile_accumulate<T, RA, CA, BM, LP, true, D>(ps, xs, acc_k);
       __syncthreads();
     }
     T *dkp = a.dk.at(b, h), *dvp = a.dv.at(b, h);

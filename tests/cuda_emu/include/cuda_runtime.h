@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -43,6 +45,14 @@ using cudaStream_t = CUstream_st*;
 
 struct uint3 {
   unsigned x, y, z;
+};
+// The 16-byte vector types kernels load shared memory with; may_alias makes reading a float
+// array through float4 defined behaviour in C++, as it is in CUDA.
+struct __attribute__((aligned(16), may_alias)) float4 {
+  float x, y, z, w;
+};
+struct __attribute__((aligned(16), may_alias)) double2 {
+  double x, y;
 };
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -82,6 +92,14 @@ int lane();
 /// Runs f() once per thread of every block of the grid; a bad configuration becomes the error
 /// cudaGetLastError reports, as on a GPU.
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& f);
+
+/// A vector access must be aligned to its size, as on a GPU, where a misaligned one faults.
+inline void check_aligned(const void* p, size_t alignment) {
+  if (reinterpret_cast<uintptr_t>(p) % alignment != 0)
+    throw std::runtime_error("CUDA emulation: misaligned address " +
+                             std::to_string(reinterpret_cast<uintptr_t>(p)) + " for a " +
+                             std::to_string(alignment) + "-byte vector access");
+}
 
 struct Config {
   dim3 grid, block;

@@ -58,6 +58,27 @@ Tensor record(const char* name, Tensor out, const TensorList& inputs, BackwardFn
   return out;
 }
 
+Tensor record_with_output(const char* name, Tensor out, const TensorList& inputs,
+                          OutputBackwardFn fn) {
+  struct Saved {
+    Tensor values;
+    std::weak_ptr<Node> node;
+  };
+  auto saved = std::make_shared<Saved>();
+  saved->values = out.detach();
+  out = record(name, out, inputs, [saved, fn = std::move(fn)](const Tensor& g) -> TensorList {
+    std::shared_ptr<Node> node = saved->node.lock();
+    if (!GradMode::is_enabled() || !node) return fn(g, saved->values);
+    // Double backward: the output as the result of this node, so its gradient reaches x.
+    auto impl = std::make_shared<TensorImpl>(saved->values.impl());
+    impl->requires_grad = true;
+    impl->grad_fn = std::move(node);
+    return fn(g, Tensor(std::move(impl)));
+  });
+  saved->node = out.grad_fn();
+  return out;
+}
+
 void forbid_double_backward(const char* op) {
   PG_CHECK(!GradMode::is_enabled(), op,
            "double backward (create_graph=true) is not supported through this fused op; "

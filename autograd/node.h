@@ -46,6 +46,15 @@ class Node {
 /// and some input requires a gradient. Returns `out`.
 Tensor record(const char* name, Tensor out, const TensorList& inputs, BackwardFn fn);
 
+/// A backward rule that reads the op's own output y instead of its inputs.
+using OutputBackwardFn = std::function<TensorList(const Tensor& grad_output, const Tensor& y)>;
+
+/// record() for ops whose rule needs only their output (exp, tanh, softmax, ...): keeps y and
+/// not the inputs. Under create_graph, y reaches the rule as a differentiable tensor (the output
+/// itself, through a weak reference to this node, so there is no reference cycle).
+Tensor record_with_output(const char* name, Tensor out, const TensorList& inputs,
+                          OutputBackwardFn fn);
+
 /// Throws pg::Error when a fused op's backward is itself being differentiated.
 void forbid_double_backward(const char* op);
 

@@ -106,10 +106,8 @@ Tensor pow(const Tensor& x, double p) {
 Tensor exp(const Tensor& x) {
   kernels::check_floating("exp", x);
   Tensor out = kernels::unary(UnaryOp::Exp, x);
-  Tensor y = out.detach();
-  return record("exp", out, {x}, [x, y](const Tensor& g) -> TensorList {
-    return {mul(g, GradMode::is_enabled() ? exp(x) : y)};
-  });
+  return record_with_output(
+      "exp", out, {x}, [](const Tensor& g, const Tensor& y) -> TensorList { return {mul(g, y)}; });
 }
 
 Tensor log(const Tensor& x) {
@@ -121,9 +119,8 @@ Tensor log(const Tensor& x) {
 Tensor sqrt(const Tensor& x) {
   kernels::check_floating("sqrt", x);
   Tensor out = kernels::unary(UnaryOp::Sqrt, x);
-  Tensor y = out.detach();
-  return record("sqrt", out, {x}, [x, y](const Tensor& g) -> TensorList {
-    return {div(g, mul(GradMode::is_enabled() ? sqrt(x) : y, 2.0))};
+  return record_with_output("sqrt", out, {x}, [](const Tensor& g, const Tensor& y) -> TensorList {
+    return {div(g, mul(y, 2.0))};
   });
 }
 
@@ -138,21 +135,18 @@ Tensor abs(const Tensor& x) {
 Tensor tanh(const Tensor& x) {
   kernels::check_floating("tanh", x);
   Tensor out = kernels::unary(UnaryOp::Tanh, x);
-  Tensor y = out.detach();
-  return record("tanh", out, {x}, [x, y](const Tensor& g) -> TensorList {
-    Tensor t = GradMode::is_enabled() ? tanh(x) : y;
-    return {mul(g, rsub(mul(t, t), 1.0))};
+  return record_with_output("tanh", out, {x}, [](const Tensor& g, const Tensor& y) -> TensorList {
+    return {mul(g, rsub(mul(y, y), 1.0))};
   });
 }
 
 Tensor sigmoid(const Tensor& x) {
   kernels::check_floating("sigmoid", x);
   Tensor out = kernels::unary(UnaryOp::Sigmoid, x);
-  Tensor y = out.detach();
-  return record("sigmoid", out, {x}, [x, y](const Tensor& g) -> TensorList {
-    Tensor s = GradMode::is_enabled() ? sigmoid(x) : y;
-    return {mul(g, mul(s, rsub(s, 1.0)))};
-  });
+  return record_with_output("sigmoid", out, {x},
+                            [](const Tensor& g, const Tensor& y) -> TensorList {
+                              return {mul(g, mul(y, rsub(y, 1.0)))};
+                            });
 }
 
 Tensor relu(const Tensor& x) {

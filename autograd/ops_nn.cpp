@@ -19,13 +19,11 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
     return transpose(softmax_impl(transpose(x, d, -1), -1, log), d, -1);
   }
   Tensor out = kernels::softmax_lastdim(x, log);
-  Tensor y = out.detach();
-  return record(name, out, {x}, [x, y, log](const Tensor& g) -> TensorList {
+  return record_with_output(name, out, {x}, [log](const Tensor& g, const Tensor& y) -> TensorList {
     if (!GradMode::is_enabled()) return {kernels::softmax_lastdim_backward(g, y, log)};
     // Double backward: the same rule written with differentiable ops.
-    if (log) return {sub(g, mul(exp(log_softmax(x, -1)), sum(g, {-1}, true)))};
-    Tensor s = softmax(x, -1);
-    return {mul(s, sub(g, sum(mul(g, s), {-1}, true)))};
+    if (log) return {sub(g, mul(exp(y), sum(g, {-1}, true)))};
+    return {mul(y, sub(g, sum(mul(g, y), {-1}, true)))};
   });
 }
 

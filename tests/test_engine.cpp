@@ -314,6 +314,17 @@ TEST_CASE("a backward keeps only the operands its rule reads") {
   CHECK(held([&](const Tensor& t) { return mul(t, other); }) == y_bytes);  // other is kept
   CHECK(held([&](const Tensor& t) { return div(t, other); }) == y_bytes);
   CHECK(held([&](const Tensor& t) { return where(mask, t, other); }) == y_bytes);
+  // Rules written in terms of the output keep the output (shared with y), not the input.
+  CHECK(held([&](const Tensor& t) { return exp(t); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return sqrt(t); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return tanh(t); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return sigmoid(t); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return softmax(t, -1); }) == y_bytes);
+  CHECK(held([&](const Tensor& t) { return log_softmax(t, -1); }) == y_bytes);
+  // The saved output refers to its node weakly: dropping y frees everything (no cycle).
+  size_t before = cpu_allocator().stats().allocated;
+  { Tensor y = softmax(exp(matmul(x, w)), -1); }
+  CHECK(cpu_allocator().stats().allocated == before);
   // The rule of mul reads t when the other operand needs a gradient: then t stays.
   Tensor v = other.detach().requires_grad_();
   CHECK(held([&](const Tensor& t) { return mul(t, v); }) == 2 * y_bytes);

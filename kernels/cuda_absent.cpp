@@ -18,6 +18,8 @@ Allocator& allocator() {
   throw Error("cuda", "polygrad was built without the CUDA backend (configure with PG_CUDA=ON)");
 }
 void set_allow_tf32(bool) {}
+void set_attention_tensor_cores(bool) {}
+bool attention_tensor_cores() { return false; }
 }  // namespace cuda
 
 }  // namespace pg

@@ -16,5 +16,10 @@ void synchronize();
 Allocator& allocator();
 /// Lets cuBLAS use TF32 tensor cores for f32 matrix products (off by default).
 void set_allow_tf32(bool allow);
+/// Lets f32 fused attention run its tile products on tensor cores as three TF32 products
+/// (3xTF32, about f32 accuracy, as PyTorch's f32 attention does); on by default. Off: FMA units.
+void set_attention_tensor_cores(bool on);
+/// Whether f32 fused attention uses tensor cores.
+bool attention_tensor_cores();
 
 }  // namespace pg::cuda

@@ -242,37 +242,43 @@ TEST_CASE("fused attention on the GPU matches the CPU kernel: every policy, f32,
     int64_t B, H, T, S, d;
     bool causal, padded;
   };
-  for (Shape4 c : {Shape4{2, 3, 300, 300, 64, true, false}, Shape4{1, 2, 257, 129, 32, false, true},
-                   Shape4{2, 1, 65, 65, 128, true, true}, Shape4{3, 2, 1, 7, 16, false, false},
-                   Shape4{1, 1, 100, 100, 80, false, true}}) {
-    for (const auto& spec : kSpecs) {
-      if (!pgt::have_cuda()) continue;
-      CAPTURE(spec);
-      CAPTURE(c.T);
-      auto act = AttentionActivation::parse(spec);
-      Tensor q = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
-      Tensor k = randn({c.B, c.H, c.S, c.d}, {}, &gen).requires_grad_();
-      Tensor v = randn({c.B, c.H, c.S, c.d}, {}, &gen).requires_grad_();
-      Tensor mask = c.padded ? padding_mask(c.B, c.S, gen) : Tensor();
-      auto params = act.kernel_params(c.causal, 1.0 / std::sqrt(static_cast<double>(c.d)));
-      auto cpu_stats = std::make_shared<AttentionStats>();
-      auto gpu_stats = std::make_shared<AttentionStats>();
-      Generator wgen(5);
-      Tensor w = randn({c.B, c.H, c.T, c.d}, {}, &wgen);
-      Tensor oc = fused_attention(q, k, v, params, mask, cpu_stats);
-      backward(sum(mul(oc, w)));
-      Device gpu = Device::cuda(0);
-      Tensor qg = q.detach().to(gpu).requires_grad_(), kg = k.detach().to(gpu).requires_grad_();
-      Tensor vg = v.detach().to(gpu).requires_grad_();
-      Tensor og =
-          fused_attention(qg, kg, vg, params, mask.defined() ? mask.to(gpu) : mask, gpu_stats);
-      backward(sum(mul(og, w.to(gpu))));
-      CHECK(pgt::max_rel_error(og, oc) < 1e-4);
-      CHECK(pgt::max_rel_error(qg.grad(), q.grad()) < 1e-4);
-      CHECK(pgt::max_rel_error(kg.grad(), k.grad()) < 1e-4);
-      CHECK(pgt::max_rel_error(vg.grad(), v.grad()) < 1e-4);
-      CHECK(gpu_stats->a_frob() == doctest::Approx(cpu_stats->a_frob()).epsilon(1e-4));
-      CHECK(gpu_stats->grad_frob() == doctest::Approx(cpu_stats->grad_frob()).epsilon(1e-4));
+  // Both f32 paths: tile products on tensor cores (3xTF32, the default) and on FMA units.
+  for (bool tensor_cores : {true, false})
+    for (Shape4 c :
+         {Shape4{2, 3, 300, 300, 64, true, false}, Shape4{1, 2, 257, 129, 32, false, true},
+          Shape4{2, 1, 65, 65, 128, true, true}, Shape4{3, 2, 1, 7, 16, false, false},
+          Shape4{1, 1, 100, 100, 80, false, true}}) {
+      for (const auto& spec : kSpecs) {
+        if (!pgt::have_cuda()) continue;
+        cuda::set_attention_tensor_cores(tensor_cores);
+        CAPTURE(tensor_cores);
+        CAPTURE(spec);
+        CAPTURE(c.T);
+        auto act = AttentionActivation::parse(spec);
+        Tensor q = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+        Tensor k = randn({c.B, c.H, c.S, c.d}, {}, &gen).requires_grad_();
+        Tensor v = randn({c.B, c.H, c.S, c.d}, {}, &gen).requires_grad_();
+        Tensor mask = c.padded ? padding_mask(c.B, c.S, gen) : Tensor();
+        auto params = act.kernel_params(c.causal, 1.0 / std::sqrt(static_cast<double>(c.d)));
+        auto cpu_stats = std::make_shared<AttentionStats>();
+        auto gpu_stats = std::make_shared<AttentionStats>();
+        Generator wgen(5);
+        Tensor w = randn({c.B, c.H, c.T, c.d}, {}, &wgen);
+        Tensor oc = fused_attention(q, k, v, params, mask, cpu_stats);
+        backward(sum(mul(oc, w)));
+        Device gpu = Device::cuda(0);
+        Tensor qg = q.detach().to(gpu).requires_grad_(), kg = k.detach().to(gpu).requires_grad_();
+        Tensor vg = v.detach().to(gpu).requires_grad_();
+        Tensor og =
+            fused_attention(qg, kg, vg, params, mask.defined() ? mask.to(gpu) : mask, gpu_stats);
+        backward(sum(mul(og, w.to(gpu))));
+        CHECK(pgt::max_rel_error(og, oc) < 1e-4);
+        CHECK(pgt::max_rel_error(qg.grad(), q.grad()) < 1e-4);
+        CHECK(pgt::max_rel_error(kg.grad(), k.grad()) < 1e-4);
+        CHECK(pgt::max_rel_error(vg.grad(), v.grad()) < 1e-4);
+        CHECK(gpu_stats->a_frob() == doctest::Approx(cpu_stats->a_frob()).epsilon(1e-4));
+        CHECK(gpu_stats->grad_frob() == doctest::Approx(cpu_stats->grad_frob()).epsilon(1e-4));
+      }
     }
-  }
+  cuda::set_attention_tensor_cores(true);
 }

@@ -102,14 +102,21 @@ void bench_attention(int repeats, Device gpu) {
   Tensor k = randn({B, H, T, d}, f32, &gen).requires_grad_();
   Tensor v = randn({B, H, T, d}, f32, &gen).requires_grad_();
   Tensor g = randn({B, H, T, d}, f32, &gen);
-  for (const char* spec : {"softmax", "poly:1", "poly:2", "poly:3", "relu", "sigmoid"}) {
-    auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);
-    double ms = median_ms(repeats, [&] {
-      Tensor out = fused_attention(q, k, v, params);
-      auto grads = grad(out, {q, k, v}, g);
-    });
-    emit(std::string("attention fwd+bwd causal B8 H16 T1024 d64 ") + spec + " ms", ms, "ms");
+  // Tile products on tensor cores (3xTF32, the default), then on FMA units for comparison.
+  for (bool tensor_cores : {true, false}) {
+    cuda::set_attention_tensor_cores(tensor_cores);
+    for (const char* spec : {"softmax", "poly:1", "poly:2", "poly:3", "relu", "sigmoid"}) {
+      auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);
+      double ms = median_ms(repeats, [&] {
+        Tensor out = fused_attention(q, k, v, params);
+        auto grads = grad(out, {q, k, v}, g);
+      });
+      emit(std::string("attention fwd+bwd causal B8 H16 T1024 d64 ") + spec +
+               (tensor_cores ? "" : " fma") + " ms",
+           ms, "ms");
+    }
   }
+  cuda::set_attention_tensor_cores(true);
 }
 
 void bench_gpt(int repeats, Device gpu) {

@@ -110,6 +110,13 @@ def main():
             ratio = f"{mine / other:.2f}"
         shown = "—" if other is None else f"{other:.4g}"
         print(f"| {r['name']} | {mine:.4g} | {shown} | {ratio} |")
+    # The attention target: polygrad's fused poly:3 against PyTorch's softmax SDPA.
+    ours = {r["name"]: r["polygrad"] for r in rows}
+    key = "attention fwd+bwd causal B8 H16 T1024 d64 {} ms"
+    if key.format("poly:3") in ours and key.format("softmax") in theirs:
+        mine, other = ours[key.format("poly:3")], theirs[key.format("softmax")]
+        print(f"\ntarget: polygrad poly:3 {mine:.4g} ms vs PyTorch softmax SDPA {other:.4g} ms: "
+              f"{other / mine:.2f}× ({'met' if mine <= other else 'not met'})")
 
 
 if __name__ == "__main__":

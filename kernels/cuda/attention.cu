@@ -19,6 +19,8 @@
 #include "core/tensor.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/mma_tf32.cuh"
+#include "kernels/device_api.h"
 
 namespace pg::cuda {
 
@@ -240,6 +242,150 @@ __device__ void store_acc(const T (&acc)[RA][CA], int64_t row0, int64_t rows, in
   }
 }
 
+// --- f32 on tensor cores (3xTF32 mma, kernels/cuda/mma_tf32.cuh) ----------------------------
+// The products of tile_dots and tile_accumulate by 16x8x8 mma tiles: a ROWS x COLS output
+// splits into (ROWS/16) x (COLS/8) mma tiles, PER per warp, all in one 16-row slab so a warp
+// loads its A fragment once per k step and reuses it across its PER tiles.
+template <int ROWS, int COLS>
+struct MmaTiles {
+  static constexpr int TN = COLS / 8, PER = ROWS / 16 * TN / 4;
+  static_assert(ROWS % 16 == 0 && COLS % 8 == 0 && PER >= 1 && TN % PER == 0, "mma tiling");
+  __device__ static int lane() { return static_cast<int>(threadIdx.x) % 32; }
+  __device__ static int first() { return static_cast<int>(threadIdx.x) / 32 * PER; }
+  __device__ static int row0() { return first() / TN * 16; }
+  __device__ static int col0(int i) { return (first() + i) % TN * 8; }
+  // Row and column of accumulator element q (0..3) of this lane's tile i.
+  __device__ static int row(int q) { return row0() + lane() / 4 + (q >> 1) * 8; }
+  __device__ static int col(int i, int q) { return col0(i) + 2 * (lane() % 4) + (q & 1); }
+};
+
+// This lane's A fragment of A(r, k) = at(r, k) for rows r0.. r0 + 15, columns k0.. k0 + 7.
+template <typename F>
+__device__ void load_a(F&& at, int r0, int k0, Tf32Split (&a)[4]) {
+  const int g = static_cast<int>(threadIdx.x) % 32 / 4, t = static_cast<int>(threadIdx.x) % 4;
+  a[0] = tf32_split(at(r0 + g, k0 + t));
+  a[1] = tf32_split(at(r0 + g + 8, k0 + t));
+  a[2] = tf32_split(at(r0 + g, k0 + t + 4));
+  a[3] = tf32_split(at(r0 + g + 8, k0 + t + 4));
+}
+
+// This lane's B fragment of B(k, n) = at(k, n) for rows k0.. k0 + 7, columns n0.. n0 + 7.
+template <typename F>
+__device__ void load_b(F&& at, int k0, int n0, Tf32Split (&b)[2]) {
+  const int g = static_cast<int>(threadIdx.x) % 32 / 4, t = static_cast<int>(threadIdx.x) % 4;
+  b[0] = tf32_split(at(k0 + t, n0 + g));
+  b[1] = tf32_split(at(k0 + t + 4, n0 + g));
+}
+
+// tile_dots on tensor cores: the BM x BN score tile passes through `scratch` (leading
+// dimension LP) and each thread reads back its entries in tile_dots' layout. Synchronises.
+template <int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP>
+__device__ void tile_dots_mma(const float* X, const float* Y, int r0, int c, int n, float* scratch,
+                              float (&s)[RK]) {
+  using M = MmaTiles<BM, BN>;
+  float d[M::PER][4] = {};
+  for (int k0 = 0; k0 < n; k0 += 8) {  // past n the tiles hold zeros (load_tile)
+    Tf32Split a[4];
+    load_a([&](int r, int k) { return X[r * LDX + k]; }, M::row0(), k0, a);
+#pragma unroll
+    for (int i = 0; i < M::PER; ++i) {
+      Tf32Split b[2];
+      load_b([&](int k, int j) { return Y[j * LDY + k]; }, k0, M::col0(i), b);
+      mma_3xtf32(d[i], a, b);
+    }
+  }
+  __syncthreads();  // earlier readers of scratch are done
+#pragma unroll
+  for (int i = 0; i < M::PER; ++i)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) scratch[M::row(q) * LP + M::col(i, q)] = d[i][q];
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < RK; ++k) s[k] = scratch[(r0 + k * STEP) * LP + c];
+}
+
+// Accumulators of a ROWS x COLS output tile, acc(r, col) += sum_m P(r, m) Y[m][col], on FMA
+// units (SimtAcc) or tensor cores (MmaAcc), with the same interface.
+template <typename T, int ROWS, int COLS>
+struct SimtAcc {
+  static constexpr int RA = ROWS / 4, CA = COLS / 32;
+  T v[RA][CA] = {};
+  template <int M, int LDP, bool kTrans, int LDY>
+  __device__ void accumulate(const T* P, const T* Y) {
+    tile_accumulate<T, RA, CA, M, LDP, kTrans, LDY>(P, Y, v);
+  }
+  // Multiplies tile row r by f[r].
+  __device__ void scale_rows(const T* f) {
+#pragma unroll
+    for (int kk = 0; kk < RA; ++kk) {
+      const T x = f[acc_row<RA>(kk)];
+#pragma unroll
+      for (int jj = 0; jj < CA; ++jj) v[kk][jj] *= x;
+    }
+  }
+  template <typename F>
+  __device__ void store(int64_t row0, int64_t rows, int cols, F&& f) const {
+    store_acc(v, row0, rows, cols, f);
+  }
+};
+
+template <int ROWS, int COLS>
+struct MmaAcc {
+  using M = MmaTiles<ROWS, COLS>;
+  float v[M::PER][4] = {};
+  template <int K, int LDP, bool kTrans, int LDY>
+  __device__ void accumulate(const float* P, const float* Y) {
+#pragma unroll 1
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      Tf32Split a[4];
+      load_a([&](int r, int k) { return kTrans ? P[k * LDP + r] : P[r * LDP + k]; }, M::row0(), k0,
+             a);
+#pragma unroll
+      for (int i = 0; i < M::PER; ++i) {
+        Tf32Split b[2];
+        load_b([&](int k, int j) { return Y[k * LDY + j]; }, k0, M::col0(i), b);
+        mma_3xtf32(v[i], a, b);
+      }
+    }
+  }
+  __device__ void scale_rows(const float* f) {
+#pragma unroll
+    for (int i = 0; i < M::PER; ++i)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) v[i][q] *= f[M::row(q)];
+  }
+  template <typename F>
+  __device__ void store(int64_t row0, int64_t rows, int cols, F&& f) const {
+#pragma unroll
+    for (int i = 0; i < M::PER; ++i)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int r = M::row(q), col = M::col(i, q);
+        if (row0 + r < rows && col < cols) f(r, row0 + r, col, v[i][q]);
+      }
+  }
+};
+
+template <typename T, int ROWS, int COLS, bool kMma>
+using Acc = std::conditional_t<kMma, MmaAcc<ROWS, COLS>, SimtAcc<T, ROWS, COLS>>;
+
+// The score-tile products of a kernel on its path (see tile_dots).
+template <typename T, bool kMma, int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP,
+          int UX = 2>
+__device__ void dots(const T* X, const T* Y, int r0, int c, int n, T* scratch, T (&s)[RK]) {
+  if constexpr (kMma)
+    tile_dots_mma<RK, STEP, BM, BN, LDX, LDY, LP>(X, Y, r0, c, n, scratch, s);
+  else
+    tile_dots<T, RK, STEP, LDX, LDY, UX>(X, Y, r0, c, n, s);
+}
+
+// Leading dimensions: X (query-row) tiles, Y (key-row) tiles. The mma path pads rows so a
+// fragment load's eight row groups fall in distinct banks.
+template <typename T, int D, bool kMma>
+constexpr int kLX = kMma ? D + 4 : D;
+template <typename T, int D, bool kMma>
+constexpr int kLY = kMma ? D + 8 : D + kVec<T>;
+
 // cnt[r] = visible keys in the causal window of query row i0 + r (n_visible with a key
 // mask): one ballot per 32 keys serves every row of the tile. Synchronises the block.
 template <typename T, int BM>
@@ -327,12 +473,12 @@ __device__ void add_square_sum(double* sq, int64_t bh, double v) {
 }
 
 // One block per (query tile, b*h); grid.y strides over b*h beyond the grid limit.
-template <typename T, int D>
+template <typename T, int D, bool kMma>
 __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::fwd_m, BN = Tiles<T, D>::fwd_n;
-  constexpr int G = kNT / BN, RK = BM / G, RA = BM / 4, CA = D / 32;
-  constexpr int LY = D + kVec<T>, LP = BN + kVec<T>;  // leading dims of ys and ps
-  alignas(16) __shared__ T qs[BM * D], ys[BN * LY], ps[BM * LP];
+  constexpr int G = kNT / BN, RK = BM / G;
+  constexpr int LX = kLX<T, D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  alignas(16) __shared__ T qs[BM * LX], ys[BN * LY], ps[BM * LP];
   __shared__ T rfac[BM], rrow[BM];
   __shared__ int cnt[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
@@ -342,7 +488,7 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
   const int64_t kmax = a.p.causal ? lmin(a.S, i0 + BM) : a.S;  // keys any row of the tile sees
   for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
     const int64_t b = bh / a.H, h = bh % a.H;
-    load_tile<T, BM, D, D>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
+    load_tile<T, BM, D, LX>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
     if (!softmax) {
       // N must be known before the first weight: a pre-pass over the key mask.
       const bool counted = a.p.n_visible && a.mask;
@@ -353,7 +499,8 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
       }
     }
     __syncthreads();
-    T m[RK], l[RK], acc[RA][CA] = {};
+    T m[RK], l[RK];
+    Acc<T, BM, D, kMma> acc;
     double q2[RK], fr = 0;  // q2: running sum of squared unnormalised softmax weights
 #pragma unroll
     for (int k = 0; k < RK; ++k) m[k] = -inf, l[k] = 0, q2[k] = 0;
@@ -363,7 +510,7 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
       const bool key_ok = j < a.S && key_visible(a, b, j);
       __syncthreads();
       T s[RK];
-      tile_dots<T, RK, G, D, LY, 1>(qs, ys, g, c, a.d, s);
+      dots<T, kMma, RK, G, BM, BN, LX, LY, LP, 1>(qs, ys, g, c, a.d, ps, s);
 #pragma unroll
       for (int k = 0; k < RK; ++k) {
         const int r = g + k * G;
@@ -393,15 +540,8 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
       __syncthreads();
       load_tile<T, BN, D, LY>(ys, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
       __syncthreads();
-      if (softmax) {
-#pragma unroll
-        for (int kk = 0; kk < RA; ++kk) {
-          T alpha = rrow[acc_row<RA>(kk)];
-#pragma unroll
-          for (int jj = 0; jj < CA; ++jj) acc[kk][jj] *= alpha;
-        }
-      }
-      tile_accumulate<T, RA, CA, BN, LP, false, LY>(ps, ys, acc);
+      if (softmax) acc.scale_rows(rrow);
+      acc.template accumulate<BN, LP, false, LY>(ps, ys);
       __syncthreads();
     }
     if (softmax) {
@@ -421,7 +561,7 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
         if (i0 + r < a.Tq) a.lse[bh * a.Tq + i0 + r] = T(0);
     }
     T* op = a.g.at(b, h);
-    store_acc(acc, i0, a.Tq, a.e, [&](int r, int64_t i, int col, T o) {
+    acc.store(i0, a.Tq, a.e, [&](int r, int64_t i, int col, T o) {
       op[i * a.g.sr + col] = !softmax ? o : rrow[r] > 0 ? o / rrow[r] : T(0);
     });
     add_square_sum(a.sq, bh, fr);
@@ -431,12 +571,12 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
 
 // Query-major backward: dq = scale * dS K for one query tile, plus aux (D_i or N) for the
 // key-major kernel and the visible sum of dP^2.
-template <typename T, int D>
+template <typename T, int D, bool kMma>
 __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::dq_m, BN = Tiles<T, D>::dq_n;
-  constexpr int G = kNT / BN, RK = BM / G, RA = BM / 4, CA = D / 32;
-  constexpr int LY = D + kVec<T>, LP = BN + kVec<T>;
-  alignas(16) __shared__ T qs[BM * D], gs[BM * D], ys[BN * LY], ps[BM * LP];
+  constexpr int G = kNT / BN, RK = BM / G;
+  constexpr int LX = kLX<T, D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  alignas(16) __shared__ T qs[BM * LX], gs[BM * LX], ys[BN * LY], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   __shared__ int cnt[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
@@ -446,8 +586,8 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
   for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
     const int64_t b = bh / a.H, h = bh % a.H;
     const T *kp = a.k.at(b, h), *vp = a.v.at(b, h);
-    load_tile<T, BM, D, D>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
-    load_tile<T, BM, D, D>(gs, a.g.at(b, h), a.g.sr, i0, a.Tq, a.e);
+    load_tile<T, BM, D, LX>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
+    load_tile<T, BM, D, LX>(gs, a.g.at(b, h), a.g.sr, i0, a.Tq, a.e);
     if (softmax) {
       for (int r = t; r < BM; r += kNT)
         ra[r] = i0 + r < a.Tq ? a.lse[bh * a.Tq + i0 + r] : infinity<T>();
@@ -465,11 +605,11 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
     auto scores = [&](int64_t j0, T(&s)[RK], T(&dp)[RK]) {
       load_tile<T, BN, D, LY>(ys, vp, a.v.sr, j0, a.S, a.e);
       __syncthreads();
-      tile_dots<T, RK, G, D, LY>(gs, ys, g, c, a.e, dp);
+      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(gs, ys, g, c, a.e, ps, dp);
       __syncthreads();
       load_tile<T, BN, D, LY>(ys, kp, a.k.sr, j0, a.S, a.d);
       __syncthreads();
-      tile_dots<T, RK, G, D, LY>(qs, ys, g, c, a.d, s);
+      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(qs, ys, g, c, a.d, ps, s);
 #pragma unroll
       for (int k = 0; k < RK; ++k) s[k] *= a.scale;
     };
@@ -499,7 +639,7 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
       }
       __syncthreads();
     }
-    T acc[RA][CA] = {};
+    Acc<T, BM, D, kMma> acc;
     double gf = 0;
     for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
       T s[RK], dp[RK];
@@ -517,11 +657,11 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
         ps[r * LP + c] = ds;
       }
       __syncthreads();
-      tile_accumulate<T, RA, CA, BN, LP, false, LY>(ps, ys, acc);  // ys holds K
+      acc.template accumulate<BN, LP, false, LY>(ps, ys);  // ys holds K
       __syncthreads();
     }
     T* dqp = a.dq.at(b, h);
-    store_acc(acc, i0, a.Tq, a.d,
+    acc.store(i0, a.Tq, a.d,
               [&](int, int64_t i, int col, T x) { dqp[i * a.dq.sr + col] = a.scale * x; });
     add_square_sum(a.sq, bh, gf);
     __syncthreads();
@@ -530,12 +670,12 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
 
 // Key-major backward: one block per (key tile, b*h) streams the query tiles and accumulates
 // dv += A^T dO and dk += scale * dS^T Q in registers; the row terms come from aux.
-template <typename T, int D>
+template <typename T, int D, bool kMma>
 __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::kv_m, BN = Tiles<T, D>::kv_n;
-  constexpr int G = kNT / BN, RK = BM / G, RA = BN / 4, CA = D / 32;
-  constexpr int LY = D + kVec<T>, LP = BN + kVec<T>;
-  alignas(16) __shared__ T ks[BN * LY], vs[BN * LY], xs[BM * D], ps[BM * LP];
+  constexpr int G = kNT / BN, RK = BM / G;
+  constexpr int LX = kLX<T, D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  alignas(16) __shared__ T ks[BN * LY], vs[BN * LY], xs[BM * LX], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
   const bool softmax = a.p.act == AttnActivation::Softmax;
@@ -548,9 +688,9 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
     load_tile<T, BN, D, LY>(ks, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
     load_tile<T, BN, D, LY>(vs, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
     const bool key_ok = j < a.S && key_visible(a, b, j);
-    T acc_k[RA][CA] = {}, acc_v[RA][CA] = {};
+    Acc<T, BN, D, kMma> acc_k, acc_v;
     for (int64_t i0 = first; i0 < a.Tq; i0 += BM) {
-      load_tile<T, BM, D, D>(xs, qp, a.q.sr, i0, a.Tq, a.d);
+      load_tile<T, BM, D, LX>(xs, qp, a.q.sr, i0, a.Tq, a.d);
       for (int r = t; r < BM; r += kNT) {
         const int64_t i = i0 + r;
         T x = i < a.Tq ? a.aux[bh * a.Tq + i] : T(0);
@@ -563,11 +703,11 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
       }
       __syncthreads();
       T s[RK], dp[RK], ds[RK];
-      tile_dots<T, RK, G, D, LY>(xs, ks, g, c, a.d, s);
+      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(xs, ks, g, c, a.d, ps, s);
       __syncthreads();
-      load_tile<T, BM, D, D>(xs, gp, a.g.sr, i0, a.Tq, a.e);
+      load_tile<T, BM, D, LX>(xs, gp, a.g.sr, i0, a.Tq, a.e);
       __syncthreads();
-      tile_dots<T, RK, G, D, LY>(xs, vs, g, c, a.e, dp);
+      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(xs, vs, g, c, a.e, ps, dp);
 #pragma unroll
       for (int k = 0; k < RK; ++k) {
         const int r = g + k * G;
@@ -578,20 +718,19 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
         ps[r * LP + c] = w;
       }
       __syncthreads();
-      tile_accumulate<T, RA, CA, BM, LP, true, D>(ps, xs, acc_v);  // xs holds dO
+      acc_v.template accumulate<BM, LP, true, LX>(ps, xs);  // xs holds dO
       __syncthreads();
 #pragma unroll
       for (int k = 0; k < RK; ++k) ps[(g + k * G) * LP + c] = ds[k];
-      load_tile<T, BM, D, D>(xs, qp, a.q.sr, i0, a.Tq, a.d);
+      load_tile<T, BM, D, LX>(xs, qp, a.q.sr, i0, a.Tq, a.d);
       __syncthreads();
-      tile_accumulate<T, RA, CA, BM, LP, true, D>(ps, xs, acc_k);
+      acc_k.template accumulate<BM, LP, true, LX>(ps, xs);
       __syncthreads();
     }
     T *dkp = a.dk.at(b, h), *dvp = a.dv.at(b, h);
-    store_acc(acc_k, j0, a.S, a.d,
-              [&](int, int64_t jr, int col, T x) { dkp[jr * a.dk.sr + col] += a.scale * x; });
-    store_acc(acc_v, j0, a.S, a.e,
-              [&](int, int64_t jr, int col, T x) { dvp[jr * a.dv.sr + col] += x; });
+    acc_k.store(j0, a.S, a.d,
+                [&](int, int64_t jr, int col, T x) { dkp[jr * a.dk.sr + col] += a.scale * x; });
+    acc_v.store(j0, a.S, a.e, [&](int, int64_t jr, int col, T x) { dvp[jr * a.dv.sr + col] += x; });
     __syncthreads();
   }
 }
@@ -648,6 +787,15 @@ void with_config(const Tensor& q, const Tensor& v, const char* op, F&& f) {
 
 int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
 
+// Calls f(std::bool_constant<kMma>): tensor cores for f32 unless switched off, FMA otherwise.
+template <typename T, typename F>
+void with_path(F&& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (attention_tensor_cores()) return f(std::true_type{});
+  }
+  f(std::false_type{});
+}
+
 }  // namespace
 
 void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -662,9 +810,11 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
     if (lse.defined()) a.lse = static_cast<T*>(lse.raw_data());
     if (frob_sq.defined()) a.sq = static_cast<double*>(frob_sq.raw_data());
     if (a.Tq > 0 && a.BH > 0) {
-      forward_kernel<T, D>
-          <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::fwd_m), a.BH), kNT, 0, stream()>>>(a);
-      PG_CUDA_LAUNCH_CHECK();
+      with_path<T>([&](auto mma) {
+        forward_kernel<T, D, decltype(mma)::value>
+            <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::fwd_m), a.BH), kNT, 0, stream()>>>(a);
+        PG_CUDA_LAUNCH_CHECK();
+      });
     }
   });
 }
@@ -690,14 +840,17 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
     if (a.Tq > 0 && a.BH > 0) {
       Tensor aux = empty({a.BH * a.Tq}, {q.dtype(), q.device()});
       a.aux = static_cast<T*>(aux.raw_data());
-      backward_dq_kernel<T, D>
-          <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::dq_m), a.BH), kNT, 0, stream()>>>(a);
-      PG_CUDA_LAUNCH_CHECK();
-      if (a.S > 0) {
-        backward_dkv_kernel<T, D>
-            <<<grid_for(ceil_div(a.S, Tiles<T, D>::kv_n), a.BH), kNT, 0, stream()>>>(a);
+      with_path<T>([&](auto mma) {
+        constexpr bool kMma = decltype(mma)::value;
+        backward_dq_kernel<T, D, kMma>
+            <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::dq_m), a.BH), kNT, 0, stream()>>>(a);
         PG_CUDA_LAUNCH_CHECK();
-      }
+        if (a.S > 0) {
+          backward_dkv_kernel<T, D, kMma>
+              <<<grid_for(ceil_div(a.S, Tiles<T, D>::kv_n), a.BH), kNT, 0, stream()>>>(a);
+          PG_CUDA_LAUNCH_CHECK();
+        }
+      });
     }
   });
 }

@@ -21,6 +21,7 @@ struct Runtime {
   cudaStream_t stream = nullptr;
   cublasHandle_t handle = nullptr;
   bool tf32 = false;
+  bool attention_mma = true;
 };
 
 Runtime& runtime() {
@@ -116,6 +117,8 @@ Allocator& allocator() {
 }
 
 void set_allow_tf32(bool allow) { runtime().tf32 = allow; }
+void set_attention_tensor_cores(bool on) { runtime().attention_mma = on; }
+bool attention_tensor_cores() { return runtime().attention_mma; }
 
 }  // namespace cuda
 

@@ -1,6 +1,7 @@
 // The CPU emulation of CUDA and cuBLAS behind tests/cuda_emu/include (see cuda_runtime.h there).
 #include <ucontext.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
@@ -21,6 +22,7 @@ enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
   ucontext_t context;
+  void* sp = nullptr;  // saved stack pointer (fast switch)
   std::vector<char> stack;
   State state = State::Ready;
   uint3 index;
@@ -30,26 +32,101 @@ struct Fiber {
 constexpr size_t kStackBytes = 256 * 1024;
 
 std::vector<Fiber> fibers(1024);
-std::vector<unsigned char> warp_slots;  // 32 lanes x 8 bytes per warp
-ucontext_t scheduler;
+std::vector<unsigned char> warp_slots;  // 32 lanes x kSlotBytes per warp
+void* scheduler_sp = nullptr;
 Fiber* running = nullptr;
 const std::function<void()>* body = nullptr;
 std::exception_ptr failure;
 cudaError_t last_error = cudaSuccess;
 
-void fiber_main() {
+void run_body() {
   try {
     (*body)();
   } catch (...) {
     if (!failure) failure = std::current_exception();
   }
-  running->state = State::Done;  // returns to uc_link: the scheduler
+  running->state = State::Done;
 }
 
+#if defined(__x86_64__) && !defined(PG_EMU_UCONTEXT)  // PG_EMU_UCONTEXT: the portable path
+// Fibers switch at every barrier, thousands of times per kernel: swapcontext's signal-mask
+// system call would dominate, so x86-64 switches stacks directly. pg_emu_switch saves the
+// callee-saved registers and the SSE/x87 control words on the current stack, stores the stack
+// pointer in *from, and resumes the stack `to` saved the same way.
+extern "C" void pg_emu_switch(void** from, void* to);
+asm(R"(
+  .text
+  .globl pg_emu_switch
+  .type pg_emu_switch, @function
+pg_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size pg_emu_switch, .-pg_emu_switch
+)");
+
+[[noreturn]] void fiber_entry() {
+  run_body();
+  void* unused;
+  pg_emu_switch(&unused, scheduler_sp);  // never resumed
+  __builtin_unreachable();
+}
+
+// A fresh stack that pg_emu_switch "returns" into fiber_entry from, with the current control
+// words and the ABI's alignment (rsp = 8 mod 16 at a function's entry).
+void start_fiber(Fiber& f) {
+  auto top = reinterpret_cast<uintptr_t>(f.stack.data() + f.stack.size()) & ~uintptr_t{15};
+  auto* p = reinterpret_cast<uint64_t*>(top);
+  *--p = 0;  // fiber_entry's (never used) return address: rsp = 8 mod 16 at its entry
+  *--p = reinterpret_cast<uint64_t>(&fiber_entry);
+  for (int i = 0; i < 6; ++i) *--p = 0;  // rbp, rbx, r12-r15
+  uint32_t mxcsr;
+  uint16_t fpcw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpcw));
+  *--p = mxcsr | static_cast<uint64_t>(fpcw) << 32;
+  f.sp = p;
+}
+void resume(Fiber& f) { pg_emu_switch(&scheduler_sp, f.sp); }
+void suspend(State state) {
+  running->state = state;
+  pg_emu_switch(&running->sp, scheduler_sp);
+}
+#else
+ucontext_t scheduler;
+void fiber_main() { run_body(); }  // returns to uc_link: the scheduler
+
+void start_fiber(Fiber& f) {
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack.data();
+  f.context.uc_stack.ss_size = f.stack.size();
+  f.context.uc_link = &scheduler;
+  makecontext(&f.context, fiber_main, 0);
+}
+void resume(Fiber& f) { swapcontext(&scheduler, &f.context); }
 void suspend(State state) {
   running->state = state;
   swapcontext(&running->context, &scheduler);
 }
+#endif
 
 // Runs every thread of one block to completion, releasing barriers as they fill.
 void run_block(unsigned threads) {
@@ -57,11 +134,7 @@ void run_block(unsigned threads) {
   for (unsigned t = 0; t < threads; ++t) {
     Fiber& f = fibers[t];
     if (f.stack.empty()) f.stack.resize(kStackBytes);
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.data();
-    f.context.uc_stack.ss_size = f.stack.size();
-    f.context.uc_link = &scheduler;
-    makecontext(&f.context, fiber_main, 0);
+    start_fiber(f);
     f.state = State::Ready;
     f.index = {t % bd.x, (t / bd.x) % bd.y, t / (bd.x * bd.y)};
     f.warp = static_cast<int>(t / 32);
@@ -75,7 +148,7 @@ void run_block(unsigned threads) {
       if (f.state != State::Ready) continue;
       running = &f;
       current.thread = f.index;
-      swapcontext(&scheduler, &f.context);
+      resume(f);
     }
     running = nullptr;
     unsigned live_total = 0, at_block = 0;
@@ -119,7 +192,8 @@ void block_barrier() { suspend(State::AtBlockBarrier); }
 void warp_barrier() { suspend(State::AtWarpBarrier); }
 int lane() { return running->lane; }
 unsigned char* warp_slot(int lane) {
-  return &warp_slots[(static_cast<size_t>(running->warp) * 32 + static_cast<size_t>(lane)) * 8];
+  return &warp_slots[(static_cast<size_t>(running->warp) * 32 + static_cast<size_t>(lane)) *
+                     kSlotBytes];
 }
 
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& f) {
@@ -133,7 +207,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& f) {
   failure = nullptr;
   current.block_dim = block;
   current.grid_dim = grid;
-  warp_slots.assign((threads + 31) / 32 * 32 * 8, 0);
+  warp_slots.assign((threads + 31) / 32 * 32 * kSlotBytes, 0);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
@@ -181,9 +255,7 @@ cudaError_t cudaGetDeviceCount(int* count) {
   return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) {
-  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
-}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
 
 cudaError_t cudaGetDevice(int* device) {
   *device = 0;
@@ -233,11 +305,11 @@ double element(const void* p, cudaDataType type, long long i) {
 // C = alpha op(A) op(B) + beta C, column-major, after cuBLAS's checks of the arguments.
 cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
                     const void* a, cudaDataType at, int lda, long long sa, const void* b,
-                    cudaDataType bt, int ldb, long long sb, double beta, void* c,
-                    cudaDataType ct, int ldc, long long sc, int batch) {
+                    cudaDataType bt, int ldb, long long sb, double beta, void* c, cudaDataType ct,
+                    int ldc, long long sc, int batch) {
   if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  if (lda < std::max(1, ta == CUBLAS_OP_N ? m : k) || ldb < std::max(1, tb == CUBLAS_OP_N ? k : n) ||
-      ldc < std::max(1, m))
+  if (lda < std::max(1, ta == CUBLAS_OP_N ? m : k) ||
+      ldb < std::max(1, tb == CUBLAS_OP_N ? k : n) || ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
   for (int p = 0; p < batch; ++p)
     for (int j = 0; j < n; ++j)
@@ -294,12 +366,11 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta,
               batch);
 }
 
-cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t, cublasOperation_t ta,
-                                         cublasOperation_t tb, int m, int n, int k,
-                                         const double* alpha, const double* a, int lda,
-                                         long long stride_a, const double* b, int ldb,
-                                         long long stride_b, const double* beta, double* c,
-                                         int ldc, long long stride_c, int batch) {
+cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb,
+                                         int m, int n, int k, const double* alpha, const double* a,
+                                         int lda, long long stride_a, const double* b, int ldb,
+                                         long long stride_b, const double* beta, double* c, int ldc,
+                                         long long stride_c, int batch) {
   return gemm(ta, tb, m, n, k, *alpha, a, CUDA_R_64F, lda, stride_a, b, CUDA_R_64F, ldb, stride_b,
               *beta, c, CUDA_R_64F, ldc, stride_c, batch);
 }

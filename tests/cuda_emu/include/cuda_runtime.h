@@ -85,7 +85,8 @@ extern Position current;
 /// Waits for every live thread of the block / of the calling thread's warp.
 void block_barrier();
 void warp_barrier();
-/// 8 bytes of exchange space per lane of the calling thread's warp, and its lane.
+/// Exchange space per lane of the calling thread's warp (kSlotBytes), and its lane.
+constexpr size_t kSlotBytes = 64;
 unsigned char* warp_slot(int lane);
 int lane();
 
@@ -172,6 +173,72 @@ inline unsigned __ballot_sync(unsigned, int predicate) {
 }
 
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+
+// --- tensor cores: TF32 mma.sync.m16n8k8 ------------------------------------------------------
+namespace pg_emu {
+
+/// cvt.rna.tf32.f32: x rounded to 10 mantissa bits, ties away from zero; NaN and inf kept.
+inline uint32_t tf32_rna(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u += 0x1000u;
+  return u & ~0x1fffu;
+}
+
+inline float tf32_value(uint32_t u) {
+  u &= ~0x1fffu;  // the tensor core reads only the TF32 bits of a register
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+/// The three products of a 3xTF32 mma.m16n8k8 (row.col, f32 accumulate) in the PTX ISA's
+/// fragment layout: lane l holds A rows l/4 and l/4 + 8 at columns l%4 and l%4 + 4, B rows
+/// l%4 and l%4 + 4 at column l/4, and D row l/4 (+ 8) at columns 2 (l%4) and 2 (l%4) + 1.
+/// d += a_small b_big, then a_big b_small, then a_big b_big, each summed over k in order.
+inline void mma_3xtf32(float (&d)[4], const uint32_t (&a_big)[4], const uint32_t (&a_small)[4],
+                       const uint32_t (&b_big)[2], const uint32_t (&b_small)[2]) {
+  const int me = lane();
+  unsigned char* slot = warp_slot(me);
+  std::memcpy(slot, a_big, 16);
+  std::memcpy(slot + 16, a_small, 16);
+  std::memcpy(slot + 32, b_big, 8);
+  std::memcpy(slot + 40, b_small, 8);
+  warp_barrier();
+  // A[2][16][8] and B[2][8][8] (big, small) gathered from every lane's fragments.
+  float A[2][16][8], B[2][8][8];
+  for (int l = 0; l < 32; ++l) {
+    const unsigned char* s = warp_slot(l);
+    uint32_t a[2][4], b[2][2];
+    std::memcpy(a, s, 32);
+    std::memcpy(b, s + 32, 16);
+    const int g = l / 4, t = l % 4;
+    for (int part = 0; part < 2; ++part) {
+      A[part][g][t] = tf32_value(a[part][0]);
+      A[part][g + 8][t] = tf32_value(a[part][1]);
+      A[part][g][t + 4] = tf32_value(a[part][2]);
+      A[part][g + 8][t + 4] = tf32_value(a[part][3]);
+      B[part][t][g] = tf32_value(b[part][0]);
+      B[part][t + 4][g] = tf32_value(b[part][1]);
+    }
+  }
+  warp_barrier();
+  const int g = me / 4, t = me % 4;
+  for (int q = 0; q < 4; ++q) {
+    const int row = g + (q >> 1) * 8, col = 2 * t + (q & 1);
+    const int pa[3] = {1, 0, 0}, pb[3] = {0, 1, 0};  // small*big, big*small, big*big
+    for (int m = 0; m < 3; ++m)
+      for (int k = 0; k < 8; ++k) d[q] += A[pa[m]][row][k] * B[pb[m]][k][col];
+  }
+}
+
+}  // namespace pg_emu
+
+inline float __uint_as_float(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
 
 // Fibers never run at the same time: a read-modify-write is atomic.
 template <typename T>

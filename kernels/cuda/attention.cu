@@ -246,23 +246,26 @@ __device__ void store_acc(const T (&acc)[RA][CA], int64_t row0, int64_t rows, in
 // The products of tile_dots and tile_accumulate by 16x8x8 mma tiles: a ROWS x COLS output
 // splits into (ROWS/16) x (COLS/8) mma tiles, PER per warp, all in one 16-row slab so a warp
 // loads its A fragment once per k step and reuses it across its PER tiles.
+// A lane's place in the mma fragment layout: its group (lane / 4) and its index in the group.
+__device__ inline int lane_group() { return static_cast<int>(threadIdx.x) % 32 / 4; }
+__device__ inline int lane_in_group() { return static_cast<int>(threadIdx.x) % 4; }
+
 template <int ROWS, int COLS>
 struct MmaTiles {
   static constexpr int TN = COLS / 8, PER = ROWS / 16 * TN / 4;
   static_assert(ROWS % 16 == 0 && COLS % 8 == 0 && PER >= 1 && TN % PER == 0, "mma tiling");
-  __device__ static int lane() { return static_cast<int>(threadIdx.x) % 32; }
   __device__ static int first() { return static_cast<int>(threadIdx.x) / 32 * PER; }
   __device__ static int row0() { return first() / TN * 16; }
   __device__ static int col0(int i) { return (first() + i) % TN * 8; }
   // Row and column of accumulator element q (0..3) of this lane's tile i.
-  __device__ static int row(int q) { return row0() + lane() / 4 + (q >> 1) * 8; }
-  __device__ static int col(int i, int q) { return col0(i) + 2 * (lane() % 4) + (q & 1); }
+  __device__ static int row(int q) { return row0() + lane_group() + (q >> 1) * 8; }
+  __device__ static int col(int i, int q) { return col0(i) + 2 * lane_in_group() + (q & 1); }
 };
 
 // This lane's A fragment of A(r, k) = at(r, k) for rows r0.. r0 + 15, columns k0.. k0 + 7.
 template <typename F>
 __device__ void load_a(F&& at, int r0, int k0, Tf32Split (&a)[4]) {
-  const int g = static_cast<int>(threadIdx.x) % 32 / 4, t = static_cast<int>(threadIdx.x) % 4;
+  const int g = lane_group(), t = lane_in_group();
   a[0] = tf32_split(at(r0 + g, k0 + t));
   a[1] = tf32_split(at(r0 + g + 8, k0 + t));
   a[2] = tf32_split(at(r0 + g, k0 + t + 4));
@@ -272,7 +275,7 @@ __device__ void load_a(F&& at, int r0, int k0, Tf32Split (&a)[4]) {
 // This lane's B fragment of B(k, n) = at(k, n) for rows k0.. k0 + 7, columns n0.. n0 + 7.
 template <typename F>
 __device__ void load_b(F&& at, int k0, int n0, Tf32Split (&b)[2]) {
-  const int g = static_cast<int>(threadIdx.x) % 32 / 4, t = static_cast<int>(threadIdx.x) % 4;
+  const int g = lane_group(), t = lane_in_group();
   b[0] = tf32_split(at(k0 + t, n0 + g));
   b[1] = tf32_split(at(k0 + t + 4, n0 + g));
 }
@@ -381,7 +384,7 @@ __device__ void dots(const T* X, const T* Y, int r0, int c, int n, T* scratch, T
 
 // Leading dimensions: X (query-row) tiles, Y (key-row) tiles. The mma path pads rows so a
 // fragment load's eight row groups fall in distinct banks.
-template <typename T, int D, bool kMma>
+template <int D, bool kMma>
 constexpr int kLX = kMma ? D + 4 : D;
 template <typename T, int D, bool kMma>
 constexpr int kLY = kMma ? D + 8 : D + kVec<T>;
@@ -477,7 +480,7 @@ template <typename T, int D, bool kMma>
 __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::fwd_m, BN = Tiles<T, D>::fwd_n;
   constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<T, D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  constexpr int LX = kLX<D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
   alignas(16) __shared__ T qs[BM * LX], ys[BN * LY], ps[BM * LP];
   __shared__ T rfac[BM], rrow[BM];
   __shared__ int cnt[BM];
@@ -575,7 +578,7 @@ template <typename T, int D, bool kMma>
 __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::dq_m, BN = Tiles<T, D>::dq_n;
   constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<T, D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  constexpr int LX = kLX<D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
   alignas(16) __shared__ T qs[BM * LX], gs[BM * LX], ys[BN * LY], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   __shared__ int cnt[BM];
@@ -674,7 +677,7 @@ template <typename T, int D, bool kMma>
 __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::kv_m, BN = Tiles<T, D>::kv_n;
   constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<T, D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  constexpr int LX = kLX<D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
   alignas(16) __shared__ T ks[BN * LY], vs[BN * LY], xs[BM * LX], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;

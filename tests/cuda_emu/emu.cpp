@@ -1,5 +1,10 @@
 // The CPU emulation of CUDA and cuBLAS behind tests/cuda_emu/include (see cuda_runtime.h there).
+// x86-64 fibers switch stacks directly (below); PG_EMU_UCONTEXT selects the portable ucontext path.
+#if defined(__x86_64__) && !defined(PG_EMU_UCONTEXT)
+#define PG_EMU_FAST_SWITCH 1
+#else
 #include <ucontext.h>
+#endif
 
 #include <cstdint>
 #include <cstdlib>
@@ -21,8 +26,11 @@ namespace {
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
+#ifdef PG_EMU_FAST_SWITCH
+  void* sp = nullptr;  // the saved stack pointer
+#else
   ucontext_t context;
-  void* sp = nullptr;  // saved stack pointer (fast switch)
+#endif
   std::vector<char> stack;
   State state = State::Ready;
   uint3 index;
@@ -48,7 +56,7 @@ void run_body() {
   running->state = State::Done;
 }
 
-#if defined(__x86_64__) && !defined(PG_EMU_UCONTEXT)  // PG_EMU_UCONTEXT: the portable path
+#ifdef PG_EMU_FAST_SWITCH
 // Fibers switch at every barrier, thousands of times per kernel: swapcontext's signal-mask
 // system call would dominate, so x86-64 switches stacks directly. pg_emu_switch saves the
 // callee-saved registers and the SSE/x87 control words on the current stack, stores the stack

@@ -174,6 +174,12 @@ inline unsigned __ballot_sync(unsigned, int predicate) {
 
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
+inline float __uint_as_float(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
 // --- tensor cores: TF32 mma.sync.m16n8k8 ------------------------------------------------------
 namespace pg_emu {
 
@@ -185,12 +191,8 @@ inline uint32_t tf32_rna(float x) {
   return u & ~0x1fffu;
 }
 
-inline float tf32_value(uint32_t u) {
-  u &= ~0x1fffu;  // the tensor core reads only the TF32 bits of a register
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
+// The tensor core reads only the TF32 bits of a register.
+inline float tf32_value(uint32_t u) { return __uint_as_float(u & ~0x1fffu); }
 
 /// The three products of a 3xTF32 mma.m16n8k8 (row.col, f32 accumulate) in the PTX ISA's
 /// fragment layout: lane l holds A rows l/4 and l/4 + 8 at columns l%4 and l%4 + 4, B rows
@@ -233,12 +235,6 @@ inline void mma_3xtf32(float (&d)[4], const uint32_t (&a_big)[4], const uint32_t
 }
 
 }  // namespace pg_emu
-
-inline float __uint_as_float(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
 
 // Fibers never run at the same time: a read-modify-write is atomic.
 template <typename T>

@@ -65,6 +65,18 @@ struct SgdStep {
   bool nesterov, first;
 };
 
+/// One parameter of a fused Adam step: contiguous tensors of one dtype, updated in place.
+struct AdamParam {
+  Tensor param, grad, m, v;
+  AdamStep step;
+};
+
+/// One parameter of a fused SGD step; `buf` (the momentum buffer) is undefined without momentum.
+struct SgdParam {
+  Tensor param, grad, buf;
+  SgdStep step;
+};
+
 /// Kernels a device provides. Every method may assume devices and dtypes were checked.
 class Backend {
  public:
@@ -118,11 +130,18 @@ class Backend {
   virtual void cross_entropy_backward(const Tensor& grad, const Tensor& logits,
                                       const Tensor& target, const Tensor& lse, int64_t ignore_index,
                                       double label_smoothing, Tensor& dlogits) = 0;
-  /// Fused Adam/AdamW update of one contiguous parameter and its moments, in place.
-  virtual void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                           const AdamStep& s) = 0;
-  /// Fused SGD update; `buf` (the momentum buffer) is undefined without momentum.
-  virtual void sgd_update(Tensor& param, const Tensor& grad, Tensor& buf, const SgdStep& s) = 0;
+  /// Fused Adam/AdamW updates of parameters on this device (a GPU batches them into few
+  /// launches: a model's step costs a handful, not one per parameter).
+  virtual void adam_update(const std::vector<AdamParam>& params) = 0;
+  /// Fused SGD updates of parameters on this device, batched as adam_update.
+  virtual void sgd_update(const std::vector<SgdParam>& params) = 0;
+  /// out (an f64 scalar on this device) = the sum of x^2 over every element of every x,
+  /// accumulated in f64 in an order that does not depend on threads or timing.
+  virtual void sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) = 0;
+  /// outs[i] = xs[i] * scale (scale rounded to their dtype, as mul(x, scale)); contiguous
+  /// tensors of one floating dtype, batched as adam_update.
+  virtual void scale(const std::vector<Tensor>& xs, double scale,
+                     const std::vector<Tensor>& outs) = 0;
 
   /// out = bernoulli(keep) / keep, drawn from `gen` in row-major order.
   virtual void dropout_mask(Tensor& out, double keep, Generator& gen) = 0;

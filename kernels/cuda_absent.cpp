@@ -20,6 +20,7 @@ Allocator& allocator() {
 void set_allow_tf32(bool) {}
 void set_attention_tensor_cores(bool) {}
 bool attention_tensor_cores() { return false; }
+uint64_t kernel_launches() { return 0; }
 }  // namespace cuda
 
 }  // namespace pg

@@ -1,5 +1,7 @@
 // What a program can ask about GPUs, whether or not polygrad was built with CUDA.
 #pragma once
+#include <cstdint>
+
 #include "core/allocator.h"
 
 namespace pg::cuda {
@@ -21,5 +23,7 @@ void set_allow_tf32(bool allow);
 void set_attention_tensor_cores(bool on);
 /// Whether f32 fused attention uses tensor cores.
 bool attention_tensor_cores();
+/// Kernels of polygrad's own launched so far on every device (cuBLAS's are not counted).
+uint64_t kernel_launches();
 
 }  // namespace pg::cuda

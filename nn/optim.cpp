@@ -100,8 +100,19 @@ void Optimizer::step() {
                shape_str(p.shape()), " but its gradient has shape ", shape_str(grad.shape()));
       work.push_back({g, i, grad.contiguous()});
     }
-  for (const Work& w : work)
-    update(groups_[w.g].params[w.i], w.grad, groups_[w.g], state_[w.g][w.i]);
+  // One batch per device, in the order the devices first appear.
+  std::vector<std::vector<Update>> batches;
+  for (const Work& w : work) {
+    Update u{groups_[w.g].params[w.i], w.grad, &groups_[w.g], &state_[w.g][w.i]};
+    auto same = std::find_if(batches.begin(), batches.end(), [&](const std::vector<Update>& b) {
+      return b[0].param.device() == u.param.device();
+    });
+    if (same == batches.end())
+      batches.push_back({u});
+    else
+      same->push_back(u);
+  }
+  for (const auto& batch : batches) update(batch);
   ++steps_;
 }
 

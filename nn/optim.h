@@ -27,7 +27,7 @@ std::vector<ParamGroup> decay_groups(const Module& model, double lr, double weig
 /// Base of every optimizer: groups, per-parameter state, state dicts.
 class Optimizer {
  public:
-  /// Parameters must be floating, contiguous CPU leaves, each in at most one group.
+  /// Parameters must be floating, contiguous leaves, each in at most one group.
   explicit Optimizer(std::vector<ParamGroup> groups) : Optimizer(std::move(groups), "optimizer") {}
   virtual ~Optimizer() = default;
   /// Updates every parameter that has a gradient, in place on its storage, without recording
@@ -56,10 +56,16 @@ class Optimizer {
   const char* name() const { return name_; }
   /// The buffers update() keeps for a parameter that has been updated at least once.
   virtual std::vector<std::string> state_names() const = 0;
-  /// Updates one contiguous CPU parameter from a gradient of its shape, dtype and device;
-  /// `state` holds its buffers (empty before the first update).
-  virtual void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
-                      std::map<std::string, Tensor>& state) = 0;
+  /// One parameter's share of a step.
+  struct Update {
+    Tensor param;  ///< contiguous; a handle on the parameter's own storage
+    Tensor grad;   ///< contiguous, of the parameter's shape, dtype and device
+    const ParamGroup* group;
+    std::map<std::string, Tensor>* state;  ///< its buffers (empty before its first update)
+  };
+  /// Updates parameters that all live on one device, in place (one batched kernel call, so
+  /// that a GPU step costs a few launches rather than one per parameter).
+  virtual void update(const std::vector<Update>& updates) = 0;
 
  private:
   /// Validates the groups (they may have been edited) and sizes the state to match.
@@ -80,8 +86,7 @@ class SGD : public Optimizer {
 
  protected:
   std::vector<std::string> state_names() const override;
-  void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
-              std::map<std::string, Tensor>& state) override;
+  void update(const std::vector<Update>& updates) override;
 
  private:
   double momentum_;
@@ -89,7 +94,7 @@ class SGD : public Optimizer {
 };
 
 /// Adam (torch.optim.Adam: weight decay added to the gradient as L2) or, with decoupled =
-/// true, AdamW (torch.optim.AdamW: p -= lr * wd * p). One fused loop per parameter.
+/// true, AdamW (torch.optim.AdamW: p -= lr * wd * p). One fused pass over each parameter.
 class Adam : public Optimizer {
  public:
   /// betas in [0, 1), eps >= 0.
@@ -98,8 +103,7 @@ class Adam : public Optimizer {
 
  protected:
   std::vector<std::string> state_names() const override;
-  void update(Tensor& param, const Tensor& grad, const ParamGroup& group,
-              std::map<std::string, Tensor>& state) override;
+  void update(const std::vector<Update>& updates) override;
 
  private:
   double beta1_, beta2_, eps_;

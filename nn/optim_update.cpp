@@ -1,5 +1,5 @@
-// The update rules: each parameter goes to its device's fused update kernel (no chain of
-// tensor ops, no temporaries), run by Optimizer::step without recording a graph.
+// The update rules: the parameters of a device go to its fused update kernel as one batch (no
+// chain of tensor ops, no temporaries), run by Optimizer::step without recording a graph.
 #include <cmath>
 
 #include "kernels/backend.h"
@@ -19,16 +19,18 @@ std::vector<std::string> SGD::state_names() const {
   return {};
 }
 
-void SGD::update(Tensor& param, const Tensor& grad, const ParamGroup& group,
-                 std::map<std::string, Tensor>& state) {
-  // PyTorch seeds the momentum buffer with the first (decayed) gradient, not with zeros.
-  bool first = momentum_ > 0 && !state.count("momentum");
-  if (first) state["momentum"] = empty_like(param);
-  Tensor none;
-  Tensor& buf = momentum_ > 0 ? state["momentum"] : none;
-  backend_for(param.device())
-      .sgd_update(param, grad.contiguous(), buf,
-                  {group.lr, group.weight_decay, momentum_, nesterov_, first});
+void SGD::update(const std::vector<Update>& updates) {
+  std::vector<SgdParam> batch;
+  for (const Update& u : updates) {
+    auto& state = *u.state;
+    // PyTorch seeds the momentum buffer with the first (decayed) gradient, not with zeros.
+    bool first = momentum_ > 0 && !state.count("momentum");
+    if (first) state["momentum"] = empty_like(u.param);
+    Tensor buf = momentum_ > 0 ? state["momentum"] : Tensor();
+    batch.push_back(
+        {u.param, u.grad, buf, {u.group->lr, u.group->weight_decay, momentum_, nesterov_, first}});
+  }
+  backend_for(updates[0].param.device()).sgd_update(batch);
 }
 
 Adam::Adam(std::vector<ParamGroup> groups, double beta1, double beta2, double eps, bool decoupled)
@@ -44,30 +46,34 @@ Adam::Adam(std::vector<ParamGroup> groups, double beta1, double beta2, double ep
 
 std::vector<std::string> Adam::state_names() const { return {"exp_avg", "exp_avg_sq", "step"}; }
 
-void Adam::update(Tensor& param, const Tensor& grad, const ParamGroup& group,
-                  std::map<std::string, Tensor>& state) {
-  if (!state.count("exp_avg")) {
-    state["exp_avg"] = zeros_like(param);
-    state["exp_avg_sq"] = zeros_like(param);
-    state["step"] = scalar_tensor(0, {DType::F64});
+void Adam::update(const std::vector<Update>& updates) {
+  std::vector<AdamParam> batch;
+  for (const Update& u : updates) {
+    auto& state = *u.state;
+    if (!state.count("exp_avg")) {
+      state["exp_avg"] = zeros_like(u.param);
+      state["exp_avg_sq"] = zeros_like(u.param);
+      state["step"] = scalar_tensor(0, {DType::F64});
+    }
+    // A step count per parameter (as in PyTorch): a parameter that skipped steps (no gradient)
+    // gets the bias correction of the updates it actually had.
+    Tensor& st = state["step"];
+    const double t = st.item() + 1;
+    st.fill_(t);
+    // The bias corrections are folded into two scalars, the way torch.optim computes them:
+    // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
+    const double bc1 = 1 - std::pow(beta1_, t), bc2 = 1 - std::pow(beta2_, t);
+    const ParamGroup& group = *u.group;
+    AdamStep s{beta1_,
+               beta2_,
+               eps_,
+               group.lr / bc1,
+               std::sqrt(bc2),
+               decoupled_ ? 1 - group.lr * group.weight_decay : 1.0,
+               decoupled_ ? 0.0 : group.weight_decay};
+    batch.push_back({u.param, u.grad, state["exp_avg"], state["exp_avg_sq"], s});
   }
-  // A step count per parameter (as in PyTorch): a parameter that skipped steps (no gradient)
-  // gets the bias correction of the updates it actually had.
-  Tensor& st = state["step"];
-  const double t = st.item() + 1;
-  st.fill_(t);
-  // The bias corrections are folded into two scalars, the way torch.optim computes them:
-  // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
-  const double bc1 = 1 - std::pow(beta1_, t), bc2 = 1 - std::pow(beta2_, t);
-  AdamStep s{beta1_,
-             beta2_,
-             eps_,
-             group.lr / bc1,
-             std::sqrt(bc2),
-             decoupled_ ? 1 - group.lr * group.weight_decay : 1.0,
-             decoupled_ ? 0.0 : group.weight_decay};
-  backend_for(param.device())
-      .adam_update(param, grad.contiguous(), state["exp_avg"], state["exp_avg_sq"], s);
+  backend_for(updates[0].param.device()).adam_update(batch);
 }
 
 }  // namespace pg

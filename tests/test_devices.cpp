@@ -4,7 +4,9 @@
 // error paths run, and the suite ends with one line counting the skipped checks.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 
 #include "device_check.h"
@@ -165,6 +167,109 @@ TEST_CASE("optimizer steps on the GPU match the CPU") {
     }
     CHECK(pgt::max_rel_error(pg_, pc) < 1e-5);
   }
+}
+
+TEST_CASE("batched optimizer steps and clipping over many parameters match per-parameter steps") {
+  if (!pgt::have_cuda()) return;
+  // 40 parameters (30 f32, 10 f64: more than one launch's 24 of a dtype), sizes around the
+  // 2,048-element block chunk, an empty one, two groups, and gradients missing on some steps.
+  const std::vector<int64_t> sizes = {1, 2047, 2048, 2049, 0, 5000, 3, 6150, 64, 4096};
+  auto make_params = [&](Device device) {
+    Generator gen(11);
+    std::vector<Tensor> ps;
+    for (int k = 0; k < 40; ++k) {
+      DType dt = k % 4 == 3 ? DType::F64 : DType::F32;
+      ps.push_back(randn({sizes[k % sizes.size()]}, {dt}, &gen).to(device).requires_grad_());
+    }
+    return ps;
+  };
+  auto groups_of = [](const std::vector<Tensor>& ps, size_t begin, size_t end) {
+    ParamGroup a{{}, 1e-2, 0.1}, b{{}, 3e-3, 0.0};
+    for (size_t k = begin; k < end; ++k) (k % 3 == 0 ? b : a).params.push_back(ps[k]);
+    std::vector<ParamGroup> groups;
+    for (ParamGroup* g : {&a, &b})
+      if (!g->params.empty()) groups.push_back(*g);
+    return groups;
+  };
+  auto make_opt = [](int kind, std::vector<ParamGroup> groups) -> std::unique_ptr<Optimizer> {
+    if (kind == 0) return std::make_unique<AdamW>(std::move(groups));
+    if (kind == 1) return std::make_unique<Adam>(std::move(groups));
+    return std::make_unique<SGD>(std::move(groups), kind == 2 ? 0.0 : 0.9, kind == 4);
+  };
+  for (int kind = 0; kind < 5; ++kind) {
+    CAPTURE(kind);
+    std::vector<Tensor> cpu = make_params(Device::cpu()), batched = make_params(kGpu),
+                        single = make_params(kGpu);
+    auto opt_cpu = make_opt(kind, groups_of(cpu, 0, cpu.size()));
+    auto opt_batched = make_opt(kind, groups_of(batched, 0, batched.size()));
+    std::vector<std::unique_ptr<Optimizer>> opt_single;
+    for (size_t k = 0; k < single.size(); ++k)
+      opt_single.push_back(make_opt(kind, groups_of(single, k, k + 1)));
+    Generator gen(12);
+    for (int step = 0; step < 3; ++step) {
+      for (size_t k = 0; k < cpu.size(); ++k) {
+        Tensor g = randn(cpu[k].shape(), {cpu[k].dtype()}, &gen);
+        bool skip = (k + static_cast<size_t>(step)) % 7 == 0;
+        cpu[k].set_grad(skip ? Tensor() : g);
+        batched[k].set_grad(skip ? Tensor() : g.to(kGpu));
+        single[k].set_grad(skip ? Tensor() : g.to(kGpu));
+      }
+      // Clipping always scales here (the gradients' norm is about 290).
+      double nc = clip_grad_norm(cpu, 5.0), nb = clip_grad_norm(batched, 5.0),
+             ns = clip_grad_norm(single, 5.0);
+      CHECK(nb == ns);
+      CHECK(nb == doctest::Approx(nc).epsilon(1e-12));
+      CHECK(nc > 5.0);
+      opt_cpu->step();
+      opt_batched->step();
+      for (auto& o : opt_single) o->step();
+    }
+    for (size_t k = 0; k < cpu.size(); ++k) {
+      CAPTURE(k);
+      CHECK(pgt::values(batched[k].to(Device::cpu())) == pgt::values(single[k].to(Device::cpu())));
+      CHECK(pgt::max_rel_error(batched[k], cpu[k]) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("clipping and an AdamW step over a GPT's 77 parameters take 13 launches, not 77+") {
+  if (!pgt::have_cuda()) return;
+  GptConfig cfg;
+  cfg.vocab_size = 11;
+  cfg.context = 8;
+  cfg.dim = 16;
+  cfg.layers = 6;
+  cfg.heads = 2;
+  manual_seed(2);
+  Gpt model(cfg);
+  model.to(kGpu);
+  REQUIRE(model.parameters().size() == 77);
+  AdamW opt(std::vector<ParamGroup>{{model.parameters(), 1e-3, 0.1}});
+  Generator gen(3);
+  Tensor x = randint(0, 11, {2, 8}, {DType::I64}, &gen).to(kGpu);
+  backward(cross_entropy(model(x), x));
+  opt.step();  // the first step also zero-fills the moments
+  opt.zero_grad();
+  backward(cross_entropy(model(x), x));
+  const uint64_t before = cuda::kernel_launches();
+  CHECK(clip_grad_norm(model.parameters(), 1e-3) > 1e-3);  // so that it scales
+  opt.step();
+  // 77 f32 tensors are 4 batches of at most 24: 4 + 1 to sum squares, 4 to scale, 4 to step.
+  CHECK(cuda::kernel_launches() - before == 13);
+}
+
+TEST_CASE("clip_grad_norm over parameters on the CPU and the GPU together") {
+  if (!pgt::have_cuda()) return;
+  Tensor a = ones({3}).requires_grad_(), b = ones({4}, {DType::F64, kGpu}).requires_grad_();
+  a.set_grad(full({3}, 2.0));                      // |g|^2 = 12
+  b.set_grad(full({4}, 3.0, {DType::F64, kGpu}));  // |g|^2 = 36
+  CHECK(clip_grad_norm({a, b}, 1.0) == doctest::Approx(std::sqrt(48.0)).epsilon(1e-15));
+  const double scale = 1.0 / (std::sqrt(48.0) + 1e-6);
+  CHECK(a.grad().device() == Device::cpu());
+  CHECK(b.grad().device() == kGpu);
+  CHECK(pgt::values(a.grad()) ==
+        std::vector<double>(3, static_cast<double>(2.0f * static_cast<float>(scale))));
+  CHECK(pgt::values(b.grad().to(Device::cpu())) == std::vector<double>(4, 3.0 * scale));
 }
 
 TEST_CASE("a tiny GPT and a tiny ViT give the same logits, gradients and step on the GPU") {

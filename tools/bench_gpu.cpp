@@ -147,6 +147,9 @@ void bench_gpt(int repeats, Device gpu) {
       opt.step();
     };
     step();  // the optimizer state exists before the peak is measured, as in PyTorch's column
+    const uint64_t launches_before = cuda::kernel_launches();
+    step();
+    const double launches = static_cast<double>(cuda::kernel_launches() - launches_before);
     cuda::synchronize();
     cuda::allocator().reset_peak();
     size_t base = cuda::allocator().stats().allocated;
@@ -159,6 +162,7 @@ void bench_gpt(int repeats, Device gpu) {
     // Above the weights and optimizer state: activations, gradients and temporaries.
     double peak = static_cast<double>(cuda::allocator().stats().peak_allocated - base);
     emit(name + " peak MiB", peak / (1 << 20), "MiB");
+    emit(name + " own kernel launches per step", launches, "launches");
   }
 }
 

@@ -30,9 +30,10 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& target,
                               const Tensor& lse, int64_t ignore_index, double label_smoothing,
                               Tensor& dlogits) override;
-  void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                   const AdamStep& s) override;
-  void sgd_update(Tensor& param, const Tensor& grad, Tensor& buf, const SgdStep& s) override;
+  void adam_update(const std::vector<AdamParam>& params) override;
+  void sgd_update(const std::vector<SgdParam>& params) override;
+  void sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) override;
+  void scale(const std::vector<Tensor>& xs, double scale, const std::vector<Tensor>& outs) override;
   void dropout_mask(Tensor& out, double keep, Generator& gen) override;
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                          const AttentionParams& p, Tensor& out, Tensor& lse,

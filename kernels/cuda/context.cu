@@ -1,5 +1,6 @@
 // Start-up of the CUDA runtime: device discovery, the stream and cuBLAS handle, error messages,
 // and registration of the CUDA allocator and backend with the core.
+#include <atomic>
 #include <mutex>
 #include <string>
 
@@ -22,6 +23,7 @@ struct Runtime {
   cublasHandle_t handle = nullptr;
   bool tf32 = false;
   bool attention_mma = true;
+  std::atomic<uint64_t> launches{0};
 };
 
 Runtime& runtime() {
@@ -119,6 +121,8 @@ Allocator& allocator() {
 void set_allow_tf32(bool allow) { runtime().tf32 = allow; }
 void set_attention_tensor_cores(bool on) { runtime().attention_mma = on; }
 bool attention_tensor_cores() { return runtime().attention_mma; }
+uint64_t kernel_launches() { return runtime().launches.load(std::memory_order_relaxed); }
+void count_launch() { runtime().launches.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace cuda
 

@@ -20,6 +20,8 @@ cudaStream_t stream();
 cublasHandle_t cublas();
 /// Whether cuBLAS may use TF32 tensor cores for f32 GEMMs (off by default, and in tests).
 bool allow_tf32();
+/// Adds one to cuda::kernel_launches(); PG_CUDA_LAUNCH_CHECK calls it after every launch.
+void count_launch();
 
 /// Makes `index` the current device for its lifetime and restores the previous one after.
 class DeviceGuard {
@@ -58,5 +60,10 @@ inline unsigned blocks_for(int64_t n) {
       ::pg::cuda::throw_cublas_error(#call, pg_st_, __FILE__, __LINE__); \
   } while (0)
 
-/// Checks the launch that just happened (bad configuration, missing kernel image).
-#define PG_CUDA_LAUNCH_CHECK() PG_CUDA_CHECK(cudaGetLastError())
+/// Checks the launch that just happened (bad configuration, missing kernel image) and counts it
+/// (cuda::kernel_launches()).
+#define PG_CUDA_LAUNCH_CHECK()         \
+  do {                                 \
+    ::pg::cuda::count_launch();        \
+    PG_CUDA_CHECK(cudaGetLastError()); \
+  } while (0)

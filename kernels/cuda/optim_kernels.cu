@@ -1,65 +1,207 @@
-// Fused optimizer updates: one pass over each parameter, its gradient and its state.
+// Fused optimizer updates and gradient-clipping passes, batched over a model's parameters:
+// each block updates one chunk of one parameter (kernels/cuda/multi_tensor.cuh).
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/multi_tensor.cuh"
+#include "kernels/factory.h"
 
 namespace pg::cuda {
 
 namespace {
 
 template <typename T>
-__global__ void adam_kernel(T* p, const T* g, T* m, T* v, int64_t n, AdamStep s) {
+struct AdamArg {
+  T* p;
+  const T* g;
+  T *m, *v;
+  int64_t n;
+  AdamStep s;
+};
+
+template <typename T>
+struct SgdArg {
+  T* p;
+  const T* g;
+  T* buf;  // null without momentum
+  int64_t n;
+  SgdStep s;
+};
+
+template <typename T>
+struct ReadArg {
+  const T* x;
+  int64_t n;
+};
+
+template <typename T>
+struct MapArg {
+  const T* x;
+  T* out;
+  int64_t n;
+};
+
+template <typename T>
+__global__ void adam_kernel(TensorBatch<AdamArg<T>> batch) {
+  const int t = batch.tensor_of(blockIdx.x);
+  const AdamArg<T>& a = batch.arg[t];
+  const AdamStep& s = a.s;
   const T b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2), eps = static_cast<T>(s.eps);
   // 1 - beta in double, then rounded (as PyTorch): 1 - 0.999f in f32 is 1.3e-5 off 0.001.
   const T c1 = static_cast<T>(1 - s.beta1), c2 = static_cast<T>(1 - s.beta2);
   const T step_size = static_cast<T>(s.step_size), sqrt_bc2 = static_cast<T>(s.sqrt_bc2);
   const T decay = static_cast<T>(s.decay), l2 = static_cast<T>(s.l2);
-  PG_KERNEL_LOOP(i, n) {
-    const T gi = g[i] + l2 * p[i];
-    T pi = p[i] * decay;
-    T mi = b1 * m[i] + c1 * gi;
-    T vi = b2 * v[i] + c2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi - step_size * mi / (sqrt(vi) / sqrt_bc2 + eps);
+  int64_t begin, end;
+  batch.range_of(blockIdx.x, t, begin, end);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const T gi = a.g[i] + l2 * a.p[i];
+    T pi = a.p[i] * decay;
+    T mi = b1 * a.m[i] + c1 * gi;
+    T vi = b2 * a.v[i] + c2 * gi * gi;
+    a.m[i] = mi;
+    a.v[i] = vi;
+    a.p[i] = pi - step_size * mi / (sqrt(vi) / sqrt_bc2 + eps);
   }
 }
 
 template <typename T>
-__global__ void sgd_kernel(T* p, const T* g, T* buf, int64_t n, SgdStep s) {
-  const T lr = static_cast<T>(s.lr), wd = static_cast<T>(s.weight_decay),
-          mom = static_cast<T>(s.momentum);
-  PG_KERNEL_LOOP(i, n) {
-    T d = g[i] + wd * p[i];
-    if (buf) {
-      buf[i] = s.first ? d : mom * buf[i] + d;
-      d = s.nesterov ? d + mom * buf[i] : buf[i];
+__global__ void sgd_kernel(TensorBatch<SgdArg<T>> batch) {
+  const int t = batch.tensor_of(blockIdx.x);
+  const SgdArg<T>& a = batch.arg[t];
+  const T lr = static_cast<T>(a.s.lr), wd = static_cast<T>(a.s.weight_decay),
+          mom = static_cast<T>(a.s.momentum);
+  int64_t begin, end;
+  batch.range_of(blockIdx.x, t, begin, end);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    T d = a.g[i] + wd * a.p[i];
+    if (a.buf) {
+      a.buf[i] = a.s.first ? d : mom * a.buf[i] + d;
+      d = a.s.nesterov ? d + mom * a.buf[i] : a.buf[i];
     }
-    p[i] -= lr * d;
+    a.p[i] -= lr * d;
   }
 }
 
+// partial[b] = the sum of squares of block b's chunk.
+template <typename T>
+__global__ void sum_of_squares_kernel(TensorBatch<ReadArg<T>> batch, double* partial) {
+  const int t = batch.tensor_of(blockIdx.x);
+  int64_t begin, end;
+  batch.range_of(blockIdx.x, t, begin, end);
+  double acc = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const double v = static_cast<double>(batch.arg[t].x[i]);
+    acc += v * v;
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// One block adds the partial sums in a fixed order: the result is the same run after run.
+__global__ void add_partials_kernel(const double* partial, int64_t n, double* out) {
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+template <typename T>
+__global__ void scale_kernel(TensorBatch<MapArg<T>> batch, T s) {
+  const int t = batch.tensor_of(blockIdx.x);
+  int64_t begin, end;
+  batch.range_of(blockIdx.x, t, begin, end);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    batch.arg[t].out[i] = batch.arg[t].x[i] * s;
+}
+
+unsigned grid(int64_t blocks) { return static_cast<unsigned>(blocks); }
+
 }  // namespace
 
-void CudaBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                              const AdamStep& s) {
-  DeviceGuard guard(param.device().index);
-  dispatch_floating(param.dtype(), "adam_update", [&](auto tag) {
+void CudaBackend::adam_update(const std::vector<AdamParam>& params) {
+  if (params.empty()) return;
+  DeviceGuard guard(params[0].param.device().index);
+  auto dtype_of = [&](size_t k) { return params[k].param.dtype(); };
+  for_each_floating_dtype(params.size(), dtype_of, "adam_update", [&](auto tag, const auto& idx) {
     using T = decltype(tag);
-    int64_t n = param.numel();
-    adam_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(dptr<T>(param), dptr<T>(grad),
-                                                             dptr<T>(m), dptr<T>(v), n, s);
-    PG_CUDA_LAUNCH_CHECK();
+    std::vector<AdamArg<T>> args;
+    for (size_t k : idx) {
+      const AdamParam& a = params[k];
+      args.push_back(
+          {dptr<T>(a.param), dptr<T>(a.grad), dptr<T>(a.m), dptr<T>(a.v), a.param.numel(), a.step});
+    }
+    for_each_batch(args, [&](const TensorBatch<AdamArg<T>>& batch, int64_t blocks, int64_t) {
+      adam_kernel<T><<<grid(blocks), kThreads, 0, stream()>>>(batch);
+      PG_CUDA_LAUNCH_CHECK();
+    });
   });
 }
 
-void CudaBackend::sgd_update(Tensor& param, const Tensor& grad, Tensor& buf, const SgdStep& s) {
-  DeviceGuard guard(param.device().index);
-  dispatch_floating(param.dtype(), "sgd_update", [&](auto tag) {
+void CudaBackend::sgd_update(const std::vector<SgdParam>& params) {
+  if (params.empty()) return;
+  DeviceGuard guard(params[0].param.device().index);
+  auto dtype_of = [&](size_t k) { return params[k].param.dtype(); };
+  for_each_floating_dtype(params.size(), dtype_of, "sgd_update", [&](auto tag, const auto& idx) {
     using T = decltype(tag);
-    int64_t n = param.numel();
-    sgd_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(
-        dptr<T>(param), dptr<T>(grad), buf.defined() ? dptr<T>(buf) : nullptr, n, s);
+    std::vector<SgdArg<T>> args;
+    for (size_t k : idx) {
+      const SgdParam& a = params[k];
+      args.push_back({dptr<T>(a.param), dptr<T>(a.grad), a.buf.defined() ? dptr<T>(a.buf) : nullptr,
+                      a.param.numel(), a.step});
+    }
+    for_each_batch(args, [&](const TensorBatch<SgdArg<T>>& batch, int64_t blocks, int64_t) {
+      sgd_kernel<T><<<grid(blocks), kThreads, 0, stream()>>>(batch);
+      PG_CUDA_LAUNCH_CHECK();
+    });
+  });
+}
+
+void CudaBackend::sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) {
+  DeviceGuard guard(out.device().index);
+  // One partial sum per block, f32 tensors' blocks first, then f64's, then one ordered sum
+  // (which writes 0 when there is nothing to sum).
+  std::vector<ReadArg<float>> f32;
+  std::vector<ReadArg<double>> f64;
+  auto dtype_of = [&](size_t k) { return xs[k].dtype(); };
+  for_each_floating_dtype(xs.size(), dtype_of, "sum_of_squares", [&](auto tag, const auto& idx) {
+    using T = decltype(tag);
+    for (size_t k : idx) {
+      ReadArg<T> a{dptr<T>(xs[k]), xs[k].numel()};
+      if constexpr (std::is_same_v<T, float>)
+        f32.push_back(a);
+      else
+        f64.push_back(a);
+    }
+  });
+  const int64_t blocks = batch_blocks(f32) + batch_blocks(f64);
+  Tensor partial = empty({std::max<int64_t>(blocks, 1)}, {DType::F64, out.device()});
+  double* base = dptr<double>(partial);
+  int64_t f32_blocks = for_each_batch(f32, [&](const auto& batch, int64_t n, int64_t before) {
+    sum_of_squares_kernel<float><<<grid(n), kThreads, 0, stream()>>>(batch, base + before);
     PG_CUDA_LAUNCH_CHECK();
+  });
+  for_each_batch(f64, [&](const auto& batch, int64_t n, int64_t before) {
+    sum_of_squares_kernel<double>
+        <<<grid(n), kThreads, 0, stream()>>>(batch, base + f32_blocks + before);
+    PG_CUDA_LAUNCH_CHECK();
+  });
+  add_partials_kernel<<<1, kThreads, 0, stream()>>>(base, blocks, dptr<double>(out));
+  PG_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::scale(const std::vector<Tensor>& xs, double scale,
+                        const std::vector<Tensor>& outs) {
+  if (xs.empty()) return;
+  DeviceGuard guard(xs[0].device().index);
+  auto dtype_of = [&](size_t k) { return xs[k].dtype(); };
+  for_each_floating_dtype(xs.size(), dtype_of, "scale", [&](auto tag, const auto& idx) {
+    using T = decltype(tag);
+    std::vector<MapArg<T>> args;
+    for (size_t k : idx) args.push_back({dptr<T>(xs[k]), dptr<T>(outs[k]), xs[k].numel()});
+    for_each_batch(args, [&](const TensorBatch<MapArg<T>>& batch, int64_t blocks, int64_t) {
+      scale_kernel<T><<<grid(blocks), kThreads, 0, stream()>>>(batch, static_cast<T>(scale));
+      PG_CUDA_LAUNCH_CHECK();
+    });
   });
 }
 

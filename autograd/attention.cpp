@@ -40,9 +40,19 @@ double AttentionStats::a_frob_sqrt_n() const {
 
 double AttentionStats::grad_frob() const { return mean_sqrt(grad_frob_sq); }
 
-Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                       const AttentionParams& params, const Tensor& key_padding_mask,
-                       std::shared_ptr<AttentionStats> stats) {
+namespace {
+
+// What a fused attention call's backward needs from its forward.
+struct Saved {
+  Tensor q, k, v, mask, lse;  // kernel operands
+  AttentionParams params;
+  std::shared_ptr<AttentionStats> stats;
+};
+
+// Checks the operands, runs the forward kernel into a heads-last output, fills `stats`.
+Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const AttentionParams& params, const Tensor& key_padding_mask,
+                         std::shared_ptr<AttentionStats> stats, Saved& saved) {
   kernels::check_floating("attention", q);
   kernels::check_same_device("attention", {&q, &k, &v, &key_padding_mask});
   kernels::check_same_dtype("attention", {&q, &k, &v});
@@ -57,49 +67,95 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
            " (expected q [B,H,T,d], k [B,H,S,d], v [B,H,S,e])");
   PG_CHECK(params.act != AttnActivation::Poly || (params.power >= 1 && params.power <= 8),
            "attention", "poly power must be in 1..8, got ", params.power);
-  Tensor mask;
   if (key_padding_mask.defined()) {
     PG_CHECK(key_padding_mask.shape() == Shape({B, S}), "attention",
              "expected a key padding mask of shape ", shape_str({B, S}), ", got ",
              shape_str(key_padding_mask.shape()));
-    mask = kernels::convert(
+    saved.mask = kernels::convert(
         kernels::binary(BinaryOp::Ne, key_padding_mask,
                         zeros({}, {key_padding_mask.dtype(), key_padding_mask.device()}),
                         "attention"),
         DType::I64);
   }
-  Tensor qd = kernel_operand(q), kd = kernel_operand(k), vd = kernel_operand(v);
+  saved.q = kernel_operand(q);
+  saved.k = kernel_operand(k);
+  saved.v = kernel_operand(v);
+  saved.params = params;
+  saved.stats = stats;
   TensorOptions opts{q.dtype(), q.device()};
   Tensor out = empty_heads_last(B, H, T, v.size(3), opts);
-  bool softmax = params.act == AttnActivation::Softmax;
-  Tensor lse = softmax ? empty({B, H, T}, opts) : Tensor();
+  if (params.act == AttnActivation::Softmax) saved.lse = empty({B, H, T}, opts);
   Tensor frob = stats ? zeros({B * H}, {DType::F64, q.device()}) : Tensor();
   if (out.numel())
-    backend_for(q.device()).attention_forward(qd, kd, vd, mask, params, out, lse, frob);
+    backend_for(q.device())
+        .attention_forward(saved.q, saved.k, saved.v, saved.mask, params, out, saved.lse, frob);
   if (stats) {
     stats->a_frob_sq = frob;
     stats->keys = S;
     stats->grad_frob_sq = Tensor();  // a new A: no backward through it yet
   }
-  return record("attention", out, {q, k, v},
-                [qd, kd, vd, mask, lse, params, stats, opts](const Tensor& g) -> TensorList {
-                  forbid_double_backward("attention");
-                  int64_t B = qd.size(0), H = qd.size(1), T = qd.size(2), S = kd.size(2);
-                  Tensor gd = kernel_operand(g);
-                  Tensor dq = empty_heads_last(B, H, T, qd.size(3), opts);
-                  Tensor dk = zeros({B, S, H, kd.size(3)}, opts).permute({0, 2, 1, 3});
-                  Tensor dv = zeros({B, S, H, vd.size(3)}, opts).permute({0, 2, 1, 3});
-                  Tensor gsq = stats ? zeros({B * H}, {DType::F64, qd.device()}) : Tensor();
-                  // Zero-width values: the output is empty, so every gradient is zero (and the
-                  // softmax lse was never written; the kernels must not read it).
-                  if (vd.size(3) == 0)
-                    dq = zeros({B, H, T, qd.size(3)}, opts);
-                  else if (dq.numel() || dk.numel())
-                    backend_for(qd.device())
-                        .attention_backward(gd, qd, kd, vd, mask, lse, params, dq, dk, dv, gsq);
-                  if (stats) stats->grad_frob_sq = gsq;
-                  return {dq, dk, dv};
-                });
+  return out;
+}
+
+// Runs the backward kernels into dq, dk, dv ([B,H,R,C] of any strides with unit rows; dk and
+// dv zero on entry).
+void attention_backward(const Tensor& g, const Saved& s, Tensor& dq, Tensor& dk, Tensor& dv) {
+  forbid_double_backward("attention");
+  Tensor gd = kernel_operand(g);
+  Tensor gsq = s.stats ? zeros({s.q.size(0) * s.q.size(1)}, {DType::F64, s.q.device()}) : Tensor();
+  // Zero-width values: the output is empty, so every gradient is zero (and the softmax lse
+  // was never written; the kernels must not read it).
+  if (s.v.size(3) == 0)
+    dq.fill_(0);
+  else if (dq.numel() || dk.numel())
+    backend_for(s.q.device())
+        .attention_backward(gd, s.q, s.k, s.v, s.mask, s.lse, s.params, dq, dk, dv, gsq);
+  if (s.stats) s.stats->grad_frob_sq = gsq;
+}
+
+}  // namespace
+
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const AttentionParams& params, const Tensor& key_padding_mask,
+                       std::shared_ptr<AttentionStats> stats) {
+  Saved saved;
+  Tensor out = attention_forward(q, k, v, params, key_padding_mask, std::move(stats), saved);
+  return record("attention", out, {q, k, v}, [saved](const Tensor& g) -> TensorList {
+    int64_t B = saved.q.size(0), H = saved.q.size(1), T = saved.q.size(2), S = saved.k.size(2);
+    TensorOptions opts{saved.q.dtype(), saved.q.device()};
+    Tensor dq = empty_heads_last(B, H, T, saved.q.size(3), opts);
+    Tensor dk = zeros({B, S, H, saved.k.size(3)}, opts).permute({0, 2, 1, 3});
+    Tensor dv = zeros({B, S, H, saved.v.size(3)}, opts).permute({0, 2, 1, 3});
+    attention_backward(g, saved, dq, dk, dv);
+    return {dq, dk, dv};
+  });
+}
+
+Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, const AttentionParams& params,
+                              const Tensor& key_padding_mask,
+                              std::shared_ptr<AttentionStats> stats) {
+  PG_CHECK(qkv.dim() == 3 && heads > 0 && qkv.size(2) % (3 * heads) == 0, "attention",
+           "expected packed q, k, v of shape [B, T, 3 * heads * d] with ", heads, " heads, got ",
+           shape_str(qkv.shape()));
+  const int64_t B = qkv.size(0), T = qkv.size(1), d = qkv.size(2) / (3 * heads);
+  // [B, T, 3, H, d] -> [3, B, H, T, d]: views of the projection, read in place.
+  auto split = [B, T, heads, d](const Tensor& t) {
+    return reshape(t, {B, T, 3, heads, d}).permute({2, 0, 3, 1, 4});
+  };
+  Tensor parts = split(qkv.detach());
+  Saved saved;
+  Tensor out = attention_forward(parts.select(0, 0), parts.select(0, 1), parts.select(0, 2), params,
+                                 key_padding_mask, std::move(stats), saved);
+  return record("attention_packed", out, {qkv}, [saved, split](const Tensor& g) -> TensorList {
+    // One buffer for the three gradients, laid out as qkv: the views' adjoints would instead
+    // zero-pad each gradient to the whole projection, add the three, then copy the sum.
+    const int64_t B = saved.q.size(0), T = saved.q.size(2), H = saved.q.size(1);
+    Tensor dqkv = zeros({B, T, 3 * H * saved.q.size(3)}, {g.dtype(), g.device()});
+    Tensor parts = split(dqkv);
+    Tensor dq = parts.select(0, 0), dk = parts.select(0, 1), dv = parts.select(0, 2);
+    attention_backward(g, saved, dq, dk, dv);
+    return {dqkv};
+  });
 }
 
 }  // namespace pg

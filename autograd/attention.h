@@ -31,4 +31,13 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionParams& params, const Tensor& key_padding_mask = Tensor(),
                        std::shared_ptr<AttentionStats> stats = nullptr);
 
+/// fused_attention of heads packed the way a fused q/k/v projection writes them: qkv
+/// [B, T, 3 * heads * d] holds q, k, v in that order, each as `heads` heads of width d; returns
+/// [B, heads, T, d]. The same values and gradients as fused_attention on the three views, but
+/// the backward writes one gradient buffer for qkv, where the views' adjoints would zero-pad,
+/// add and copy three.
+Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, const AttentionParams& params,
+                              const Tensor& key_padding_mask = Tensor(),
+                              std::shared_ptr<AttentionStats> stats = nullptr);
+
 }  // namespace pg

@@ -23,23 +23,29 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& key_padding_ma
   PG_CHECK(x.dim() == 3 && x.size(2) == config_.dim, "MultiHeadAttention", "expected input [B, T, ",
            config_.dim, "], got ", shape_str(x.shape()));
   int64_t B = x.size(0), T = x.size(1), H = config_.heads, hd = config_.dim / H;
-  // [B, T, 3, H, hd] -> [3, B, H, T, hd]: views, no copies; the fused kernel reads them
-  // with BLAS leading dimensions.
-  Tensor heads = permute(reshape((*qkv)(x), {B, T, 3, H, hd}), {2, 0, 3, 1, 4});
-  Tensor q = heads.select(0, 0), k = heads.select(0, 1), v = heads.select(0, 2);
-  if (q_norm) {
-    q = (*q_norm)(q);
-    k = (*k_norm)(k);
-  }
+  Tensor packed = (*qkv)(x);
   double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const auto& act = config_.activation;
+  const bool fused = config_.use_fused && act.has_fused_kernel();
+  auto stats = config_.record_stats ? stats_ : nullptr;
   Tensor out;
-  if (config_.use_fused && act.has_fused_kernel()) {
-    out = fused_attention(q, k, v, act.kernel_params(config_.causal, scale), key_padding_mask,
-                          config_.record_stats ? stats_ : nullptr);
+  if (fused && !q_norm) {  // the kernel reads the projection in place and writes one gradient
+    out = fused_attention_packed(packed, H, act.kernel_params(config_.causal, scale),
+                                 key_padding_mask, stats);
   } else {
-    out = composite_attention(q, k, v, act, config_.causal, scale, key_padding_mask,
-                              config_.record_stats ? stats_.get() : nullptr);
+    // [B, T, 3, H, hd] -> [3, B, H, T, hd]: views, no copies; the fused kernel reads them
+    // with BLAS leading dimensions.
+    Tensor heads = permute(reshape(packed, {B, T, 3, H, hd}), {2, 0, 3, 1, 4});
+    Tensor q = heads.select(0, 0), k = heads.select(0, 1), v = heads.select(0, 2);
+    if (q_norm) {
+      q = (*q_norm)(q);
+      k = (*k_norm)(k);
+    }
+    if (fused)
+      out = fused_attention(q, k, v, act.kernel_params(config_.causal, scale), key_padding_mask,
+                            stats);
+    else
+      out = composite_attention(q, k, v, act, config_.causal, scale, key_padding_mask, stats.get());
   }
   // [B, H, T, hd] -> [B, T, H*hd]; free when the kernel wrote heads-last.
   return (*proj)(reshape(transpose(out, 1, 2), {B, T, config_.dim}));

@@ -83,6 +83,20 @@ def torch_numbers(repeats):
         name = f"gpt train {size:.1f}M ctx256 batch32 {spec}{' bf16' if bf16 else ''}"
         res[f"{name} tok/s"] = 32 * 256 / ms * 1e3
         res[f"{name} peak MiB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    torch.manual_seed(3)
+    model = GPT(96, "softmax", context=256, dim=384, layers=6, heads=6).to(dev)
+    params = list(model.parameters())
+    grads = [torch.randn_like(p) for p in params]
+    opt = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1)  # its default (foreach on 2.x)
+
+    def clip_and_step():
+        for p, g in zip(params, grads):
+            p.grad = g
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    ms = median_ms(clip_and_step, repeats)
+    size = sum(p.numel() for p in params) / 1e6
+    res[f"clip_grad_norm + adamw step, {len(params)} tensors {size:.1f}M ms"] = ms
     return res, torch.__version__, torch.cuda.get_device_name()
 
 

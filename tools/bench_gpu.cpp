@@ -119,18 +119,24 @@ void bench_attention(int repeats, Device gpu) {
   cuda::set_attention_tensor_cores(true);
 }
 
+// The GPT of the training rows (10.8 M parameters), as tools/bench_gpu_torch.py builds it.
+GptConfig bench_gpt_config(const char* spec) {
+  GptConfig cfg;
+  cfg.vocab_size = 96;
+  cfg.context = 256;
+  cfg.dim = 384;
+  cfg.layers = 6;
+  cfg.heads = 6;
+  cfg.attn = spec;
+  return cfg;
+}
+
 void bench_gpt(int repeats, Device gpu) {
   for (auto [spec, precision] :
        {std::pair{"softmax", MatmulPrecision::F32}, std::pair{"poly:3", MatmulPrecision::F32},
         std::pair{"softmax", MatmulPrecision::BF16}, std::pair{"poly:3", MatmulPrecision::BF16}}) {
     MatmulPrecisionGuard guard(precision);
-    GptConfig cfg;
-    cfg.vocab_size = 96;
-    cfg.context = 256;
-    cfg.dim = 384;
-    cfg.layers = 6;
-    cfg.heads = 6;
-    cfg.attn = spec;
+    GptConfig cfg = bench_gpt_config(spec);
     manual_seed(3);
     Gpt model(cfg);
     model.to(gpu);
@@ -169,14 +175,8 @@ void bench_gpt(int repeats, Device gpu) {
 // Clipping plus an AdamW step over the benchmark GPT's parameters alone: the part of a
 // training step that is many small tensors (77 here), where launches can cost more than work.
 void bench_optimizer(int repeats, Device gpu) {
-  GptConfig cfg;
-  cfg.vocab_size = 96;
-  cfg.context = 256;
-  cfg.dim = 384;
-  cfg.layers = 6;
-  cfg.heads = 6;
   manual_seed(3);
-  Gpt model(cfg);
+  Gpt model(bench_gpt_config("softmax"));
   model.to(gpu);
   std::vector<Tensor> params = model.parameters(), grads;
   Generator gen(5);

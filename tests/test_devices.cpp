@@ -258,7 +258,7 @@ TEST_CASE("clipping and an AdamW step over a GPT's 77 parameters take 13 launche
   CHECK(cuda::kernel_launches() - before == 13);
 }
 
-TEST_CASE("clip_grad_norm over parameters on the CPU and the GPU together") {
+TEST_CASE("clip_grad_norm and AdamW over parameters on the CPU and the GPU together") {
   if (!pgt::have_cuda()) return;
   Tensor a = ones({3}).requires_grad_(), b = ones({4}, {DType::F64, kGpu}).requires_grad_();
   a.set_grad(full({3}, 2.0));                      // |g|^2 = 12
@@ -270,6 +270,20 @@ TEST_CASE("clip_grad_norm over parameters on the CPU and the GPU together") {
   CHECK(pgt::values(a.grad()) ==
         std::vector<double>(3, static_cast<double>(2.0f * static_cast<float>(scale))));
   CHECK(pgt::values(b.grad().to(Device::cpu())) == std::vector<double>(4, 3.0 * scale));
+
+  // One optimizer over both devices: each device's batch gets its own update.
+  Tensor a2 = a.detach().clone().requires_grad_(),
+         b2 = b.detach().to(Device::cpu()).requires_grad_();
+  a2.set_grad(a.grad());
+  b2.set_grad(b.grad().to(Device::cpu()));
+  AdamW both(std::vector<ParamGroup>{{{a, b}, 1e-2, 0.1}});
+  AdamW cpu_only(std::vector<ParamGroup>{{{a2, b2}, 1e-2, 0.1}});
+  both.step();
+  cpu_only.step();
+  CHECK(pgt::values(a) == pgt::values(a2));
+  CHECK(pgt::max_rel_error(b, b2) < 1e-15);
+  CHECK(pgt::values(a) != std::vector<double>(3, 1.0));
+  CHECK(pgt::values(b) != std::vector<double>(4, 1.0));
 }
 
 TEST_CASE("a tiny GPT and a tiny ViT give the same logits, gradients and step on the GPU") {

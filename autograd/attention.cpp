@@ -4,6 +4,7 @@
 
 #include "autograd/ops.h"
 #include "kernels/factory.h"
+#include "kernels/matmul_precision.h"
 #include "kernels/ops.h"
 
 namespace pg {
@@ -81,6 +82,9 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   saved.k = kernel_operand(k);
   saved.v = kernel_operand(v);
   saved.params = params;
+  // As matmuls: f32 products from bf16 operands under bf16 precision; f64 is never lowered.
+  saved.params.bf16 =
+      q.dtype() == DType::F32 && (params.bf16 || matmul_precision() == MatmulPrecision::BF16);
   saved.stats = stats;
   TensorOptions opts{q.dtype(), q.device()};
   Tensor out = empty_heads_last(B, H, T, v.size(3), opts);
@@ -88,7 +92,8 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor frob = stats ? zeros({B * H}, {DType::F64, q.device()}) : Tensor();
   if (out.numel())
     backend_for(q.device())
-        .attention_forward(saved.q, saved.k, saved.v, saved.mask, params, out, saved.lse, frob);
+        .attention_forward(saved.q, saved.k, saved.v, saved.mask, saved.params, out, saved.lse,
+                           frob);
   if (stats) {
     stats->a_frob_sq = frob;
     stats->keys = S;

@@ -49,6 +49,8 @@ struct AttentionParams {
   bool n_visible = false;    ///< N = visible keys of each row instead of the key count
   bool causal = false;       ///< query i sees keys j <= i
   double scale = 1.0;        ///< score scale, usually 1/sqrt(d_head)
+  bool bf16 = false;  ///< f32 only: every tile product from operands rounded to bf16 (ties to
+                      ///< even) with f32 accumulation, as matmuls under MatmulPrecision::BF16
 };
 
 /// One Adam/AdamW step with the bias corrections folded into scalars (torch.optim's form):

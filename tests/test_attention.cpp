@@ -101,6 +101,58 @@ TEST_CASE("fused attention matches the composite path in f32 (values and gradien
   }
 }
 
+TEST_CASE("under bf16 precision, fused attention takes bf16 operands like the composite path") {
+  Generator gen(23);
+  for (Case c : {Case{2, 2, 70, 16, true, false}, Case{1, 3, 40, 8, false, true}}) {
+    for (const auto& spec : kSpecs) {
+      CAPTURE(spec);
+      CAPTURE(c.T);
+      auto act = AttentionActivation::parse(spec);
+      Tensor q = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+      Tensor k = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+      Tensor v = randn({c.B, c.H, c.T, c.d}, {}, &gen).requires_grad_();
+      Tensor mask = c.padded ? padding_mask(c.B, c.T, gen) : Tensor();
+      Tensor g = randn({c.B, c.H, c.T, c.d}, {}, &gen);
+      // A power-of-two scale commutes with rounding, so where the composite path scales its
+      // scores does not matter.
+      const double scale = 0.5;
+      auto params = act.kernel_params(c.causal, scale);
+      auto run = [&](bool fused, MatmulPrecision precision, Device device) {
+        MatmulPrecisionGuard guard(precision);
+        TensorList in;
+        for (const Tensor& t : {q, k, v}) in.push_back(t.detach().to(device).requires_grad_());
+        Tensor m = mask.defined() ? mask.to(device) : mask;
+        Tensor out = fused ? fused_attention(in[0], in[1], in[2], params, m)
+                           : composite_attention(in[0], in[1], in[2], act, c.causal, scale, m);
+        TensorList result = grad(sum(mul(out, g.to(device))), in);
+        result.insert(result.begin(), out);
+        for (Tensor& t : result) t = t.to(Device::cpu());
+        return result;
+      };
+      TensorList f32 = run(true, MatmulPrecision::F32, Device::cpu());
+      TensorList fused = run(true, MatmulPrecision::BF16, Device::cpu());
+      TensorList composite = run(false, MatmulPrecision::BF16, Device::cpu());
+      // Rounded (the output moves by a few bf16 ulps), and bounded.
+      CHECK(max_rel_diff(fused[0], f32[0]) > 1e-4);
+      CHECK(max_rel_diff(fused[0], f32[0]) < 2e-2);
+      // The same operands rounded at the same places as the composite's matmuls.
+      for (int i = 0; i < 4; ++i) CHECK(max_rel_diff(fused[i], composite[i]) < 1e-5);
+      if (!pgt::have_cuda()) continue;
+      // The GPU uses bf16 operands whether or not its f32 tensor-core path is switched on.
+      for (bool tensor_cores : {true, false}) {
+        CAPTURE(tensor_cores);
+        cuda::set_attention_tensor_cores(tensor_cores);
+        TensorList gpu = run(true, MatmulPrecision::BF16, Device::cuda(0));
+        // The GPU's online softmax rounds weights before normalising them, the CPU after:
+        // outputs agree to bf16 precision there, exactly as far as f32 sums go elsewhere.
+        CHECK(max_rel_diff(gpu[0], fused[0]) < (spec == "softmax" ? 1e-2 : 1e-5));
+        for (int i = 1; i < 4; ++i) CHECK(max_rel_diff(gpu[i], fused[i]) < 1e-5);
+      }
+      cuda::set_attention_tensor_cores(true);
+    }
+  }
+}
+
 TEST_CASE("fused attention passes gradcheck in f64") {
   Generator gen(11);
   for (Case c : {Case{1, 1, 70, 3, true, false}, Case{2, 2, 6, 4, false, true},

@@ -117,6 +117,17 @@ void bench_attention(int repeats, Device gpu) {
     }
   }
   cuda::set_attention_tensor_cores(true);
+  // Under bf16 precision: tile products from bf16-rounded operands (one TF32 mma instead of
+  // three), against PyTorch's attention under torch.autocast (bf16).
+  MatmulPrecisionGuard bf16(MatmulPrecision::BF16);
+  for (const char* spec : {"softmax", "poly:3"}) {
+    auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);
+    double ms = median_ms(repeats, [&] {
+      Tensor out = fused_attention(q, k, v, params);
+      auto grads = grad(out, {q, k, v}, g);
+    });
+    emit(std::string("attention fwd+bwd causal B8 H16 T1024 d64 ") + spec + " bf16 ms", ms, "ms");
+  }
 }
 
 // The GPT of the training rows (10.8 M parameters), as tools/bench_gpu_torch.py builds it.

@@ -60,6 +60,13 @@ def torch_numbers(repeats):
             fwd = lambda: attention_weights(spec, q @ k.transpose(-1, -2) / 8.0, visible) @ v
         ms = median_ms(lambda: torch.autograd.grad(fwd(), (q, k, v), g), repeats)
         res[f"attention fwd+bwd causal B8 H16 T1024 d64 {spec} ms"] = ms
+        if spec in ("softmax", "poly:3"):  # f32 tensors, bf16 products (as polygrad's bf16 rows)
+            def bf16_step():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = fwd()
+                return torch.autograd.grad(out, (q, k, v), g.to(out.dtype))
+            res[f"attention fwd+bwd causal B8 H16 T1024 d64 {spec} bf16 ms"] = median_ms(
+                bf16_step, repeats)
     for spec, bf16 in (("softmax", False), ("poly:3", False), ("softmax", True), ("poly:3", True)):
         torch.manual_seed(3)
         model = GPT(96, spec, context=256, dim=384, layers=6, heads=6).to(dev)

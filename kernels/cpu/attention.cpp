@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
+#include "core/bfloat16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
@@ -208,6 +210,15 @@ Tensor scratch(int threads, int64_t per_thread) {
   return empty({threads, per_thread}, {dtype_of<T>()});
 }
 
+// Under bf16 precision the operands of every tile product are rounded to bf16 (f32 only; the
+// products still accumulate in f32), in place in a scratch tile.
+template <typename T>
+void round_to_bf16_if(bool bf16, T* x, int64_t n) {
+  if constexpr (std::is_same_v<T, float>)
+    if (bf16)
+      for (int64_t i = 0; i < n; ++i) x[i] = round_to_bf16(x[i]);
+}
+
 template <typename T>
 void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                    const AttentionParams& p, Tensor& out, Tensor& lse, double* frob_sq) {
@@ -245,6 +256,7 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
         if (lp) lp[bh * Tq + i0 + r] = l;
         for (int64_t j = 0; j < kmax; ++j) fs += static_cast<double>(a[j]) * a[j];
       }
+      round_to_bf16_if(p.bf16, abuf, rows * kmax);
       gemm<T>(false, false, rows, e, kmax, 1, abuf, kmax, vp, V.ld, 0, op + i0 * O.ld, O.ld);
     }
     if (frob_sq) frob_sq[bh] = fs;
@@ -298,12 +310,15 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
         }
       }
       gemm<T>(false, true, rows, kmax, e, 1, gp + i0 * dO.ld, dO.ld, vp, V.ld, 0, dabuf, kmax);
-      gemm<T>(true, false, kmax, e, rows, 1, abuf, kmax, gp + i0 * dO.ld, dO.ld, 1, dvp, dV.ld);
       for (int64_t r = 0; r < rows; ++r) {
         T* da = dabuf + r * kmax;
         if (grad_frob_sq) gs += rule.visible_sq(i0 + r, kmax, da);
         rule.scores_grad(i0 + r, kmax, sbuf + r * kmax, abuf + r * kmax, da);
       }
+      // A and dS enter products only now, after the rule has read them unrounded.
+      round_to_bf16_if(p.bf16, abuf, rows * kmax);
+      gemm<T>(true, false, kmax, e, rows, 1, abuf, kmax, gp + i0 * dO.ld, dO.ld, 1, dvp, dV.ld);
+      round_to_bf16_if(p.bf16, dabuf, rows * kmax);
       gemm<T>(false, false, rows, d, kmax, scale, dabuf, kmax, kp, K.ld, 0, dqp + i0 * dQ.ld,
               dQ.ld);
       gemm<T>(true, false, kmax, d, rows, scale, dabuf, kmax, qp + i0 * Q.ld, Q.ld, 1, dkp, dK.ld);
@@ -314,11 +329,24 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
 
 }  // namespace
 
+namespace {
+
+// x itself, or (bf16 precision, f32) a contiguous copy rounded to bf16.
+Tensor bf16_operand(CpuBackend& cpu, const Tensor& x, const AttentionParams& p) {
+  if (!p.bf16 || x.dtype() != DType::F32) return x;
+  Tensor r = empty(x.shape(), {DType::F32});
+  cpu.unary(UnaryOp::RoundBf16, x, r, 0);
+  return r;
+}
+
+}  // namespace
+
 void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& key_mask, const AttentionParams& p, Tensor& out,
                                    Tensor& lse, Tensor& frob_sq) {
   dispatch_floating(q.dtype(), "attention", [&](auto tag) {
-    forward_typed<decltype(tag)>(q, k, v, key_mask, p, out, lse,
+    forward_typed<decltype(tag)>(bf16_operand(*this, q, p), bf16_operand(*this, k, p),
+                                 bf16_operand(*this, v, p), key_mask, p, out, lse,
                                  frob_sq.defined() ? frob_sq.data<double>() : nullptr);
   });
 }
@@ -328,7 +356,9 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& q, const T
                                     const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
                                     Tensor& grad_frob_sq) {
   dispatch_floating(q.dtype(), "attention_backward", [&](auto tag) {
-    backward_typed<decltype(tag)>(dout, q, k, v, key_mask, lse, p, dq, dk, dv,
+    backward_typed<decltype(tag)>(bf16_operand(*this, dout, p), bf16_operand(*this, q, p),
+                                  bf16_operand(*this, k, p), bf16_operand(*this, v, p), key_mask,
+                                  lse, p, dq, dk, dv,
                                   grad_frob_sq.defined() ? grad_frob_sq.data<double>() : nullptr);
   });
 }

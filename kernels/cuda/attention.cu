@@ -14,6 +14,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/bfloat16.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/tensor.h"
@@ -28,6 +29,10 @@ namespace {
 
 constexpr int kNT = 128;  // threads per block: four warps
 constexpr int kMaxHeadDim = 128;
+
+// How a kernel computes its tile products: FMA units, tensor cores at about f32 accuracy
+// (3xTF32), or tensor cores from operands rounded to bf16 (MatmulPrecision::BF16).
+constexpr int kFma = 0, kTf32x3 = 1, kBf16 = 2;
 
 // Tile sizes per dtype and head-dim bucket D, chosen so each kernel's static shared memory
 // stays under 48 KB: level 1 is f32 with D = 64, level 2 f32/128 or f64/64, level 4 f64/128.
@@ -262,40 +267,66 @@ struct MmaTiles {
   __device__ static int col(int i, int q) { return col0(i) + 2 * lane_in_group() + (q & 1); }
 };
 
+// A fragment element: two TF32 parts (3xTF32), or one value already rounded to bf16, which
+// TF32 holds exactly (kBf16: under MatmulPrecision::BF16).
+template <bool kBf16>
+using Frag = std::conditional_t<kBf16, uint32_t, Tf32Split>;
+
+template <bool kBf16>
+__device__ Frag<kBf16> to_frag(float x) {
+  if constexpr (kBf16)
+    return __float_as_uint(round_to_bf16(x));
+  else
+    return tf32_split(x);
+}
+
+__device__ inline void mma_frag(float (&d)[4], const Tf32Split (&a)[4], const Tf32Split (&b)[2]) {
+  mma_3xtf32(d, a, b);
+}
+__device__ inline void mma_frag(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  mma_tf32(d, a, b);
+}
+
 // This lane's A fragment of A(r, k) = at(r, k) for rows r0.. r0 + 15, columns k0.. k0 + 7.
-template <typename F>
-__device__ void load_a(F&& at, int r0, int k0, Tf32Split (&a)[4]) {
+template <bool kBf16, typename F>
+__device__ void load_a(F&& at, int r0, int k0, Frag<kBf16> (&a)[4]) {
   const int g = lane_group(), t = lane_in_group();
-  a[0] = tf32_split(at(r0 + g, k0 + t));
-  a[1] = tf32_split(at(r0 + g + 8, k0 + t));
-  a[2] = tf32_split(at(r0 + g, k0 + t + 4));
-  a[3] = tf32_split(at(r0 + g + 8, k0 + t + 4));
+  a[0] = to_frag<kBf16>(at(r0 + g, k0 + t));
+  a[1] = to_frag<kBf16>(at(r0 + g + 8, k0 + t));
+  a[2] = to_frag<kBf16>(at(r0 + g, k0 + t + 4));
+  a[3] = to_frag<kBf16>(at(r0 + g + 8, k0 + t + 4));
 }
 
 // This lane's B fragment of B(k, n) = at(k, n) for rows k0.. k0 + 7, columns n0.. n0 + 7.
-template <typename F>
-__device__ void load_b(F&& at, int k0, int n0, Tf32Split (&b)[2]) {
+template <bool kBf16, typename F>
+__device__ void load_b(F&& at, int k0, int n0, Frag<kBf16> (&b)[2]) {
   const int g = lane_group(), t = lane_in_group();
-  b[0] = tf32_split(at(k0 + t, n0 + g));
-  b[1] = tf32_split(at(k0 + t + 4, n0 + g));
+  b[0] = to_frag<kBf16>(at(k0 + t, n0 + g));
+  b[1] = to_frag<kBf16>(at(k0 + t + 4, n0 + g));
 }
 
 // tile_dots on tensor cores: the BM x BN score tile passes through `scratch` (leading
 // dimension LP) and each thread reads back its entries in tile_dots' layout. Synchronises.
-template <int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP>
+template <bool kBf16, int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP>
 __device__ void tile_dots_mma(const float* X, const float* Y, int r0, int c, int n, float* scratch,
                               float (&s)[RK]) {
   using M = MmaTiles<BM, BN>;
   float d[M::PER][4] = {};
-  for (int k0 = 0; k0 < n; k0 += 8) {  // past n the tiles hold zeros (load_tile)
-    Tf32Split a[4];
-    load_a([&](int r, int k) { return X[r * LDX + k]; }, M::row0(), k0, a);
+  auto step = [&](int k0) {  // past n the tiles hold zeros (load_tile)
+    Frag<kBf16> a[4];
+    load_a<kBf16>([&](int r, int k) { return X[r * LDX + k]; }, M::row0(), k0, a);
 #pragma unroll
     for (int i = 0; i < M::PER; ++i) {
-      Tf32Split b[2];
-      load_b([&](int k, int j) { return Y[j * LDY + k]; }, k0, M::col0(i), b);
-      mma_3xtf32(d[i], a, b);
+      Frag<kBf16> b[2];
+      load_b<kBf16>([&](int k, int j) { return Y[j * LDY + k]; }, k0, M::col0(i), b);
+      mma_frag(d[i], a, b);
     }
+  };
+  if constexpr (kBf16) {  // fully unrolled by default, the d = 64 dq kernel spills (ptxas)
+#pragma unroll 2
+    for (int k0 = 0; k0 < n; k0 += 8) step(k0);
+  } else {
+    for (int k0 = 0; k0 < n; k0 += 8) step(k0);
   }
   __syncthreads();  // earlier readers of scratch are done
 #pragma unroll
@@ -332,7 +363,7 @@ struct SimtAcc {
   }
 };
 
-template <int ROWS, int COLS>
+template <int ROWS, int COLS, bool kBf16>
 struct MmaAcc {
   using M = MmaTiles<ROWS, COLS>;
   float v[M::PER][4] = {};
@@ -340,14 +371,14 @@ struct MmaAcc {
   __device__ void accumulate(const float* P, const float* Y) {
 #pragma unroll 1
     for (int k0 = 0; k0 < K; k0 += 8) {
-      Tf32Split a[4];
-      load_a([&](int r, int k) { return kTrans ? P[k * LDP + r] : P[r * LDP + k]; }, M::row0(), k0,
-             a);
+      Frag<kBf16> a[4];
+      load_a<kBf16>([&](int r, int k) { return kTrans ? P[k * LDP + r] : P[r * LDP + k]; },
+                    M::row0(), k0, a);
 #pragma unroll
       for (int i = 0; i < M::PER; ++i) {
-        Tf32Split b[2];
-        load_b([&](int k, int j) { return Y[k * LDY + j]; }, k0, M::col0(i), b);
-        mma_3xtf32(v[i], a, b);
+        Frag<kBf16> b[2];
+        load_b<kBf16>([&](int k, int j) { return Y[k * LDY + j]; }, k0, M::col0(i), b);
+        mma_frag(v[i], a, b);
       }
     }
   }
@@ -369,25 +400,26 @@ struct MmaAcc {
   }
 };
 
-template <typename T, int ROWS, int COLS, bool kMma>
-using Acc = std::conditional_t<kMma, MmaAcc<ROWS, COLS>, SimtAcc<T, ROWS, COLS>>;
+template <typename T, int ROWS, int COLS, int kPath>
+using Acc =
+    std::conditional_t<kPath != kFma, MmaAcc<ROWS, COLS, kPath == kBf16>, SimtAcc<T, ROWS, COLS>>;
 
 // The score-tile products of a kernel on its path (see tile_dots).
-template <typename T, bool kMma, int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP,
+template <typename T, int kPath, int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP,
           int UX = 2>
 __device__ void dots(const T* X, const T* Y, int r0, int c, int n, T* scratch, T (&s)[RK]) {
-  if constexpr (kMma)
-    tile_dots_mma<RK, STEP, BM, BN, LDX, LDY, LP>(X, Y, r0, c, n, scratch, s);
+  if constexpr (kPath != kFma)
+    tile_dots_mma<kPath == kBf16, RK, STEP, BM, BN, LDX, LDY, LP>(X, Y, r0, c, n, scratch, s);
   else
     tile_dots<T, RK, STEP, LDX, LDY, UX>(X, Y, r0, c, n, s);
 }
 
 // Leading dimensions: X (query-row) tiles, Y (key-row) tiles. The mma path pads rows so a
 // fragment load's eight row groups fall in distinct banks.
-template <int D, bool kMma>
-constexpr int kLX = kMma ? D + 4 : D;
-template <typename T, int D, bool kMma>
-constexpr int kLY = kMma ? D + 8 : D + kVec<T>;
+template <int D, int kPath>
+constexpr int kLX = kPath != kFma ? D + 4 : D;
+template <typename T, int D, int kPath>
+constexpr int kLY = kPath != kFma ? D + 8 : D + kVec<T>;
 
 // cnt[r] = visible keys in the causal window of query row i0 + r (n_visible with a key
 // mask): one ballot per 32 keys serves every row of the tile. Synchronises the block.
@@ -476,11 +508,11 @@ __device__ void add_square_sum(double* sq, int64_t bh, double v) {
 }
 
 // One block per (query tile, b*h); grid.y strides over b*h beyond the grid limit.
-template <typename T, int D, bool kMma>
+template <typename T, int D, int kPath>
 __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::fwd_m, BN = Tiles<T, D>::fwd_n;
   constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  constexpr int LX = kLX<D, kPath>, LY = kLY<T, D, kPath>, LP = BN + kVec<T>;
   alignas(16) __shared__ T qs[BM * LX], ys[BN * LY], ps[BM * LP];
   __shared__ T rfac[BM], rrow[BM];
   __shared__ int cnt[BM];
@@ -503,7 +535,7 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
     }
     __syncthreads();
     T m[RK], l[RK];
-    Acc<T, BM, D, kMma> acc;
+    Acc<T, BM, D, kPath> acc;
     double q2[RK], fr = 0;  // q2: running sum of squared unnormalised softmax weights
 #pragma unroll
     for (int k = 0; k < RK; ++k) m[k] = -inf, l[k] = 0, q2[k] = 0;
@@ -513,7 +545,7 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
       const bool key_ok = j < a.S && key_visible(a, b, j);
       __syncthreads();
       T s[RK];
-      dots<T, kMma, RK, G, BM, BN, LX, LY, LP, 1>(qs, ys, g, c, a.d, ps, s);
+      dots<T, kPath, RK, G, BM, BN, LX, LY, LP, 1>(qs, ys, g, c, a.d, ps, s);
 #pragma unroll
       for (int k = 0; k < RK; ++k) {
         const int r = g + k * G;
@@ -574,11 +606,11 @@ __global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
 
 // Query-major backward: dq = scale * dS K for one query tile, plus aux (D_i or N) for the
 // key-major kernel and the visible sum of dP^2.
-template <typename T, int D, bool kMma>
+template <typename T, int D, int kPath>
 __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::dq_m, BN = Tiles<T, D>::dq_n;
   constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  constexpr int LX = kLX<D, kPath>, LY = kLY<T, D, kPath>, LP = BN + kVec<T>;
   alignas(16) __shared__ T qs[BM * LX], gs[BM * LX], ys[BN * LY], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   __shared__ int cnt[BM];
@@ -608,11 +640,11 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
     auto scores = [&](int64_t j0, T(&s)[RK], T(&dp)[RK]) {
       load_tile<T, BN, D, LY>(ys, vp, a.v.sr, j0, a.S, a.e);
       __syncthreads();
-      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(gs, ys, g, c, a.e, ps, dp);
+      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(gs, ys, g, c, a.e, ps, dp);
       __syncthreads();
       load_tile<T, BN, D, LY>(ys, kp, a.k.sr, j0, a.S, a.d);
       __syncthreads();
-      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(qs, ys, g, c, a.d, ps, s);
+      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(qs, ys, g, c, a.d, ps, s);
 #pragma unroll
       for (int k = 0; k < RK; ++k) s[k] *= a.scale;
     };
@@ -642,7 +674,7 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
       }
       __syncthreads();
     }
-    Acc<T, BM, D, kMma> acc;
+    Acc<T, BM, D, kPath> acc;
     double gf = 0;
     for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
       T s[RK], dp[RK];
@@ -673,11 +705,11 @@ __global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
 
 // Key-major backward: one block per (key tile, b*h) streams the query tiles and accumulates
 // dv += A^T dO and dk += scale * dS^T Q in registers; the row terms come from aux.
-template <typename T, int D, bool kMma>
+template <typename T, int D, int kPath>
 __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
   constexpr int BM = Tiles<T, D>::kv_m, BN = Tiles<T, D>::kv_n;
   constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<D, kMma>, LY = kLY<T, D, kMma>, LP = BN + kVec<T>;
+  constexpr int LX = kLX<D, kPath>, LY = kLY<T, D, kPath>, LP = BN + kVec<T>;
   alignas(16) __shared__ T ks[BN * LY], vs[BN * LY], xs[BM * LX], ps[BM * LP];
   __shared__ T ra[BM], rb[BM];
   const int t = threadIdx.x, c = t % BN, g = t / BN;
@@ -691,7 +723,7 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
     load_tile<T, BN, D, LY>(ks, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
     load_tile<T, BN, D, LY>(vs, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
     const bool key_ok = j < a.S && key_visible(a, b, j);
-    Acc<T, BN, D, kMma> acc_k, acc_v;
+    Acc<T, BN, D, kPath> acc_k, acc_v;
     for (int64_t i0 = first; i0 < a.Tq; i0 += BM) {
       load_tile<T, BM, D, LX>(xs, qp, a.q.sr, i0, a.Tq, a.d);
       for (int r = t; r < BM; r += kNT) {
@@ -706,11 +738,11 @@ __global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
       }
       __syncthreads();
       T s[RK], dp[RK], ds[RK];
-      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(xs, ks, g, c, a.d, ps, s);
+      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(xs, ks, g, c, a.d, ps, s);
       __syncthreads();
       load_tile<T, BM, D, LX>(xs, gp, a.g.sr, i0, a.Tq, a.e);
       __syncthreads();
-      dots<T, kMma, RK, G, BM, BN, LX, LY, LP>(xs, vs, g, c, a.e, ps, dp);
+      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(xs, vs, g, c, a.e, ps, dp);
 #pragma unroll
       for (int k = 0; k < RK; ++k) {
         const int r = g + k * G;
@@ -790,13 +822,15 @@ void with_config(const Tensor& q, const Tensor& v, const char* op, F&& f) {
 
 int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
 
-// Calls f(std::bool_constant<kMma>): tensor cores for f32 unless switched off, FMA otherwise.
+// Calls f(std::integral_constant<int, kPath>): f32 under bf16 precision on tensor cores from
+// bf16-rounded operands; other f32 on tensor cores as 3xTF32 unless switched off; else FMA.
 template <typename T, typename F>
-void with_path(F&& f) {
+void with_path(bool bf16, F&& f) {
   if constexpr (std::is_same_v<T, float>) {
-    if (attention_tensor_cores()) return f(std::true_type{});
+    if (bf16) return f(std::integral_constant<int, kBf16>{});
+    if (attention_tensor_cores()) return f(std::integral_constant<int, kTf32x3>{});
   }
-  f(std::false_type{});
+  f(std::integral_constant<int, kFma>{});
 }
 
 }  // namespace
@@ -813,8 +847,8 @@ void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tens
     if (lse.defined()) a.lse = static_cast<T*>(lse.raw_data());
     if (frob_sq.defined()) a.sq = static_cast<double*>(frob_sq.raw_data());
     if (a.Tq > 0 && a.BH > 0) {
-      with_path<T>([&](auto mma) {
-        forward_kernel<T, D, decltype(mma)::value>
+      with_path<T>(p.bf16, [&](auto path) {
+        forward_kernel<T, D, decltype(path)::value>
             <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::fwd_m), a.BH), kNT, 0, stream()>>>(a);
         PG_CUDA_LAUNCH_CHECK();
       });
@@ -843,13 +877,13 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const 
     if (a.Tq > 0 && a.BH > 0) {
       Tensor aux = empty({a.BH * a.Tq}, {q.dtype(), q.device()});
       a.aux = static_cast<T*>(aux.raw_data());
-      with_path<T>([&](auto mma) {
-        constexpr bool kMma = decltype(mma)::value;
-        backward_dq_kernel<T, D, kMma>
+      with_path<T>(p.bf16, [&](auto path) {
+        constexpr int kPath = decltype(path)::value;
+        backward_dq_kernel<T, D, kPath>
             <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::dq_m), a.BH), kNT, 0, stream()>>>(a);
         PG_CUDA_LAUNCH_CHECK();
         if (a.S > 0) {
-          backward_dkv_kernel<T, D, kMma>
+          backward_dkv_kernel<T, D, kPath>
               <<<grid_for(ceil_div(a.S, Tiles<T, D>::kv_n), a.BH), kNT, 0, stream()>>>(a);
           PG_CUDA_LAUNCH_CHECK();
         }

@@ -54,4 +54,20 @@ __device__ inline void mma_3xtf32(float (&d)[4], const Tf32Split (&a)[4], const 
 #endif
 }
 
+/// d += A B for one 16x8x8 tile in a single TF32 mma (layout as mma_3xtf32): exact for
+/// operands already rounded to bf16 (8-bit significands, which TF32 holds), whose products
+/// f32 then accumulates, as a bf16 mma would.
+__device__ inline void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#ifdef PG_CUDA_EMULATED
+  const uint32_t zero_a[4] = {}, zero_b[2] = {};
+  pg_emu::mma_3xtf32(d, a, zero_a, b, zero_b);  // the small parts add exact zeros
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
 }  // namespace pg::cuda

@@ -179,6 +179,11 @@ inline float __uint_as_float(uint32_t u) {
   std::memcpy(&x, &u, 4);
   return x;
 }
+inline uint32_t __float_as_uint(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+}
 
 // --- tensor cores: TF32 mma.sync.m16n8k8 ------------------------------------------------------
 namespace pg_emu {

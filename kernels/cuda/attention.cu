@@ -32,7 +32,7 @@ constexpr int kMaxHeadDim = 128;
 
 // How a kernel computes its tile products: FMA units, tensor cores at about f32 accuracy
 // (3xTF32), or tensor cores from operands rounded to bf16 (MatmulPrecision::BF16).
-constexpr int kFma = 0, kTf32x3 = 1, kBf16 = 2;
+constexpr int kPathFma = 0, kPath3xTf32 = 1, kPathBf16 = 2;
 
 // Tile sizes per dtype and head-dim bucket D, chosen so each kernel's static shared memory
 // stays under 48 KB: level 1 is f32 with D = 64, level 2 f32/128 or f64/64, level 4 f64/128.
@@ -401,15 +401,15 @@ struct MmaAcc {
 };
 
 template <typename T, int ROWS, int COLS, int kPath>
-using Acc =
-    std::conditional_t<kPath != kFma, MmaAcc<ROWS, COLS, kPath == kBf16>, SimtAcc<T, ROWS, COLS>>;
+using Acc = std::conditional_t<kPath != kPathFma, MmaAcc<ROWS, COLS, kPath == kPathBf16>,
+                               SimtAcc<T, ROWS, COLS>>;
 
 // The score-tile products of a kernel on its path (see tile_dots).
 template <typename T, int kPath, int RK, int STEP, int BM, int BN, int LDX, int LDY, int LP,
           int UX = 2>
 __device__ void dots(const T* X, const T* Y, int r0, int c, int n, T* scratch, T (&s)[RK]) {
-  if constexpr (kPath != kFma)
-    tile_dots_mma<kPath == kBf16, RK, STEP, BM, BN, LDX, LDY, LP>(X, Y, r0, c, n, scratch, s);
+  if constexpr (kPath != kPathFma)
+    tile_dots_mma<kPath == kPathBf16, RK, STEP, BM, BN, LDX, LDY, LP>(X, Y, r0, c, n, scratch, s);
   else
     tile_dots<T, RK, STEP, LDX, LDY, UX>(X, Y, r0, c, n, s);
 }
@@ -417,9 +417,9 @@ __device__ void dots(const T* X, const T* Y, int r0, int c, int n, T* scratch, T
 // Leading dimensions: X (query-row) tiles, Y (key-row) tiles. The mma path pads rows so a
 // fragment load's eight row groups fall in distinct banks.
 template <int D, int kPath>
-constexpr int kLX = kPath != kFma ? D + 4 : D;
+constexpr int kLX = kPath != kPathFma ? D + 4 : D;
 template <typename T, int D, int kPath>
-constexpr int kLY = kPath != kFma ? D + 8 : D + kVec<T>;
+constexpr int kLY = kPath != kPathFma ? D + 8 : D + kVec<T>;
 
 // cnt[r] = visible keys in the causal window of query row i0 + r (n_visible with a key
 // mask): one ballot per 32 keys serves every row of the tile. Synchronises the block.
@@ -827,10 +827,10 @@ int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
 template <typename T, typename F>
 void with_path(bool bf16, F&& f) {
   if constexpr (std::is_same_v<T, float>) {
-    if (bf16) return f(std::integral_constant<int, kBf16>{});
-    if (attention_tensor_cores()) return f(std::integral_constant<int, kTf32x3>{});
+    if (bf16) return f(std::integral_constant<int, kPathBf16>{});
+    if (attention_tensor_cores()) return f(std::integral_constant<int, kPath3xTf32>{});
   }
-  f(std::integral_constant<int, kFma>{});
+  f(std::integral_constant<int, kPathFma>{});
 }
 
 }  // namespace

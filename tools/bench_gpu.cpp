@@ -117,8 +117,8 @@ void bench_attention(int repeats, Device gpu) {
     }
   }
   cuda::set_attention_tensor_cores(true);
-  // Under bf16 precision: tile products from bf16-rounded operands (one TF32 mma instead of
-  // three), against PyTorch's attention under torch.autocast (bf16).
+  // Under bf16 precision: tile products from bf16-rounded operands (one bf16 mma instead of
+  // 3xTF32's three TF32 ones), against PyTorch's attention under torch.autocast (bf16).
   MatmulPrecisionGuard bf16(MatmulPrecision::BF16);
   for (const char* spec : {"softmax", "poly:3"}) {
     auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);

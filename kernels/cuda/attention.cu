@@ -247,7 +247,7 @@ __device__ void store_acc(const T (&acc)[RA][CA], int64_t row0, int64_t rows, in
   }
 }
 
-// --- f32 on tensor cores (3xTF32 mma, kernels/cuda/mma_tf32.cuh) ----------------------------
+// --- f32 on tensor cores (3xTF32 or bf16 mma, kernels/cuda/mma_tf32.cuh) --------------------
 // The products of tile_dots and tile_accumulate by 16x8x8 mma tiles: a ROWS x COLS output
 // splits into (ROWS/16) x (COLS/8) mma tiles, PER per warp, all in one 16-row slab so a warp
 // loads its A fragment once per k step and reuses it across its PER tiles.
@@ -267,8 +267,8 @@ struct MmaTiles {
   __device__ static int col(int i, int q) { return col0(i) + 2 * lane_in_group() + (q & 1); }
 };
 
-// A fragment element: two TF32 parts (3xTF32), or one value already rounded to bf16, which
-// TF32 holds exactly (kBf16: under MatmulPrecision::BF16).
+// A fragment element: two TF32 parts (3xTF32), or the f32 bits of a value rounded to bf16
+// (kBf16: under MatmulPrecision::BF16).
 template <bool kBf16>
 using Frag = std::conditional_t<kBf16, uint32_t, Tf32Split>;
 
@@ -284,7 +284,7 @@ __device__ inline void mma_frag(float (&d)[4], const Tf32Split (&a)[4], const Tf
   mma_3xtf32(d, a, b);
 }
 __device__ inline void mma_frag(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  mma_tf32(d, a, b);
+  mma_bf16(d, a, b);
 }
 
 // This lane's A fragment of A(r, k) = at(r, k) for rows r0.. r0 + 15, columns k0.. k0 + 7.

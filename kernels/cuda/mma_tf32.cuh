@@ -1,7 +1,8 @@
-// Tensor-core products at about f32 accuracy from TF32 parts ("3xTF32", as CUTLASS's FastF32
-// and PyTorch's f32 attention kernels): each operand x = big + small with both parts TF32
-// (10-bit mantissas), and a*b is summed as small_a*big_b + big_a*small_b + big_a*big_b; the
-// dropped small*small term is about 2^-22 of the product.
+// Tensor-core tile products. In f32: at about f32 accuracy from TF32 parts ("3xTF32", as
+// CUTLASS's FastF32 and PyTorch's f32 attention kernels): each operand x = big + small with both
+// parts TF32 (10-bit mantissas), and a*b is summed as small_a*big_b + big_a*small_b +
+// big_a*big_b; the dropped small*small term is about 2^-22 of the product. Under bf16
+// precision: one bf16 mma from operands already rounded to bf16.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -54,19 +55,24 @@ __device__ inline void mma_3xtf32(float (&d)[4], const Tf32Split (&a)[4], const 
 #endif
 }
 
-/// d += A B for one 16x8x8 tile in a single TF32 mma (layout as mma_3xtf32): exact for
-/// operands already rounded to bf16 (8-bit significands, which TF32 holds), whose products
-/// f32 then accumulates, as a bf16 mma would.
-__device__ inline void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+/// d += A B for one 16x8x8 tile on bf16 tensor cores, f32 accumulation: a and b hold f32 bit
+/// patterns of values already rounded to bf16, in mma_3xtf32's fragment layout. mma.m16n8k8.bf16
+/// gives lane l A rows l/4 and l/4 + 8 at columns 2 (l%4) and 2 (l%4) + 1 (one register per row,
+/// lower half first) and B rows 2 (l%4) and 2 (l%4) + 1 at column l/4: packing columns t and
+/// t + 4 of our layout into those two slots permutes k the same way in A and B, which leaves
+/// every dot product unchanged.
+__device__ inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  // A rounded f32 is its bf16 in the upper half and zeros below.
+  auto pack = [](uint32_t lo, uint32_t hi) { return (hi & 0xffff0000u) | (lo >> 16); };
+  const uint32_t a0 = pack(a[0], a[2]), a1 = pack(a[1], a[3]), b0 = pack(b[0], b[1]);
 #ifdef PG_CUDA_EMULATED
-  const uint32_t zero_a[4] = {}, zero_b[2] = {};
-  pg_emu::mma_3xtf32(d, a, zero_a, b, zero_b);  // the small parts add exact zeros
+  pg_emu::mma_bf16(d, a0, a1, b0);
 #else
   asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
+      "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+      "{%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+      : "r"(a0), "r"(a1), "r"(b0));
 #endif
 }
 

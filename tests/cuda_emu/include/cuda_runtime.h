@@ -239,6 +239,36 @@ inline void mma_3xtf32(float (&d)[4], const uint32_t (&a_big)[4], const uint32_t
   }
 }
 
+/// mma.m16n8k8.row.col.f32.bf16.bf16.f32 in the PTX ISA's fragment layout: lane l holds A row
+/// l/4 in a_lo and row l/4 + 8 in a_hi, each at columns 2 (l%4) (lower half) and 2 (l%4) + 1
+/// (upper half), and B rows 2 (l%4) and 2 (l%4) + 1 (lower, upper half) at column l/4; D as
+/// mma_3xtf32. The products of bf16 values are exact in f32; d += them in k order.
+inline void mma_bf16(float (&d)[4], uint32_t a_lo, uint32_t a_hi, uint32_t b) {
+  const int me = lane();
+  unsigned char* slot = warp_slot(me);
+  const uint32_t mine[3] = {a_lo, a_hi, b};
+  std::memcpy(slot, mine, 12);
+  warp_barrier();
+  auto half = [](uint32_t r, int h) { return __uint_as_float(h ? r & 0xffff0000u : r << 16); };
+  float A[16][8], B[8][8];
+  for (int l = 0; l < 32; ++l) {
+    uint32_t r[3];
+    std::memcpy(r, warp_slot(l), 12);
+    const int g = l / 4, t = l % 4;
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = half(r[0], h);
+      A[g + 8][2 * t + h] = half(r[1], h);
+      B[2 * t + h][g] = half(r[2], h);
+    }
+  }
+  warp_barrier();
+  const int g = me / 4, t = me % 4;
+  for (int q = 0; q < 4; ++q) {
+    const int row = g + (q >> 1) * 8, col = 2 * t + (q & 1);
+    for (int k = 0; k < 8; ++k) d[q] += A[row][k] * B[k][col];
+  }
+}
+
 }  // namespace pg_emu
 
 // Fibers never run at the same time: a read-modify-write is atomic.

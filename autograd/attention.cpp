@@ -94,6 +94,13 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
     backend_for(q.device())
         .attention_forward(saved.q, saved.k, saved.v, saved.mask, saved.params, out, saved.lse,
                            frob);
+  if (saved.params.bf16) {
+    // The backward rounds q, k, v to bf16 anyway: keep them as bf16 (half the bytes; the f32
+    // projection they were read from can go), widened back exactly when the backward runs.
+    saved.q = kernels::convert(saved.q, DType::BF16);
+    saved.k = kernels::convert(saved.k, DType::BF16);
+    saved.v = kernels::convert(saved.v, DType::BF16);
+  }
   if (stats) {
     stats->a_frob_sq = frob;
     stats->keys = S;
@@ -106,15 +113,19 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
 // dv zero on entry).
 void attention_backward(const Tensor& g, const Saved& s, Tensor& dq, Tensor& dk, Tensor& dv) {
   forbid_double_backward("attention");
+  auto widen = [&](const Tensor& t) {
+    return t.dtype() == DType::BF16 ? kernels::convert(t, g.dtype()) : t;
+  };
+  const Tensor q = widen(s.q), k = widen(s.k), v = widen(s.v);
   Tensor gd = kernel_operand(g);
   Tensor gsq = s.stats ? zeros({s.q.size(0) * s.q.size(1)}, {DType::F64, s.q.device()}) : Tensor();
   // Zero-width values: the output is empty, so every gradient is zero (and the softmax lse
   // was never written; the kernels must not read it).
-  if (s.v.size(3) == 0)
+  if (v.size(3) == 0)
     dq.fill_(0);
   else if (dq.numel() || dk.numel())
-    backend_for(s.q.device())
-        .attention_backward(gd, s.q, s.k, s.v, s.mask, s.lse, s.params, dq, dk, dv, gsq);
+    backend_for(q.device())
+        .attention_backward(gd, q, k, v, s.mask, s.lse, s.params, dq, dk, dv, gsq);
   if (s.stats) s.stats->grad_frob_sq = gsq;
 }
 
@@ -127,7 +138,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   Tensor out = attention_forward(q, k, v, params, key_padding_mask, std::move(stats), saved);
   return record("attention", out, {q, k, v}, [saved](const Tensor& g) -> TensorList {
     int64_t B = saved.q.size(0), H = saved.q.size(1), T = saved.q.size(2), S = saved.k.size(2);
-    TensorOptions opts{saved.q.dtype(), saved.q.device()};
+    TensorOptions opts{g.dtype(), g.device()};
     Tensor dq = empty_heads_last(B, H, T, saved.q.size(3), opts);
     Tensor dk = zeros({B, S, H, saved.k.size(3)}, opts).permute({0, 2, 1, 3});
     Tensor dv = zeros({B, S, H, saved.v.size(3)}, opts).permute({0, 2, 1, 3});

@@ -9,10 +9,12 @@
 #include <fstream>
 #include <limits>
 
+#include "autograd/attention.h"
 #include "core/allocator.h"
 #include "device_check.h"
 #include "helpers.h"
 #include "kernels/matmul_precision.h"
+#include "nn/attention_activation.h"
 #include "nn/safetensors.h"
 #include "polygrad.h"
 
@@ -136,6 +138,34 @@ TEST_CASE("in bf16 precision the backward keeps bf16 copies of matmul operands")
   // The gradient is the product of the rounded operands, whichever copy it was read from.
   Tensor t_rounded = pgt::rounded_to_bf16(mul(x, 2.0)).transpose(0, 1).contiguous();
   CHECK(bits_of(g16) == bits_of(matmul(t_rounded, ones({512, 64})).transpose(0, 1)));
+  CHECK(bits_of(g16) != bits_of(g32));
+}
+
+TEST_CASE("in bf16 precision fused attention keeps bf16 copies of q, k, v, not the projection") {
+  manual_seed(3);
+  const int64_t B = 2, T = 64, H = 4, d = 16;
+  Tensor x = randn({B, T, 3 * H * d}).requires_grad_();
+  const AttentionParams params = AttentionActivation::parse("poly:3").kernel_params(true, 0.25);
+  auto held = [&](MatmulPrecision precision, Tensor& grad) {
+    MatmulPrecisionGuard guard(precision);
+    size_t before = cpu_allocator().stats().allocated;
+    Tensor y;
+    {
+      Tensor qkv = mul(x, 2.0);  // a projection only the attention needs
+      y = fused_attention_packed(qkv, H, params);
+    }
+    size_t bytes = cpu_allocator().stats().allocated - before;
+    x.set_grad(Tensor());
+    backward(sum(y));
+    grad = x.grad().clone();
+    return bytes;
+  };
+  Tensor g32, g16;
+  size_t f32 = held(MatmulPrecision::F32, g32), bf16 = held(MatmulPrecision::BF16, g16);
+  MESSAGE("held after the forward: f32 " << f32 << " bytes, bf16 " << bf16 << " bytes");
+  const size_t projection = B * T * 3 * H * d * 4;
+  CHECK(f32 >= projection);
+  CHECK(bf16 + projection / 2 <= f32);  // the f32 projection went, its bf16 copy stayed
   CHECK(bits_of(g16) != bits_of(g32));
 }
 

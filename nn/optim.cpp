@@ -82,12 +82,9 @@ void Optimizer::check_groups() {
 void Optimizer::step() {
   check_groups();
   NoGradGuard no_grad;
-  // Every gradient is checked before any parameter changes, so a bad one leaves all intact.
-  struct Work {
-    size_t g, i;
-    Tensor grad;
-  };
-  std::vector<Work> work;
+  // Every gradient is checked before any parameter changes, so a bad one leaves all intact;
+  // the updates go in one batch per device, in the order the devices first appear.
+  std::vector<std::vector<Update>> batches;
   for (size_t g = 0; g < groups_.size(); ++g)
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       const Tensor& p = groups_[g].params[i];
@@ -98,20 +95,12 @@ void Optimizer::step() {
                " but its gradient is ", dtype_name(grad.dtype()), " on ", grad.device().str());
       PG_CHECK(grad.shape() == p.shape(), name(), "group ", g, " parameter ", i, " has shape ",
                shape_str(p.shape()), " but its gradient has shape ", shape_str(grad.shape()));
-      work.push_back({g, i, grad.contiguous()});
+      auto same = std::find_if(batches.begin(), batches.end(), [&](const std::vector<Update>& b) {
+        return b[0].param.device() == p.device();
+      });
+      if (same == batches.end()) same = batches.insert(batches.end(), std::vector<Update>{});
+      same->push_back({p, grad.contiguous(), &groups_[g], &state_[g][i]});
     }
-  // One batch per device, in the order the devices first appear.
-  std::vector<std::vector<Update>> batches;
-  for (const Work& w : work) {
-    Update u{groups_[w.g].params[w.i], w.grad, &groups_[w.g], &state_[w.g][w.i]};
-    auto same = std::find_if(batches.begin(), batches.end(), [&](const std::vector<Update>& b) {
-      return b[0].param.device() == u.param.device();
-    });
-    if (same == batches.end())
-      batches.push_back({u});
-    else
-      same->push_back(u);
-  }
   for (const auto& batch : batches) update(batch);
   ++steps_;
 }

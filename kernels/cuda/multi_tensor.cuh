@@ -13,6 +13,15 @@ namespace pg::cuda {
 /// Elements one block of a multi-tensor kernel works on.
 constexpr int64_t kBatchChunk = 8 * kThreads;
 
+/// Blocks a multi-tensor kernel gives a tensor of n elements.
+inline int64_t chunk_blocks(int64_t n) { return (n + kBatchChunk - 1) / kBatchChunk; }
+
+/// The part of a batch one block works on: elements [begin, end) of tensor `tensor`.
+struct Chunk {
+  int tensor;
+  int64_t begin, end;
+};
+
 /// Up to kMax tensors' per-tensor arguments (each with an element count `n`), passed to a kernel
 /// by value; block b works on tensor i where first_block[i] <= b < first_block[i + 1].
 template <typename Arg>
@@ -22,26 +31,14 @@ struct TensorBatch {
   int64_t first_block[kMax + 1];
   int count = 0;
 
-  /// The tensor that block `b` works on (empty tensors own no block and are never returned).
-  __device__ int tensor_of(int64_t b) const {
+  /// The chunk of block `b` (empty tensors own no block and are never its tensor).
+  __device__ Chunk chunk(int64_t b) const {
     int i = 0;
     while (first_block[i + 1] <= b) ++i;
-    return i;
-  }
-  /// The element range [begin, end) of block `b` within tensor i.
-  __device__ void range_of(int64_t b, int i, int64_t& begin, int64_t& end) const {
-    begin = (b - first_block[i]) * kBatchChunk;
-    end = begin + kBatchChunk < arg[i].n ? begin + kBatchChunk : arg[i].n;
+    const int64_t begin = (b - first_block[i]) * kBatchChunk;
+    return {i, begin, begin + kBatchChunk < arg[i].n ? begin + kBatchChunk : arg[i].n};
   }
 };
-
-/// Blocks that a multi-tensor launch over tensors of these sizes takes.
-template <typename Arg>
-int64_t batch_blocks(const std::vector<Arg>& args) {
-  int64_t blocks = 0;
-  for (const Arg& a : args) blocks += (a.n + kBatchChunk - 1) / kBatchChunk;
-  return blocks;
-}
 
 /// Calls f(T{}, items) once per floating dtype among `count` items, with the indices of the
 /// items of that dtype; dtype_of(k) names item k's dtype (bf16 and others are a pg::Error).
@@ -69,7 +66,7 @@ int64_t for_each_batch(const std::vector<Arg>& args, Launch&& launch) {
     for (size_t k = start; k < args.size() && batch.count < TensorBatch<Arg>::kMax; ++k) {
       batch.arg[batch.count] = args[k];
       batch.first_block[batch.count] = blocks;
-      blocks += (args[k].n + kBatchChunk - 1) / kBatchChunk;
+      blocks += chunk_blocks(args[k].n);
       ++batch.count;
     }
     batch.first_block[batch.count] = blocks;

@@ -43,17 +43,15 @@ struct MapArg {
 
 template <typename T>
 __global__ void adam_kernel(TensorBatch<AdamArg<T>> batch) {
-  const int t = batch.tensor_of(blockIdx.x);
-  const AdamArg<T>& a = batch.arg[t];
+  const Chunk c = batch.chunk(blockIdx.x);
+  const AdamArg<T>& a = batch.arg[c.tensor];
   const AdamStep& s = a.s;
   const T b1 = static_cast<T>(s.beta1), b2 = static_cast<T>(s.beta2), eps = static_cast<T>(s.eps);
   // 1 - beta in double, then rounded (as PyTorch): 1 - 0.999f in f32 is 1.3e-5 off 0.001.
   const T c1 = static_cast<T>(1 - s.beta1), c2 = static_cast<T>(1 - s.beta2);
   const T step_size = static_cast<T>(s.step_size), sqrt_bc2 = static_cast<T>(s.sqrt_bc2);
   const T decay = static_cast<T>(s.decay), l2 = static_cast<T>(s.l2);
-  int64_t begin, end;
-  batch.range_of(blockIdx.x, t, begin, end);
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
     const T gi = a.g[i] + l2 * a.p[i];
     T pi = a.p[i] * decay;
     T mi = b1 * a.m[i] + c1 * gi;
@@ -66,13 +64,11 @@ __global__ void adam_kernel(TensorBatch<AdamArg<T>> batch) {
 
 template <typename T>
 __global__ void sgd_kernel(TensorBatch<SgdArg<T>> batch) {
-  const int t = batch.tensor_of(blockIdx.x);
-  const SgdArg<T>& a = batch.arg[t];
+  const Chunk c = batch.chunk(blockIdx.x);
+  const SgdArg<T>& a = batch.arg[c.tensor];
   const T lr = static_cast<T>(a.s.lr), wd = static_cast<T>(a.s.weight_decay),
           mom = static_cast<T>(a.s.momentum);
-  int64_t begin, end;
-  batch.range_of(blockIdx.x, t, begin, end);
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
     T d = a.g[i] + wd * a.p[i];
     if (a.buf) {
       a.buf[i] = a.s.first ? d : mom * a.buf[i] + d;
@@ -85,12 +81,10 @@ __global__ void sgd_kernel(TensorBatch<SgdArg<T>> batch) {
 // partial[b] = the sum of squares of block b's chunk.
 template <typename T>
 __global__ void sum_of_squares_kernel(TensorBatch<ReadArg<T>> batch, double* partial) {
-  const int t = batch.tensor_of(blockIdx.x);
-  int64_t begin, end;
-  batch.range_of(blockIdx.x, t, begin, end);
+  const Chunk c = batch.chunk(blockIdx.x);
   double acc = 0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const double v = static_cast<double>(batch.arg[t].x[i]);
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const double v = static_cast<double>(batch.arg[c.tensor].x[i]);
     acc += v * v;
   }
   acc = block_sum(acc);
@@ -107,11 +101,9 @@ __global__ void add_partials_kernel(const double* partial, int64_t n, double* ou
 
 template <typename T>
 __global__ void scale_kernel(TensorBatch<MapArg<T>> batch, T s) {
-  const int t = batch.tensor_of(blockIdx.x);
-  int64_t begin, end;
-  batch.range_of(blockIdx.x, t, begin, end);
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
-    batch.arg[t].out[i] = batch.arg[t].x[i] * s;
+  const Chunk c = batch.chunk(blockIdx.x);
+  const MapArg<T>& a = batch.arg[c.tensor];
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) a.out[i] = a.x[i] * s;
 }
 
 unsigned grid(int64_t blocks) { return static_cast<unsigned>(blocks); }
@@ -158,34 +150,25 @@ void CudaBackend::sgd_update(const std::vector<SgdParam>& params) {
 
 void CudaBackend::sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) {
   DeviceGuard guard(out.device().index);
-  // One partial sum per block, f32 tensors' blocks first, then f64's, then one ordered sum
-  // (which writes 0 when there is nothing to sum).
-  std::vector<ReadArg<float>> f32;
-  std::vector<ReadArg<double>> f64;
+  // One partial sum per block, in batches laid end to end, then one ordered sum (which writes
+  // 0 when there is nothing to sum).
+  int64_t blocks = 0;
+  for (const Tensor& x : xs) blocks += chunk_blocks(x.numel());
+  Tensor partial = empty({std::max<int64_t>(blocks, 1)}, {DType::F64, out.device()});
+  double* next = dptr<double>(partial);
   auto dtype_of = [&](size_t k) { return xs[k].dtype(); };
   for_each_floating_dtype(xs.size(), dtype_of, "sum_of_squares", [&](auto tag, const auto& idx) {
     using T = decltype(tag);
-    for (size_t k : idx) {
-      ReadArg<T> a{dptr<T>(xs[k]), xs[k].numel()};
-      if constexpr (std::is_same_v<T, float>)
-        f32.push_back(a);
-      else
-        f64.push_back(a);
-    }
+    std::vector<ReadArg<T>> args;
+    for (size_t k : idx) args.push_back({dptr<T>(xs[k]), xs[k].numel()});
+    next +=
+        for_each_batch(args, [&](const TensorBatch<ReadArg<T>>& batch, int64_t n, int64_t before) {
+          sum_of_squares_kernel<T><<<grid(n), kThreads, 0, stream()>>>(batch, next + before);
+          PG_CUDA_LAUNCH_CHECK();
+        });
   });
-  const int64_t blocks = batch_blocks(f32) + batch_blocks(f64);
-  Tensor partial = empty({std::max<int64_t>(blocks, 1)}, {DType::F64, out.device()});
-  double* base = dptr<double>(partial);
-  int64_t f32_blocks = for_each_batch(f32, [&](const auto& batch, int64_t n, int64_t before) {
-    sum_of_squares_kernel<float><<<grid(n), kThreads, 0, stream()>>>(batch, base + before);
-    PG_CUDA_LAUNCH_CHECK();
-  });
-  for_each_batch(f64, [&](const auto& batch, int64_t n, int64_t before) {
-    sum_of_squares_kernel<double>
-        <<<grid(n), kThreads, 0, stream()>>>(batch, base + f32_blocks + before);
-    PG_CUDA_LAUNCH_CHECK();
-  });
-  add_partials_kernel<<<1, kThreads, 0, stream()>>>(base, blocks, dptr<double>(out));
+  add_partials_kernel<<<1, kThreads, 0, stream()>>>(dptr<double>(partial), blocks,
+                                                    dptr<double>(out));
   PG_CUDA_LAUNCH_CHECK();
 }
 

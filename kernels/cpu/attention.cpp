@@ -116,16 +116,15 @@ struct RowRule {
     for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
     switch (p.act) {
       case AttnActivation::Softmax: {
-        T mx = -inf;
-        for (int64_t j = 0; j < lim; ++j) mx = std::max(mx, vis(j) != 0 ? s[j] : -inf);
+        T mx = kvis ? max_wide<T>(lim, [&](int64_t j) { return kvis[j] != 0 ? s[j] : -inf; })
+                    : max_wide<T>(lim, [&](int64_t j) { return s[j]; });
         if (mx == -inf) {  // nothing visible: all weights zero
           for (int64_t j = 0; j < lim; ++j) a[j] = 0;
           return inf;
         }
         // One exp per entry: unnormalised weights first, then a single scale.
-        T sum = 0;
         masked(lim, a, [&](int64_t j) { return vexp(s[j] - mx); });
-        for (int64_t j = 0; j < lim; ++j) sum += a[j];
+        T sum = static_cast<T>(sum_wide(lim, [&](int64_t j) { return a[j]; }));
         T inv = T(1) / sum;
         for (int64_t j = 0; j < lim; ++j) a[j] *= inv;
         return mx + std::log(sum);

@@ -79,17 +79,15 @@ void CpuBackend::softmax(const Tensor& x, Tensor& out, bool log) {
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = xp + r * cols;
       T* orow = op + r * cols;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t c = 0; c < cols; ++c) mx = std::max(mx, xr[c]);
+      T mx = max_wide<T>(cols, [&](int64_t c) { return xr[c]; });
       if (mx == -std::numeric_limits<T>::infinity()) mx = 0;  // fully masked row
-      T sum = 0;
       if (log) {
-        for (int64_t c = 0; c < cols; ++c) sum += vexp(xr[c] - mx);
+        T sum = static_cast<T>(sum_wide(cols, [&](int64_t c) { return vexp(xr[c] - mx); }));
         T lse = mx + std::log(sum);
         for (int64_t c = 0; c < cols; ++c) orow[c] = xr[c] - lse;
       } else {
-        for (int64_t c = 0; c < cols; ++c) sum += (orow[c] = vexp(xr[c] - mx));
-        T inv = T(1) / sum;
+        for (int64_t c = 0; c < cols; ++c) orow[c] = vexp(xr[c] - mx);
+        T inv = T(1) / static_cast<T>(sum_wide(cols, [&](int64_t c) { return orow[c]; }));
         for (int64_t c = 0; c < cols; ++c) orow[c] *= inv;
       }
     }
@@ -134,11 +132,12 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor&
 #pragma omp parallel for schedule(static) if (parallel(rows * cols))
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = xp + r * cols;
-      double s = 0;
-      for (int64_t c = 0; c < cols; ++c) s += xr[c];
-      double mu = s / static_cast<double>(cols);
-      double v = 0;
-      for (int64_t c = 0; c < cols; ++c) v += (xr[c] - mu) * (xr[c] - mu);
+      double mu = sum_wide(cols, [&](int64_t c) { return static_cast<double>(xr[c]); }) /
+                  static_cast<double>(cols);
+      double v = sum_wide(cols, [&](int64_t c) {
+        double e = xr[c] - mu;
+        return e * e;
+      });
       double inv = 1.0 / std::sqrt(v / static_cast<double>(cols) + eps);
       mp[r] = static_cast<T>(mu);
       rp[r] = static_cast<T>(inv);
@@ -177,17 +176,15 @@ void CpuBackend::layer_norm_backward(const Tensor& dy, const Tensor& x, const Te
         const T* gr = g + r * cols;
         const T* xr = xp + r * cols;
         T m = mp[r], is = rp[r];
-        double sum_g = 0, sum_gh = 0;
-        for (int64_t c = 0; c < cols; ++c) {
-          T h = (xr[c] - m) * is;
-          T gh = w ? gr[c] * w[c] : gr[c];
-          sum_g += gh;
-          sum_gh += gh * h;
-          if (pw) {
-            pw[c] += gr[c] * h;
+        auto gh_of = [&](int64_t c) { return w ? gr[c] * w[c] : gr[c]; };
+        double sum_g = sum_wide(cols, [&](int64_t c) { return static_cast<double>(gh_of(c)); });
+        double sum_gh = sum_wide(
+            cols, [&](int64_t c) { return static_cast<double>(gh_of(c) * ((xr[c] - m) * is)); });
+        if (pw)
+          for (int64_t c = 0; c < cols; ++c) {
+            pw[c] += gr[c] * ((xr[c] - m) * is);
             pw[cols + c] += gr[c];
           }
-        }
         if (d) {
           T mg = static_cast<T>(sum_g / cols), mgh = static_cast<T>(sum_gh / cols);
           T* dr = d + r * cols;
@@ -229,13 +226,9 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& target, int64
 #pragma omp parallel for schedule(static) reduction(+ : total, kept) if (parallel(n * c))
     for (int64_t i = 0; i < n; ++i) {
       const T* xr = x + i * c;
-      T mx = xr[0];
-      for (int64_t j = 1; j < c; ++j) mx = std::max(mx, xr[j]);
-      double s = 0, sx = 0;
-      for (int64_t j = 0; j < c; ++j) {
-        s += vexp(xr[j] - mx);
-        sx += xr[j];
-      }
+      T mx = max_wide<T>(c, [&](int64_t j) { return xr[j]; });
+      double s = sum_wide(c, [&](int64_t j) { return vexp(xr[j] - mx); });
+      double sx = sum_wide(c, [&](int64_t j) { return static_cast<double>(xr[j]); });
       double l = static_cast<double>(mx) + std::log(s);
       lp[i] = static_cast<T>(l);
       if (tgt[i] == ignore_index) continue;

@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace pg::cpu {
 
@@ -46,6 +47,39 @@ inline float vtanh(float x) {
   return x < 0 ? -t : t;
 }
 inline double vtanh(double x) { return std::tanh(x); }
+
+/// The sum of f(0), ..., f(n-1) in double through eight interleaved partial sums: one running
+/// sum is a chain of dependent adds that cannot vectorise, eight independent ones do.
+template <typename F>
+double sum_wide(int64_t n, F&& f) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += f(i + k);
+  double tail = 0;
+  for (; i < n; ++i) tail += f(i);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+/// The largest of f(0), ..., f(n-1) (-inf for n = 0; NaNs are skipped), through eight
+/// interleaved partial maxima for the same reason as sum_wide.
+template <typename T, typename F>
+T max_wide(int64_t n, F&& f) {
+  const T lowest = -std::numeric_limits<T>::infinity();
+  T acc[8] = {lowest, lowest, lowest, lowest, lowest, lowest, lowest, lowest};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) {
+      T v = f(i + k);
+      acc[k] = v > acc[k] ? v : acc[k];
+    }
+  for (; i < n; ++i) {
+    T v = f(i);
+    acc[0] = v > acc[0] ? v : acc[0];
+  }
+  for (int k = 1; k < 8; ++k) acc[0] = acc[k] > acc[0] ? acc[k] : acc[0];
+  return acc[0];
+}
 
 /// 1 / (1 + e^-x).
 inline float vsigmoid(float x) { return 1.0f / (1.0f + vexp(-x)); }

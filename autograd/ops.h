@@ -60,6 +60,9 @@ Tensor operator-(const Tensor& x);
 // --- linear algebra --------------------------------------------------------------------
 /// Matrix product of rank >= 2 operands with broadcast batch dims: [..., M, K] @ [..., K, N].
 Tensor matmul(const Tensor& a, const Tensor& b);
+/// x [..., in] @ weight[out, in]^T + bias [out] (optional), as torch.nn.functional.linear: one
+/// GEMM with the bias inside it; the weight's gradient comes out in the weight's own layout.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // --- reductions ------------------------------------------------------------------------
 /// Sum over `dims` (empty: all).

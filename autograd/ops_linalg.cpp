@@ -1,4 +1,4 @@
-// Matrix product.
+// Matrix products: matmul and linear (a product plus bias in one GEMM).
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
@@ -13,6 +13,19 @@ namespace {
 // the backward keeps it instead of the f32 activation (half the memory, no second rounding).
 Tensor as_bf16_operand(const Tensor& x, bool keep) {
   return keep && x.dtype() == DType::F32 ? kernels::convert(x, DType::BF16) : x;
+}
+
+// [..., n] as the matrix [rows, n]: a view where the strides allow one, else a copy.
+Tensor as_rows(const Tensor& x, int64_t rows) {
+  Shape target{rows, x.size(-1)};
+  if (x.shape() == target) return x;
+  if (auto st = view_strides(x.shape(), x.strides(), target))
+    return x.as_strided(target, *st, x.offset());
+  return kernels::clone(x).as_strided(target, contiguous_strides(target), 0);
+}
+
+Tensor transposed(const Tensor& m) {
+  return m.as_strided({m.size(1), m.size(0)}, {m.strides()[1], m.strides()[0]}, m.offset());
 }
 
 }  // namespace
@@ -34,6 +47,44 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return TensorList{na ? sum_to(matmul(g, transpose(bs, -1, -2)), sa) : Tensor(),
                       nb ? sum_to(matmul(transpose(as, -1, -2), g), sb) : Tensor()};
   });
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  PG_CHECK(x.defined() && weight.defined() && weight.dim() == 2, "linear",
+           "expected an input and a weight [out, in], got ",
+           weight.defined() ? shape_str(weight.shape()) : "an undefined weight");
+  int64_t in = weight.size(1), out_features = weight.size(0);
+  PG_CHECK(x.dim() >= 1 && x.size(-1) == in, "linear", "expected input [..., ", in, "] for weight ",
+           shape_str(weight.shape()), ", got ", shape_str(x.shape()));
+  PG_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), "linear",
+           "expected bias [", out_features, "] for weight ", shape_str(weight.shape()), ", got ",
+           bias.defined() ? shape_str(bias.shape()) : "");
+  bool nx = x.requires_grad(), nw = weight.requires_grad();
+  bool nb = bias.defined() && bias.requires_grad();
+  bool bf16 = matmul_precision() == MatmulPrecision::BF16 && GradMode::is_enabled() && (nx || nw);
+  Shape lead(x.shape().begin(), x.shape().end() - 1), out_shape = lead;
+  out_shape.push_back(out_features);
+  int64_t rows = shape_numel(lead);
+  Tensor xs = as_rows(as_bf16_operand(x, bf16), rows), ws = as_bf16_operand(weight, bf16);
+  Tensor y = kernels::matmul(xs, transposed(ws), bias);
+  y = y.as_strided(out_shape, contiguous_strides(out_shape), 0);
+  bool rounded = xs.dtype() != x.dtype() || ws.dtype() != weight.dtype();
+  // The backward keeps the bf16 copy, else x itself: a double backward differentiates through it.
+  Tensor xb = rounded ? xs : x;
+  Shape x_shape = x.shape();
+  return record("linear", y, {x, weight, bias},
+                [xb, ws, nx, nw, nb, rows, in, out_features, x_shape, rounded](const Tensor& g) {
+                  PG_CHECK(!(rounded && GradMode::is_enabled()), "linear",
+                           "double backward through a product taken in bf16 precision is not "
+                           "supported (its backward keeps bf16 copies of the operands); use "
+                           "MatmulPrecision::F32");
+                  Tensor g2 = reshape(g, {rows, out_features});
+                  // dW = g^T x is [out, in] like the weight: no transposed gradient to copy.
+                  return TensorList{
+                      nx ? reshape(matmul(g2, ws), x_shape) : Tensor(),
+                      nw ? matmul(transpose(g2, 0, 1), reshape(xb, {rows, in})) : Tensor(),
+                      nb ? sum(g2, {0}) : Tensor()};
+                });
 }
 
 }  // namespace pg

@@ -104,8 +104,9 @@ class Backend {
   /// Reduces x over the dims where out (same rank, keepdim) has size 1 and x does not.
   virtual void reduce(ReduceOp op, const Tensor& x, Tensor& out) = 0;
 
-  /// out[b] = a[b] @ b[b] for a [B, M, K], b [B, K, N] (any strides), out [B, M, N] contiguous.
-  virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  /// out[b] = a[b] @ b[b] for a [B, M, K], b [B, K, N] (any strides), out [B, M, N] contiguous;
+  /// with `accumulate`, out[b] += a[b] @ b[b] (a bias written into out beforehand costs no pass).
+  virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool accumulate) = 0;
 
   /// out[i, :] = weight[index[i], :]; weight [V, D] contiguous, index flat i64/i32.
   virtual void index_select_rows(const Tensor& weight, const Tensor& index, Tensor& out) = 0;

@@ -25,8 +25,9 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 /// Reduces over `dims` (empty: all dims).
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
 /// Matrix product with NumPy batch broadcasting; both operands of rank >= 2. A bf16 operand
-/// pairs with an f32 or bf16 one and gives an f32 product.
-Tensor matmul(const Tensor& a, const Tensor& b);
+/// pairs with an f32 or bf16 one and gives an f32 product. A defined `bias` [N] (of the
+/// product's dtype) is added to every row inside the GEMM (written first, then accumulated on).
+Tensor matmul(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor());
 /// Contiguous copy (always copies).
 Tensor clone(const Tensor& x);
 /// Copy converted to `dtype`.

@@ -23,13 +23,7 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) {
 Tensor Linear::forward(const Tensor& x) {
   PG_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "Linear", "expected input [..., ",
            weight.size(1), "], got ", shape_str(x.shape()));
-  // Fold leading dims into one: a single GEMM against the transposed weight view.
-  Shape lead(x.shape().begin(), x.shape().end() - 1);
-  Tensor x2 = x.dim() == 2 ? x : reshape(x, {-1, x.size(-1)});
-  Tensor y = matmul(x2, transpose(weight, 0, 1));
-  if (bias.defined()) y = add(y, bias);
-  lead.push_back(weight.size(0));
-  return x.dim() == 2 ? y : reshape(y, lead);
+  return linear(x, weight, bias);
 }
 
 Embedding::Embedding(int64_t num, int64_t dim) {

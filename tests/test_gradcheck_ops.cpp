@@ -225,6 +225,24 @@ TEST_CASE("gradcheck: matmul 2-D, batched and with broadcast batch dims") {
   run_cases(cases, 404);
 }
 
+TEST_CASE("gradcheck: linear (bias inside the GEMM) on 2-D, 3-D, 1-D and strided operands") {
+  auto lin = [](const TensorList& x) { return linear(x[0], x[1], x[2]); };
+  auto nobias = [](const TensorList& x) { return linear(x[0], x[1]); };
+  std::vector<OpCase> cases = {
+      {"linear", {{{3, 4}}, {{5, 4}}, {{5}}}, lin},
+      {"linear", {{{3, 4}, kT}, {{5, 4}, kS}, {{5}, kS}}, lin},
+      {"linear", {{{3, 4}, kS}, {{5, 4}, kT}, {{5}}}, lin},
+      {"linear", {{{2, 3, 4}}, {{2, 4}, kT}, {{2}}}, lin},
+      // A stepped 3-D input cannot be viewed as rows: the op copies it.
+      {"linear", {{{2, 3, 4}, kS}, {{3, 4}}, {{3}, kS}}, lin},
+      {"linear", {{{2, 3, 4}, kT}, {{3, 4}}, {{3}}}, lin},
+      {"linear", {{{4}}, {{3, 4}}, {{3}}}, lin},
+      {"linear no bias", {{{2, 3, 4}, kT}, {{5, 4}, kS}}, nobias},
+      {"linear no bias", {{{4}, kS}, {{1, 4}}}, nobias},
+  };
+  run_cases(cases, 405);
+}
+
 TEST_CASE("gradcheck: reductions") {
   std::vector<OpCase> cases = {
       {"sum all", {{{3, 4}, kT}}, [](const TensorList& x) { return sum(x[0]); }},
@@ -544,6 +562,9 @@ TEST_CASE("gradcheck of gradients: second derivatives of elementary ops") {
        })},
       {"d2 batched matmul", {{{2, 3, 4}, kS}, {{4, 2}}}, gradient_of([](const TensorList& x) {
          return sum(pow(matmul(x[0], x[1]), 3));
+       })},
+      {"d2 linear", {{{2, 3, 4}, kT}, {{2, 4}, kS}, {{2}}}, gradient_of([](const TensorList& x) {
+         return sum(pow(linear(x[0], x[1], x[2]), 3));
        })},
       {"d2 softmax", {{{3, 4}}}, weighted([](const Tensor& x) { return softmax(x, -1); })},
       {"d2 softmax dim 0", {{{3, 4}, kT}}, weighted([](const Tensor& x) { return softmax(x, 0); })},

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <functional>
 
+#include "device_check.h"
 #include "helpers.h"
+#include "kernels/matmul_precision.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/loss.h"
@@ -203,6 +205,36 @@ TEST_CASE("Linear equals a manual matmul plus bias, for 3-D, 1-D and non-contigu
   pgt::check_close(lin(xt).transpose(0, 1), expect, 1e-5, 1e-5, "linear transposed input");
 }
 
+TEST_CASE("linear equals its composite, matmul by the transposed weight plus bias") {
+  manual_seed(6);
+  for (MatmulPrecision precision : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
+    MatmulPrecisionGuard guard(precision);
+    INFO("bf16 precision: " << (precision == MatmulPrecision::BF16));
+    Tensor x = randn({3, 5, 40}).transpose(0, 1).requires_grad_();
+    Tensor w = randn({24, 40}).requires_grad_(), b = randn({24}).requires_grad_();
+    Tensor g = randn({5, 3, 24});
+    Tensor fused = linear(x, w, b);
+    TensorList fused_grads = grad(sum(fused * g), {x, w, b});
+    Tensor composite = add(matmul(x, transpose(w, 0, 1)), b);
+    TensorList composite_grads = grad(sum(composite * g), {x, w, b});
+    CHECK(pgt::max_rel_error(fused, composite) < 1e-6);
+    for (int i = 0; i < 3; ++i)
+      CHECK(pgt::max_rel_error(fused_grads[i], composite_grads[i]) < 1e-6);
+    // The weight's gradient is computed in the weight's layout, not as a transposed view of
+    // x^T g (which the engine would then copy into place).
+    CHECK(fused_grads[1].is_contiguous());
+    CHECK_FALSE(composite_grads[1].is_contiguous());
+  }
+  // An empty input gives an empty output and zero weight gradients; no input features give
+  // the bias alone.
+  Tensor w = randn({3, 4}).requires_grad_();
+  Tensor y = linear(zeros({0, 4}), w, ones({3}));
+  CHECK(y.shape() == Shape({0, 3}));
+  Tensor bias = randn({3});
+  pgt::check_close(linear(zeros({2, 0}), zeros({3, 0}), bias),
+                   pgt::values(bias.expand({2, 3}).contiguous()), 0, 0, "linear without inputs");
+}
+
 TEST_CASE("LayerNorm and RMSNorm equal their formulas") {
   Tensor x = f64_input({2, 3, 4}, 40).detach();
   auto xv = x.to_vector<double>();
@@ -241,6 +273,11 @@ TEST_CASE("GELU, ReLU and Dropout(0) are the element-wise ops") {
 TEST_CASE("layers reject bad sizes and inputs, naming the layer and the shapes") {
   Linear lin(7, 3);
   CHECK_PG_ERROR(lin(randn({2, 6})), "Linear", "[2, 6]", "7");
+  CHECK_PG_ERROR(linear(randn({2, 6}), randn({3, 7})), "linear", "[2, 6]", "[3, 7]");
+  CHECK_PG_ERROR(linear(randn({2, 7}), randn({7})), "linear", "weight [out, in]", "[7]");
+  CHECK_PG_ERROR(linear(randn({2, 7}), randn({3, 7}), randn({4})), "linear", "bias [3]", "[4]");
+  CHECK_PG_ERROR(linear(randn({2, 7}), randn({3, 7}), randn({3}, {DType::F64})), "matmul",
+                 "bias [3] of dtype f32", "f64");
   CHECK_PG_ERROR(Linear(0, 3), "Linear", "positive");
   CHECK_PG_ERROR(Embedding(5, 0), "Embedding", "positive");
   Embedding emb(5, 2);

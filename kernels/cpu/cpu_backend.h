@@ -15,7 +15,7 @@ class CpuBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
   void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
-  void matmul(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool accumulate) override;
   void index_select_rows(const Tensor& weight, const Tensor& index, Tensor& out) override;
   void index_add_rows(const Tensor& index, const Tensor& src, Tensor& out) override;
   void softmax(const Tensor& x, Tensor& out, bool log) override;

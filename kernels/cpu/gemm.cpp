@@ -12,12 +12,14 @@ namespace {
 
 template <typename T>
 void gemm_one(const MatrixOperand& a, const MatrixOperand& b, int64_t m, int64_t n, int64_t k,
-              const T* ap, const T* bp, T* cp) {
+              const T* ap, const T* bp, T* cp, bool accumulate) {
   auto ta = a.transposed ? CblasTrans : CblasNoTrans, tb = b.transposed ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, ap, a.ld, bp, b.ld, 0.0f, cp, n);
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, ap, a.ld, bp, b.ld, accumulate ? 1.0f : 0.0f,
+                cp, n);
   else
-    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, ap, a.ld, bp, b.ld, 0.0, cp, n);
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, ap, a.ld, bp, b.ld, accumulate ? 1.0 : 0.0, cp,
+                n);
 }
 
 // f applied to a batch of matrices [B, R, C]; a broadcast batch (stride 0) is done once.
@@ -29,7 +31,7 @@ Tensor per_batch(const Tensor& x, F f) {
 
 }  // namespace
 
-void CpuBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
+void CpuBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool accumulate) {
   int64_t batch = a_in.size(0), m = a_in.size(1), k = a_in.size(2), n = b_in.size(2);
   // Debian's OpenBLAS has no sbgemm: bfloat16 products of rounded operands are exact in f32,
   // so sgemm on them computes what a bf16 GEMM with f32 accumulation does (no faster here).
@@ -54,7 +56,7 @@ void CpuBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
     bool per_thread = batch > 1 && m * n * k < 128 * 128 * 128;
 #pragma omp parallel for schedule(static) if (per_thread)
     for (int64_t i = 0; i < batch; ++i)
-      gemm_one<T>(oa, ob, m, n, k, ap + i * sa, bp + i * sb, cp + i * m * n);
+      gemm_one<T>(oa, ob, m, n, k, ap + i * sa, bp + i * sb, cp + i * m * n, accumulate);
   });
 }
 

@@ -57,11 +57,11 @@ Bf16Operand bf16_operand(const Tensor& x) {
 
 }  // namespace
 
-void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
+void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool accumulate) {
   DeviceGuard guard(out.device().index);
   int64_t batch = a_in.size(0), m = a_in.size(1), k = a_in.size(2), n = b_in.size(2);
   if (k == 0) {  // an empty sum: cuBLAS may leave C untouched
-    fill(out, 0.0);
+    if (!accumulate) fill(out, 0.0);
     return;
   }
   int N = as_int(n, "size"), M = as_int(m, "size"), K = as_int(k, "size");
@@ -71,11 +71,11 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   if (out.dtype() == DType::F32 && matmul_precision() == MatmulPrecision::BF16) {
     // Tensor cores on bfloat16 operands, f32 accumulation and output.
     Bf16Operand a = bf16_operand(a_in), b = bf16_operand(b_in);
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     PG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         h, b.op, a.op, N, M, K, &one, b.data.raw_data(), CUDA_R_16BF,
         as_int(b.ld, "leading dimension"), b.batch_stride, a.data.raw_data(), CUDA_R_16BF,
-        as_int(a.ld, "leading dimension"), a.batch_stride, &zero, dptr<float>(out), CUDA_R_32F, N,
+        as_int(a.ld, "leading dimension"), a.batch_stride, &beta, dptr<float>(out), CUDA_R_32F, N,
         sc, B, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
@@ -87,18 +87,18 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, float>) {
-      const float one = 1.0f, zero = 0.0f;
+      const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
       cublasComputeType_t compute =
           allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
       PG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
           h, cublas_op(ob), cublas_op(oa), N, M, K, &one, dptr<float>(b), CUDA_R_32F, ldb, sb,
-          dptr<float>(a), CUDA_R_32F, lda, sa, &zero, dptr<float>(out), CUDA_R_32F, N, sc, B,
+          dptr<float>(a), CUDA_R_32F, lda, sa, &beta, dptr<float>(out), CUDA_R_32F, N, sc, B,
           compute, CUBLAS_GEMM_DEFAULT));
     } else {
-      const double one = 1.0, zero = 0.0;
+      const double one = 1.0, beta = accumulate ? 1.0 : 0.0;
       PG_CUBLAS_CHECK(cublasDgemmStridedBatched(h, cublas_op(ob), cublas_op(oa), N, M, K, &one,
                                                 dptr<double>(b), ldb, sb, dptr<double>(a), lda, sa,
-                                                &zero, dptr<double>(out), N, sc, B));
+                                                &beta, dptr<double>(out), N, sc, B));
     }
   });
 }

@@ -405,6 +405,18 @@ TEST_CASE("element-wise unary ops vs the standard library") {
        [k](double v) { return 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v))); }, false},
       {"gelu erf", [](const Tensor& x) { return gelu(x, GeluApprox::None); },
        [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, false},
+      {"gelu tanh grad", [](const Tensor& x) { return kernels::unary(UnaryOp::GeluTanhGrad, x); },
+       [k](double v) {
+         double t = std::tanh(k * (v + 0.044715 * v * v * v));
+         return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * k * (1 + 3 * 0.044715 * v * v);
+       },
+       false},
+      {"gelu erf grad", [](const Tensor& x) { return kernels::unary(UnaryOp::GeluErfGrad, x); },
+       [](double v) {
+         return 0.5 * (1 + std::erf(v / std::sqrt(2.0))) +
+                v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+       },
+       false},
       {"pow 2", [](const Tensor& x) { return pow(x, 2); }, [](double v) { return v * v; }, false},
       {"pow 3", [](const Tensor& x) { return pow(x, 3); }, [](double v) { return v * v * v; },
        false},

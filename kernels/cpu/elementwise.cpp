@@ -56,16 +56,30 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, Fn fn) {
   });
 }
 
+// In f32, 0.5 (1 + tanh(u)) is taken as the equal sigmoid(2u): one exp and one division, and no
+// cancellation in 1 + tanh(u) for negative u.
 template <typename T>
 T gelu_tanh(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);
-  return T(0.5) * x * (T(1) + vtanh(k * (x + c * x * x * x)));
+  T u = k * (x + c * x * x * x);
+  if constexpr (std::is_same_v<T, float>)
+    return x / (1.0f + vexp(-2.0f * u));
+  else
+    return T(0.5) * x * (T(1) + vtanh(u));
 }
 template <typename T>
 T gelu_tanh_grad(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);
-  T t = vtanh(k * (x + c * x * x * x));
-  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x);
+  T u = k * (x + c * x * x * x), du = k * (T(1) + T(3) * c * x * x);
+  if constexpr (std::is_same_v<T, float>) {
+    // s (1 - s) as (e s) s, without the cancellation in 1 - s; e is kept finite so that e s
+    // stays a number where s underflows.
+    float e = vexp(std::min(-2.0f * u, 80.0f)), s = 1.0f / (1.0f + e);
+    return s + 2.0f * x * ((e * s) * s) * du;
+  } else {
+    T t = vtanh(u);
+    return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
+  }
 }
 template <typename T>
 T gelu_erf(T x) {

@@ -15,19 +15,6 @@ Tensor as_bf16_operand(const Tensor& x, bool keep) {
   return keep && x.dtype() == DType::F32 ? kernels::convert(x, DType::BF16) : x;
 }
 
-// [..., n] as the matrix [rows, n]: a view where the strides allow one, else a copy.
-Tensor as_rows(const Tensor& x, int64_t rows) {
-  Shape target{rows, x.size(-1)};
-  if (x.shape() == target) return x;
-  if (auto st = view_strides(x.shape(), x.strides(), target))
-    return x.as_strided(target, *st, x.offset());
-  return kernels::clone(x).as_strided(target, contiguous_strides(target), 0);
-}
-
-Tensor transposed(const Tensor& m) {
-  return m.as_strided({m.size(1), m.size(0)}, {m.strides()[1], m.strides()[0]}, m.offset());
-}
-
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -65,8 +52,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Shape lead(x.shape().begin(), x.shape().end() - 1), out_shape = lead;
   out_shape.push_back(out_features);
   int64_t rows = shape_numel(lead);
-  Tensor xs = as_rows(as_bf16_operand(x, bf16), rows), ws = as_bf16_operand(weight, bf16);
-  Tensor y = kernels::matmul(xs, transposed(ws), bias);
+  Tensor xs = as_bf16_operand(x, bf16), ws = as_bf16_operand(weight, bf16);
+  // The forward's views are of detached handles: the op's own node is the only one recorded.
+  Tensor y = kernels::matmul(reshape(xs.detach(), {rows, in}), transpose(ws.detach(), 0, 1), bias);
   y = y.as_strided(out_shape, contiguous_strides(out_shape), 0);
   bool rounded = xs.dtype() != x.dtype() || ws.dtype() != weight.dtype();
   // The backward keeps the bf16 copy, else x itself: a double backward differentiates through it.

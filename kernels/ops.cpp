@@ -212,19 +212,20 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& bias) {
   Tensor a3 = reshape_raw(expand_to(a, full_a, "matmul"), {nb, m, k});
   Tensor b3 = reshape_raw(expand_to(b, full_b, "matmul"), {nb, k, n});
   Tensor out = empty({nb, m, n}, {a16 || b16 ? DType::F32 : a.dtype(), a.device()});
-  if (bias.defined()) {
+  if (bias.defined())
     PG_CHECK(bias.dim() == 1 && bias.size(0) == n && bias.dtype() == out.dtype() &&
                  bias.device() == out.device(),
              "matmul", "expected a bias [", n, "] of dtype ", dtype_name(out.dtype()), " on ",
              out.device().str(), " for the product of ", shape_str(a.shape()), " and ",
              shape_str(b.shape()), ", got ", dtype_name(bias.dtype()), " ", shape_str(bias.shape()),
              " on ", bias.device().str());
-    if (out.numel()) backend_for(a.device()).copy(bias.expand({nb, m, n}), out);
+  if (out.numel()) {
+    if (bias.defined())
+      backend_for(a.device()).copy(bias.expand({nb, m, n}), out);
+    else if (k == 0)
+      out.fill_(0);
+    if (k > 0) backend_for(a.device()).matmul(a3, b3, out, bias.defined());
   }
-  if (out.numel() && k > 0)
-    backend_for(a.device()).matmul(a3, b3, out, bias.defined());
-  else if (out.numel() && !bias.defined())
-    out.fill_(0);
   return out.as_strided(out_shape, contiguous_strides(out_shape), 0);
 }
 

@@ -164,7 +164,8 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
   Tensor out = kernels::unary(t ? UnaryOp::GeluTanh : UnaryOp::GeluErf, x);
   return record("gelu", out, {x}, [x, t](const Tensor& g) -> TensorList {
     forbid_double_backward("gelu");
-    return {mul(g, kernels::unary(t ? UnaryOp::GeluTanhGrad : UnaryOp::GeluErfGrad, x))};
+    return {
+        kernels::binary(t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward, g, x, "gelu")};
   });
 }
 

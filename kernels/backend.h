@@ -23,8 +23,6 @@ enum class UnaryOp {
   ReluMask,
   GeluTanh,
   GeluErf,
-  GeluTanhGrad,
-  GeluErfGrad,
   PowScalar,   ///< x^s
   AddScalar,   ///< x + s
   MulScalar,   ///< x * s
@@ -33,7 +31,22 @@ enum class UnaryOp {
 };
 
 /// Element-wise functions of two broadcast tensors.
-enum class BinaryOp { Add, Sub, Mul, Div, Maximum, Minimum, Eq, Ne, Gt, Lt, Ge, Le };
+enum class BinaryOp {
+  Add,
+  Sub,
+  Mul,
+  Div,
+  Maximum,
+  Minimum,
+  Eq,
+  Ne,
+  Gt,
+  Lt,
+  Ge,
+  Le,
+  GeluTanhBackward,  ///< a * gelu_tanh'(b): GELU's backward from (output gradient, input), one pass
+  GeluErfBackward,   ///< a * gelu_erf'(b)
+};
 
 /// Reductions over a set of dims.
 enum class ReduceOp { Sum, Max, Min, ArgMax };

@@ -72,8 +72,6 @@ const char* unary_name(UnaryOp op) {
       return "relu";
     case UnaryOp::GeluTanh:
     case UnaryOp::GeluErf:
-    case UnaryOp::GeluTanhGrad:
-    case UnaryOp::GeluErfGrad:
       return "gelu";
     case UnaryOp::PowScalar:
       return "pow";

@@ -174,6 +174,9 @@ T naive_binary(BinaryOp op, T x, T y) {
       return x >= y;
     case BinaryOp::Le:
       return x <= y;
+    case BinaryOp::GeluTanhBackward:  // not exact: checked against f64 in their own test case
+    case BinaryOp::GeluErfBackward:
+      break;
   }
   return 0;
 }
@@ -405,13 +408,19 @@ TEST_CASE("element-wise unary ops vs the standard library") {
        [k](double v) { return 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v))); }, false},
       {"gelu erf", [](const Tensor& x) { return gelu(x, GeluApprox::None); },
        [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, false},
-      {"gelu tanh grad", [](const Tensor& x) { return kernels::unary(UnaryOp::GeluTanhGrad, x); },
+      {"gelu tanh grad",
+       [](const Tensor& x) {
+         return kernels::binary(BinaryOp::GeluTanhBackward, ones({}, {x.dtype()}), x, "gelu");
+       },
        [k](double v) {
          double t = std::tanh(k * (v + 0.044715 * v * v * v));
          return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * k * (1 + 3 * 0.044715 * v * v);
        },
        false},
-      {"gelu erf grad", [](const Tensor& x) { return kernels::unary(UnaryOp::GeluErfGrad, x); },
+      {"gelu erf grad",
+       [](const Tensor& x) {
+         return kernels::binary(BinaryOp::GeluErfBackward, ones({}, {x.dtype()}), x, "gelu");
+       },
        [](double v) {
          return 0.5 * (1 + std::erf(v / std::sqrt(2.0))) +
                 v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
@@ -445,6 +454,54 @@ TEST_CASE("element-wise unary ops vs the standard library") {
           double tol = dt == DType::F32 ? 4e-7 : 1e-14;
           pgt::check_close(u.op(x), ref, tol, tol, u.name);
         }
+}
+
+TEST_CASE("GELU backward: g * gelu'(x) in one pass vs f64, broadcast and strided operands") {
+  ThreadScope threads(2);
+  Generator gen(33);
+  const double k = std::sqrt(2.0 / M_PI);
+  auto tanh_grad = [k](double v) {
+    double t = std::tanh(k * (v + 0.044715 * v * v * v));
+    return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * k * (1 + 3 * 0.044715 * v * v);
+  };
+  auto erf_grad = [](double v) {
+    return 0.5 * (1 + std::erf(v / std::sqrt(2.0))) +
+           v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+  };
+  struct Pair {
+    Shape g;
+    Layout lg;
+    Shape x;
+    Layout lx;
+  };
+  const std::vector<Pair> pairs = {{{300, 200}, kC, {300, 200}, kC},
+                                   {{300, 200}, kT, {300, 200}, kS},
+                                   {{}, kC, {7, 9}, kT},
+                                   {{5, 1}, kC, {5, 6}, kC}};
+  for (DType dt : {DType::F32, DType::F64})
+    for (const Pair& p : pairs)
+      for (bool tanh_form : {true, false}) {
+        INFO(dtype_name(dt) << " " << shape_str(p.g) << " " << shape_str(p.x)
+                            << (tanh_form ? " tanh" : " erf"));
+        Tensor g = pgt::make_input(p.g, gen, dt, p.lg, {-3, 3});
+        Tensor x = pgt::make_input(p.x, gen, dt, p.lx, {-6, 6});
+        BinaryOp op = tanh_form ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward;
+        Tensor dx = kernels::binary(op, g, x, "gelu");
+        Shape shape = broadcast_shapes(g.shape(), x.shape(), "test");
+        std::vector<double> gv = pgt::values(g), xv = pgt::values(x), ref;
+        for (int64_t i = 0; i < shape_numel(shape); ++i) {
+          auto idx = pgt::unravel(i, shape);
+          double xi = xv[pgt::broadcast_source(idx, x.shape())];
+          ref.push_back(gv[pgt::broadcast_source(idx, g.shape())] *
+                        (tanh_form ? tanh_grad(xi) : erf_grad(xi)));
+        }
+        // Relative to |g|: the derivative's own error is bounded at 4e-7 above.
+        double tol = dt == DType::F32 ? 1.2e-6 : 3e-14;
+        pgt::check_close(dx, ref, tol, tol, "gelu backward");
+      }
+  // Integer tensors have no gradient.
+  Tensor i = arange(0, 4, 1, {DType::I64});
+  CHECK_PG_ERROR(kernels::binary(BinaryOp::GeluTanhBackward, i, i, "gelu"), "gelu", "integer");
 }
 
 TEST_CASE("softmax and log_softmax vs naive f64") {

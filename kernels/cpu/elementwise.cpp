@@ -57,9 +57,10 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, Fn fn) {
 }
 
 // In f32, 0.5 (1 + tanh(u)) is taken as the equal sigmoid(2u): one exp and one division, and no
-// cancellation in 1 + tanh(u) for negative u.
+// cancellation in 1 + tanh(u) for negative u. Forced inline: a call per element would stop the
+// loops from vectorising (GCC declines to inline gelu_tanh_grad into the binary loop by itself).
 template <typename T>
-T gelu_tanh(T x) {
+[[gnu::always_inline]] inline T gelu_tanh(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);
   T u = k * (x + c * x * x * x);
   if constexpr (std::is_same_v<T, float>)
@@ -68,7 +69,7 @@ T gelu_tanh(T x) {
     return T(0.5) * x * (T(1) + vtanh(u));
 }
 template <typename T>
-T gelu_tanh_grad(T x) {
+[[gnu::always_inline]] inline T gelu_tanh_grad(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);
   T u = k * (x + c * x * x * x), du = k * (T(1) + T(3) * c * x * x);
   if constexpr (std::is_same_v<T, float>) {
@@ -82,11 +83,11 @@ T gelu_tanh_grad(T x) {
   }
 }
 template <typename T>
-T gelu_erf(T x) {
+[[gnu::always_inline]] inline T gelu_erf(T x) {
   return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476)));
 }
 template <typename T>
-T gelu_erf_grad(T x) {
+[[gnu::always_inline]] inline T gelu_erf_grad(T x) {
   return T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476))) +
          x * T(0.3989422804014327) * std::exp(T(-0.5) * x * x);
 }
@@ -201,12 +202,6 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
       case UnaryOp::GeluErf:
         unary_loop<T>(x, out, [](T v) { return gelu_erf(v); });
         break;
-      case UnaryOp::GeluTanhGrad:
-        unary_loop<T>(x, out, [](T v) { return gelu_tanh_grad(v); });
-        break;
-      case UnaryOp::GeluErfGrad:
-        unary_loop<T>(x, out, [](T v) { return gelu_erf_grad(v); });
-        break;
       case UnaryOp::PowScalar:
         unary_loop<T>(x, out, [s](T v) { return pow_scalar(v, s); });
         break;
@@ -268,6 +263,15 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
         break;
       case BinaryOp::Le:
         binary_loop<T>(a, b, out, [](T x, T y) { return T(x <= y); });
+        break;
+      case BinaryOp::GeluTanhBackward:
+      case BinaryOp::GeluErfBackward:
+        if constexpr (std::is_integral_v<T>)
+          throw Error("gelu", "integer tensors have no gradient; convert to a floating dtype");
+        else if (op == BinaryOp::GeluTanhBackward)
+          binary_loop<T>(a, b, out, [](T g, T x) { return g * gelu_tanh_grad(x); });
+        else
+          binary_loop<T>(a, b, out, [](T g, T x) { return g * gelu_erf_grad(x); });
         break;
     }
   });

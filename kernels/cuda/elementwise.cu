@@ -71,13 +71,6 @@ __device__ T apply_unary(UnaryOp op, T v, T s, double sd) {
       return T(0.5) * v * (T(1) + tanh(k * (v + c * v * v * v)));
     case UnaryOp::GeluErf:
       return T(0.5) * v * (T(1) + erf(v * T(0.7071067811865476)));
-    case UnaryOp::GeluTanhGrad: {
-      T t = tanh(k * (v + c * v * v * v));
-      return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3) * c * v * v);
-    }
-    case UnaryOp::GeluErfGrad:
-      return T(0.5) * (T(1) + erf(v * T(0.7071067811865476))) +
-             v * T(0.3989422804014327) * exp(T(-0.5) * v * v);
     case UnaryOp::PowScalar:
       return pow_scalar(v, sd);
     case UnaryOp::AddScalar:
@@ -99,6 +92,19 @@ __global__ void unary_kernel(StridedIter<2> it, int64_t n, UnaryOp op, const T* 
     auto o = it.offsets(i);
     out[o[0]] = apply_unary<T>(op, x[o[1]], static_cast<T>(s), s);
   }
+}
+
+template <typename T>
+__device__ T gelu_tanh_grad(T v) {
+  const T k = T(0.7978845608028654), c = T(0.044715);
+  T t = tanh(k * (v + c * v * v * v));
+  return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3) * c * v * v);
+}
+
+template <typename T>
+__device__ T gelu_erf_grad(T v) {
+  return T(0.5) * (T(1) + erf(v * T(0.7071067811865476))) +
+         v * T(0.3989422804014327) * exp(T(-0.5) * v * v);
 }
 
 template <typename T>
@@ -128,6 +134,12 @@ __device__ T apply_binary(BinaryOp op, T x, T y) {
       return T(x >= y);
     case BinaryOp::Le:
       return T(x <= y);
+    case BinaryOp::GeluTanhBackward:  // integers are refused on the host
+    case BinaryOp::GeluErfBackward:
+      if constexpr (std::is_floating_point_v<T>)
+        return x * (op == BinaryOp::GeluTanhBackward ? gelu_tanh_grad(y) : gelu_erf_grad(y));
+      else
+        return x;
   }
   return x;
 }
@@ -228,6 +240,9 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
     using T = decltype(tag);
     if (std::is_integral_v<T> && op == BinaryOp::Div)
       throw Error("div", "integer division is not supported; convert to a floating dtype");
+    if (std::is_integral_v<T> &&
+        (op == BinaryOp::GeluTanhBackward || op == BinaryOp::GeluErfBackward))
+      throw Error("gelu", "integer tensors have no gradient; convert to a floating dtype");
     int64_t n = out.numel();
     auto it = make_iter<3>(out.shape(), {&out.strides(), &a.strides(), &b.strides()});
     binary_kernel<T>

@@ -8,6 +8,7 @@
 #include <limits>
 #include <tuple>
 
+#include "device_check.h"
 #include "helpers.h"
 #include "kernels/ops.h"
 
@@ -495,9 +496,23 @@ TEST_CASE("GELU backward: g * gelu'(x) in one pass vs f64, broadcast and strided
           ref.push_back(gv[pgt::broadcast_source(idx, g.shape())] *
                         (tanh_form ? tanh_grad(xi) : erf_grad(xi)));
         }
-        // Relative to |g|: the derivative's own error is bounded at 4e-7 above.
+        // |g| <= 3 times the derivative's own bound (4e-7 in f32, above).
         double tol = dt == DType::F32 ? 1.2e-6 : 3e-14;
         pgt::check_close(dx, ref, tol, tol, "gelu backward");
+        // The CUDA twin, against the same f64 reference: forward and backward.
+        if (pgt::have_cuda()) {
+          Device gpu = Device::cuda();
+          Tensor xg = pgt::same_layout_on(x, gpu);
+          pgt::check_close(kernels::binary(op, pgt::same_layout_on(g, gpu), xg, "gelu"), ref, tol,
+                           tol, "gelu backward on the GPU");
+          std::vector<double> fwd;
+          for (double v : xv)
+            fwd.push_back(tanh_form ? 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v)))
+                                    : 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))));
+          double ftol = dt == DType::F32 ? 4e-7 : 1e-14;
+          pgt::check_close(gelu(xg, tanh_form ? GeluApprox::Tanh : GeluApprox::None), fwd, ftol,
+                           ftol, "gelu on the GPU");
+        }
       }
   // Integer tensors have no gradient.
   Tensor i = arange(0, 4, 1, {DType::I64});

@@ -3,6 +3,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
+#include "kernels/matmul_precision.h"
 #include "kernels/ops.h"
 
 namespace pg {
@@ -162,10 +163,16 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
   kernels::check_floating("gelu", x);
   bool t = approx == GeluApprox::Tanh;
   Tensor out = kernels::unary(t ? UnaryOp::GeluTanh : UnaryOp::GeluErf, x);
-  return record("gelu", out, {x}, [x, t](const Tensor& g) -> TensorList {
+  // Mixed precision keeps the input as bf16, as torch.autocast does where a linear layer feeds
+  // GELU: in an MLP this is the widest activation, and the f32 one can then be freed.
+  bool bf16 = x.dtype() == DType::F32 && x.requires_grad() && GradMode::is_enabled() &&
+              matmul_precision() == MatmulPrecision::BF16;
+  Tensor kept = bf16 ? kernels::convert(x, DType::BF16) : x;
+  return record("gelu", out, {x}, [kept, t](const Tensor& g) -> TensorList {
     forbid_double_backward("gelu");
+    Tensor xs = kept.dtype() == DType::BF16 ? kernels::convert(kept, g.dtype()) : kept;
     return {
-        kernels::binary(t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward, g, x, "gelu")};
+        kernels::binary(t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward, g, xs, "gelu")};
   });
 }
 

@@ -1,5 +1,6 @@
 // How f32 matrix products compute: exactly in f32, or from bfloat16 operands with f32
-// accumulation (mixed precision; master weights, activations and gradients stay f32).
+// accumulation (mixed precision: master weights, activations and gradients stay f32; what the
+// backward keeps of products' operands, attention's q, k, v and GELU's input is kept as bf16).
 #pragma once
 #include <string>
 

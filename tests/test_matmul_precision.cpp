@@ -115,6 +115,50 @@ TEST_CASE("bf16 gradients of a linear layer are products of rounded operands") {
                                      pgt::rounded_to_bf16(x.detach()))));
 }
 
+TEST_CASE(
+    "under bf16 precision GELU keeps its input as bf16: its gradient is g * gelu'(round(x))") {
+  manual_seed(12);
+  Tensor x0 = randn({64, 48}) * 3.0, g = randn({64, 48});
+  for (GeluApprox approx : {GeluApprox::Tanh, GeluApprox::None})
+    for (MatmulPrecision precision : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
+      std::string what = std::string(approx == GeluApprox::Tanh ? "tanh " : "erf ") +
+                         (precision == MatmulPrecision::BF16 ? "bf16" : "f32");
+      INFO(what);
+      BinaryOp op =
+          approx == GeluApprox::Tanh ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward;
+      Tensor x = x0.clone().requires_grad_();
+      Tensor y;
+      {
+        MatmulPrecisionGuard guard(precision);
+        y = gelu(x, approx);
+        backward(sum(mul(y, g)));
+      }
+      CHECK(same_values(y, gelu(x0, approx)));  // the forward is f32 either way
+      Tensor exact = kernels::binary(op, g, x0, "gelu");
+      if (precision == MatmulPrecision::F32) {
+        CHECK(same_values(x.grad(), exact));
+      } else {
+        CHECK(same_values(x.grad(), kernels::binary(op, g, pgt::rounded_to_bf16(x0), "gelu")));
+        CHECK_FALSE(same_values(x.grad(), exact));
+      }
+      if (pgt::have_cuda()) {
+        Tensor xg = x0.to(Device::cuda()).requires_grad_();
+        MatmulPrecisionGuard guard(precision);
+        backward(sum(mul(gelu(xg, approx), g.to(Device::cuda()))));
+        // Each device's f32 derivative is within 4e-7 of the exact one (test_kernels); |g| < 5.
+        pgt::check_close(xg.grad().to(Device::cpu()), x.grad().to_vector<double>(), 4e-6, 0,
+                         "GPU gelu gradient");
+      }
+    }
+  // f64 is never lowered.
+  Tensor x = randn({8, 8}, {DType::F64}).requires_grad_();
+  MatmulPrecisionGuard guard(MatmulPrecision::BF16);
+  backward(sum(gelu(x)));
+  CHECK(x.grad().to_vector<double>() ==
+        kernels::binary(BinaryOp::GeluTanhBackward, ones({}, {DType::F64}), x.detach(), "gelu")
+            .to_vector<double>());
+}
+
 namespace {
 
 // Loss per step of a small GPT trained on a fixed periodic sequence.

@@ -6,6 +6,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
+#include "kernels/gelu_math.h"
 
 namespace pg::cpu {
 
@@ -56,41 +57,21 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, Fn fn) {
   });
 }
 
-// In f32, 0.5 (1 + tanh(u)) is taken as the equal sigmoid(2u): one exp and one division, and no
-// cancellation in 1 + tanh(u) for negative u. Forced inline: a call per element would stop the
-// loops from vectorising (GCC declines to inline gelu_tanh_grad into the binary loop by itself).
-template <typename T>
-[[gnu::always_inline]] inline T gelu_tanh(T x) {
-  const T k = T(0.7978845608028654), c = T(0.044715);
-  T u = k * (x + c * x * x * x);
-  if constexpr (std::is_same_v<T, float>)
-    return x / (1.0f + vexp(-2.0f * u));
-  else
-    return T(0.5) * x * (T(1) + vtanh(u));
-}
-template <typename T>
-[[gnu::always_inline]] inline T gelu_tanh_grad(T x) {
-  const T k = T(0.7978845608028654), c = T(0.044715);
-  T u = k * (x + c * x * x * x), du = k * (T(1) + T(3) * c * x * x);
-  if constexpr (std::is_same_v<T, float>) {
-    // s (1 - s) as (e s) s, without the cancellation in 1 - s; e is kept finite so that e s
-    // stays a number where s underflows.
-    float e = vexp(std::min(-2.0f * u, 80.0f)), s = 1.0f / (1.0f + e);
-    return s + 2.0f * x * ((e * s) * s) * du;
-  } else {
-    T t = vtanh(u);
-    return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
+// The GELU formulas' exp, tanh and erf (kernels/gelu_math.h).
+struct CpuMath {
+  template <typename T>
+  static T exp(T x) {
+    return vexp(x);
   }
-}
-template <typename T>
-[[gnu::always_inline]] inline T gelu_erf(T x) {
-  return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476)));
-}
-template <typename T>
-[[gnu::always_inline]] inline T gelu_erf_grad(T x) {
-  return T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476))) +
-         x * T(0.3989422804014327) * std::exp(T(-0.5) * x * x);
-}
+  template <typename T>
+  static T tanh(T x) {
+    return vtanh(x);
+  }
+  template <typename T>
+  static T erf(T x) {
+    return std::erf(x);
+  }
+};
 
 // Integer powers by repeated multiplication: exact signs for negative bases and faster.
 template <typename T>
@@ -197,10 +178,10 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double s) {
         unary_loop<T>(x, out, [](T v) { return v > 0 ? T(1) : T(0); });
         break;
       case UnaryOp::GeluTanh:
-        unary_loop<T>(x, out, [](T v) { return gelu_tanh(v); });
+        unary_loop<T>(x, out, [](T v) { return gelu::tanh_form<CpuMath>(v); });
         break;
       case UnaryOp::GeluErf:
-        unary_loop<T>(x, out, [](T v) { return gelu_erf(v); });
+        unary_loop<T>(x, out, [](T v) { return gelu::erf_form<CpuMath>(v); });
         break;
       case UnaryOp::PowScalar:
         unary_loop<T>(x, out, [s](T v) { return pow_scalar(v, s); });
@@ -269,9 +250,9 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
         if constexpr (std::is_integral_v<T>)
           throw Error("gelu", "integer tensors have no gradient; convert to a floating dtype");
         else if (op == BinaryOp::GeluTanhBackward)
-          binary_loop<T>(a, b, out, [](T g, T x) { return g * gelu_tanh_grad(x); });
+          binary_loop<T>(a, b, out, [](T g, T x) { return g * gelu::tanh_form_grad<CpuMath>(x); });
         else
-          binary_loop<T>(a, b, out, [](T g, T x) { return g * gelu_erf_grad(x); });
+          binary_loop<T>(a, b, out, [](T g, T x) { return g * gelu::erf_form_grad<CpuMath>(x); });
         break;
     }
   });

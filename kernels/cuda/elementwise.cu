@@ -4,6 +4,7 @@
 #include "core/bfloat16.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/gelu_math.h"
 
 namespace pg::cuda {
 
@@ -43,31 +44,30 @@ __device__ T pow_scalar(T x, double p) {
   return static_cast<T>(pow(x, static_cast<T>(p)));
 }
 
-// As on the CPU: in f32, 0.5 (1 + tanh(u)) is taken as the equal sigmoid(2u), which has no
-// cancellation for negative u (1 + tanh(u) loses up to 1e-6 of the derivative there).
-template <typename T>
-__device__ T gelu_tanh(T v) {
-  const T k = T(0.7978845608028654), c = T(0.044715);
-  T u = k * (v + c * v * v * v);
-  if constexpr (std::is_same_v<T, float>)
-    return v / (1.0f + expf(-2.0f * u));
-  else
-    return T(0.5) * v * (T(1) + tanh(u));
-}
-
-template <typename T>
-__device__ T gelu_tanh_grad(T v) {
-  const T k = T(0.7978845608028654), c = T(0.044715);
-  T u = k * (v + c * v * v * v), du = k * (T(1) + T(3) * c * v * v);
-  if constexpr (std::is_same_v<T, float>) {
-    // s (1 - s) as (e s) s; e is kept finite so that e s stays a number where s underflows.
-    float e = expf(fminf(-2.0f * u, 80.0f)), s = 1.0f / (1.0f + e);
-    return s + 2.0f * v * ((e * s) * s) * du;
-  } else {
-    T t = tanh(u);
-    return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du;
+// The GELU formulas' exp, tanh and erf (kernels/gelu_math.h).
+struct CudaMath {
+  template <typename T>
+  __device__ static T exp(T x) {
+    if constexpr (std::is_same_v<T, float>)
+      return expf(x);
+    else
+      return ::exp(x);
   }
-}
+  template <typename T>
+  __device__ static T tanh(T x) {
+    if constexpr (std::is_same_v<T, float>)
+      return tanhf(x);
+    else
+      return ::tanh(x);
+  }
+  template <typename T>
+  __device__ static T erf(T x) {
+    if constexpr (std::is_same_v<T, float>)
+      return erff(x);
+    else
+      return ::erf(x);
+  }
+};
 
 template <typename T>
 __device__ T apply_unary(UnaryOp op, T v, T s, double sd) {
@@ -93,9 +93,9 @@ __device__ T apply_unary(UnaryOp op, T v, T s, double sd) {
     case UnaryOp::ReluMask:
       return v > 0 ? T(1) : T(0);
     case UnaryOp::GeluTanh:
-      return gelu_tanh(v);
+      return gelu::tanh_form<CudaMath>(v);
     case UnaryOp::GeluErf:
-      return T(0.5) * v * (T(1) + erf(v * T(0.7071067811865476)));
+      return gelu::erf_form<CudaMath>(v);
     case UnaryOp::PowScalar:
       return pow_scalar(v, sd);
     case UnaryOp::AddScalar:
@@ -117,12 +117,6 @@ __global__ void unary_kernel(StridedIter<2> it, int64_t n, UnaryOp op, const T* 
     auto o = it.offsets(i);
     out[o[0]] = apply_unary<T>(op, x[o[1]], static_cast<T>(s), s);
   }
-}
-
-template <typename T>
-__device__ T gelu_erf_grad(T v) {
-  return T(0.5) * (T(1) + erf(v * T(0.7071067811865476))) +
-         v * T(0.3989422804014327) * exp(T(-0.5) * v * v);
 }
 
 template <typename T>
@@ -155,7 +149,8 @@ __device__ T apply_binary(BinaryOp op, T x, T y) {
     case BinaryOp::GeluTanhBackward:  // integers are refused on the host
     case BinaryOp::GeluErfBackward:
       if constexpr (std::is_floating_point_v<T>)
-        return x * (op == BinaryOp::GeluTanhBackward ? gelu_tanh_grad(y) : gelu_erf_grad(y));
+        return x * (op == BinaryOp::GeluTanhBackward ? gelu::tanh_form_grad<CudaMath>(y)
+                                                     : gelu::erf_form_grad<CudaMath>(y));
       else
         return x;
   }

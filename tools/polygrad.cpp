@@ -63,7 +63,8 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
       });
   app->add_option("--precision", o.precision,
                   "f32, or bf16: matrix products from bfloat16 operands with f32 accumulation "
-                  "(tensor cores on CUDA; emulated, not faster, on the CPU)")
+                  "(tensor cores on CUDA; emulated, not faster, on the CPU), and their saved "
+                  "operands and GELU's input kept as bf16 for the backward")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
   app->add_option("--out", o.out, "run directory")->capture_default_str();

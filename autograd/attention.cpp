@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "autograd/mixed_precision.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
 #include "kernels/matmul_precision.h"
@@ -113,10 +114,8 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
 // dv zero on entry).
 void attention_backward(const Tensor& g, const Saved& s, Tensor& dq, Tensor& dk, Tensor& dv) {
   forbid_double_backward("attention");
-  auto widen = [&](const Tensor& t) {
-    return t.dtype() == DType::BF16 ? kernels::convert(t, g.dtype()) : t;
-  };
-  const Tensor q = widen(s.q), k = widen(s.k), v = widen(s.v);
+  const Tensor q = widened(s.q, g.dtype()), k = widened(s.k, g.dtype()),
+               v = widened(s.v, g.dtype());
   Tensor gd = kernel_operand(g);
   Tensor gsq = s.stats ? zeros({s.q.size(0) * s.q.size(1)}, {DType::F64, s.q.device()}) : Tensor();
   // Zero-width values: the output is empty, so every gradient is zero (and the softmax lse

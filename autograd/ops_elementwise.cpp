@@ -1,9 +1,9 @@
 // Element-wise differentiable ops.
 #include "autograd/grad_mode.h"
+#include "autograd/mixed_precision.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
-#include "kernels/matmul_precision.h"
 #include "kernels/ops.h"
 
 namespace pg {
@@ -165,14 +165,11 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
   Tensor out = kernels::unary(t ? UnaryOp::GeluTanh : UnaryOp::GeluErf, x);
   // Mixed precision keeps the input as bf16, as torch.autocast does where a linear layer feeds
   // GELU: in an MLP this is the widest activation, and the f32 one can then be freed.
-  bool bf16 = x.dtype() == DType::F32 && x.requires_grad() && GradMode::is_enabled() &&
-              matmul_precision() == MatmulPrecision::BF16;
-  Tensor kept = bf16 ? kernels::convert(x, DType::BF16) : x;
+  Tensor kept = as_bf16_operand(x, keeps_bf16(x.requires_grad()));
   return record("gelu", out, {x}, [kept, t](const Tensor& g) -> TensorList {
     forbid_double_backward("gelu");
-    Tensor xs = kept.dtype() == DType::BF16 ? kernels::convert(kept, g.dtype()) : kept;
-    return {
-        kernels::binary(t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward, g, xs, "gelu")};
+    return {kernels::binary(t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluErfBackward, g,
+                            widened(kept, g.dtype()), "gelu")};
   });
 }
 

@@ -1,13 +1,12 @@
-// Fused attention on the GPU, flash-attention style: Q, K, V tiles live in shared memory and
-// the [T, S] score matrix exists only one [rows, keys] tile at a time, in registers and shared
-// memory. Every entry follows the CPU twin (kernels/cpu/attention.cpp): the same row rule,
-// the same per-row constants computed in double, hidden entries selected to exact zeros.
-//
-// Forward: a block per (b, h, query tile) streams the key tiles; softmax keeps a running max
-// and sum per row (online softmax), the other activations accumulate act(S) V directly.
-// Backward: a query-major kernel writes dq (after a first pass for the softmax row term
-// D_i = sum_j A_ij dP_ij), then a key-major kernel accumulates dk and dv; no atomics on the
-// gradients, so results are deterministic.
+// Building blocks of the fused attention kernels (attention_forward.cu, attention_backward.cu),
+// flash-attention style: Q, K, V tiles live in shared memory and the [T, S] score matrix exists
+// only one [rows, keys] tile at a time, in registers and shared memory. Every entry follows the
+// CPU twin (kernels/cpu/attention.cpp): the same row rule, the same per-row constants computed
+// in double, hidden entries selected to exact zeros. Here: tile sizes and the kernels' argument
+// block, the row rule of each activation, the shared-memory tile loads and tile products (FMA
+// units or tensor cores), and the host-side dispatch over dtype, head dim and product path.
+#pragma once
+
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -18,14 +17,12 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "kernels/backend.h"
 #include "kernels/cuda/context.h"
-#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/mma_tf32.cuh"
 #include "kernels/device_api.h"
 
-namespace pg::cuda {
-
-namespace {
+namespace pg::cuda::fused_attention {
 
 constexpr int kNT = 128;  // threads per block: four warps
 constexpr int kMaxHeadDim = 128;
@@ -501,273 +498,10 @@ __device__ void weight_grad(const Args<T>& a, T s, T dp, T ra, T rb, T& w, T& ds
 }
 
 // Adds this block's share of a per-(b, h) sum of squares.
-__device__ void add_square_sum(double* sq, int64_t bh, double v) {
+__device__ inline void add_square_sum(double* sq, int64_t bh, double v) {
   if (sq == nullptr) return;
   v = group_sum<32>(v);
   if (threadIdx.x % 32 == 0 && v != 0) atomicAdd(sq + bh, v);
-}
-
-// One block per (query tile, b*h); grid.y strides over b*h beyond the grid limit.
-template <typename T, int D, int kPath>
-__global__ void __launch_bounds__(kNT) forward_kernel(Args<T> a) {
-  constexpr int BM = Tiles<T, D>::fwd_m, BN = Tiles<T, D>::fwd_n;
-  constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<D, kPath>, LY = kLY<T, D, kPath>, LP = BN + kVec<T>;
-  alignas(16) __shared__ T qs[BM * LX], ys[BN * LY], ps[BM * LP];
-  __shared__ T rfac[BM], rrow[BM];
-  __shared__ int cnt[BM];
-  const int t = threadIdx.x, c = t % BN, g = t / BN;
-  const bool softmax = a.p.act == AttnActivation::Softmax;
-  const T inf = infinity<T>();
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * BM;
-  const int64_t kmax = a.p.causal ? lmin(a.S, i0 + BM) : a.S;  // keys any row of the tile sees
-  for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
-    const int64_t b = bh / a.H, h = bh % a.H;
-    load_tile<T, BM, D, LX>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
-    if (!softmax) {
-      // N must be known before the first weight: a pre-pass over the key mask.
-      const bool counted = a.p.n_visible && a.mask;
-      if (counted) count_visible<T, BM>(a, b, i0, cnt);
-      for (int r = t; r < BM; r += kNT) {
-        T fg;
-        row_factors(a, row_n(a, i0 + r, counted ? cnt[r] : 0), rfac[r], fg);
-      }
-    }
-    __syncthreads();
-    T m[RK], l[RK];
-    Acc<T, BM, D, kPath> acc;
-    double q2[RK], fr = 0;  // q2: running sum of squared unnormalised softmax weights
-#pragma unroll
-    for (int k = 0; k < RK; ++k) m[k] = -inf, l[k] = 0, q2[k] = 0;
-    for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
-      load_tile<T, BN, D, LY>(ys, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
-      const int64_t j = j0 + c;
-      const bool key_ok = j < a.S && key_visible(a, b, j);
-      __syncthreads();
-      T s[RK];
-      dots<T, kPath, RK, G, BM, BN, LX, LY, LP, 1>(qs, ys, g, c, a.d, ps, s);
-#pragma unroll
-      for (int k = 0; k < RK; ++k) {
-        const int r = g + k * G;
-        const bool vis = entry_visible(a, key_ok, i0 + r, j);
-        const T sc = s[k] * a.scale;
-        T p;
-        if (softmax) {
-          T mt = group_max<BN>(vis ? sc : -inf);
-          T mn = m[k] > mt ? m[k] : mt;
-          T alpha = mn == -inf ? T(1) : dev_exp(m[k] - mn);
-          p = vis && mn != -inf ? dev_exp(sc - mn) : T(0);
-          l[k] = l[k] * alpha + group_sum<BN>(p);
-          if (a.sq) {
-            double al = alpha;
-            q2[k] = q2[k] * al * al + group_sum<BN>(static_cast<double>(p) * p);
-          }
-          m[k] = mn;
-          if (c == 0) rrow[r] = alpha;
-        } else {
-          T unused;
-          p = T(0);
-          if (vis) weight_grad(a, sc, T(0), rfac[r], T(0), p, unused);
-          fr += static_cast<double>(p) * p;
-        }
-        ps[r * LP + c] = p;
-      }
-      __syncthreads();
-      load_tile<T, BN, D, LY>(ys, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
-      __syncthreads();
-      if (softmax) acc.scale_rows(rrow);
-      acc.template accumulate<BN, LP, false, LY>(ps, ys);
-      __syncthreads();
-    }
-    if (softmax) {
-#pragma unroll
-      for (int k = 0; k < RK; ++k) {
-        const int r = g + k * G;
-        const int64_t i = i0 + r;
-        if (c != 0) continue;
-        rrow[r] = l[k];
-        // l == 0 exactly when nothing in the row is visible: zero weights, lse = +inf.
-        if (a.lse && i < a.Tq) a.lse[bh * a.Tq + i] = l[k] > 0 ? m[k] + dev_log(l[k]) : inf;
-        if (l[k] > 0) fr += q2[k] / (static_cast<double>(l[k]) * l[k]);
-      }
-      __syncthreads();
-    } else if (a.lse) {  // the CPU twin writes 0 for the other activations
-      for (int r = t; r < BM; r += kNT)
-        if (i0 + r < a.Tq) a.lse[bh * a.Tq + i0 + r] = T(0);
-    }
-    T* op = a.g.at(b, h);
-    acc.store(i0, a.Tq, a.e, [&](int r, int64_t i, int col, T o) {
-      op[i * a.g.sr + col] = !softmax ? o : rrow[r] > 0 ? o / rrow[r] : T(0);
-    });
-    add_square_sum(a.sq, bh, fr);
-    __syncthreads();  // shared memory is reused by the next (b, h)
-  }
-}
-
-// Query-major backward: dq = scale * dS K for one query tile, plus aux (D_i or N) for the
-// key-major kernel and the visible sum of dP^2.
-template <typename T, int D, int kPath>
-__global__ void __launch_bounds__(kNT) backward_dq_kernel(Args<T> a) {
-  constexpr int BM = Tiles<T, D>::dq_m, BN = Tiles<T, D>::dq_n;
-  constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<D, kPath>, LY = kLY<T, D, kPath>, LP = BN + kVec<T>;
-  alignas(16) __shared__ T qs[BM * LX], gs[BM * LX], ys[BN * LY], ps[BM * LP];
-  __shared__ T ra[BM], rb[BM];
-  __shared__ int cnt[BM];
-  const int t = threadIdx.x, c = t % BN, g = t / BN;
-  const bool softmax = a.p.act == AttnActivation::Softmax;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * BM;
-  const int64_t kmax = a.p.causal ? lmin(a.S, i0 + BM) : a.S;
-  for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
-    const int64_t b = bh / a.H, h = bh % a.H;
-    const T *kp = a.k.at(b, h), *vp = a.v.at(b, h);
-    load_tile<T, BM, D, LX>(qs, a.q.at(b, h), a.q.sr, i0, a.Tq, a.d);
-    load_tile<T, BM, D, LX>(gs, a.g.at(b, h), a.g.sr, i0, a.Tq, a.e);
-    if (softmax) {
-      for (int r = t; r < BM; r += kNT)
-        ra[r] = i0 + r < a.Tq ? a.lse[bh * a.Tq + i0 + r] : infinity<T>();
-    } else {
-      const bool counted = a.p.n_visible && a.mask;
-      if (counted) count_visible<T, BM>(a, b, i0, cnt);
-      for (int r = t; r < BM; r += kNT) {
-        double n = row_n(a, i0 + r, counted ? cnt[r] : 0);
-        row_factors(a, n, ra[r], rb[r]);
-        if (i0 + r < a.Tq) a.aux[bh * a.Tq + i0 + r] = static_cast<T>(n);
-      }
-    }
-    __syncthreads();
-    // Scores and dP = dO V^T of one key tile, into s and dp (V first, then K stays in ys).
-    auto scores = [&](int64_t j0, T(&s)[RK], T(&dp)[RK]) {
-      load_tile<T, BN, D, LY>(ys, vp, a.v.sr, j0, a.S, a.e);
-      __syncthreads();
-      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(gs, ys, g, c, a.e, ps, dp);
-      __syncthreads();
-      load_tile<T, BN, D, LY>(ys, kp, a.k.sr, j0, a.S, a.d);
-      __syncthreads();
-      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(qs, ys, g, c, a.d, ps, s);
-#pragma unroll
-      for (int k = 0; k < RK; ++k) s[k] *= a.scale;
-    };
-    if (softmax) {
-      // D_i = sum_j A_ij dP_ij over the whole row, needed before any dS.
-      T dsum[RK] = {};
-      for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
-        T s[RK], dp[RK];
-        scores(j0, s, dp);
-        const int64_t j = j0 + c;
-        const bool key_ok = j < a.S && key_visible(a, b, j);
-#pragma unroll
-        for (int k = 0; k < RK; ++k) {
-          const int r = g + k * G;
-          if (entry_visible(a, key_ok, i0 + r, j)) dsum[k] += dev_exp(s[k] - ra[r]) * dp[k];
-        }
-        __syncthreads();
-      }
-#pragma unroll
-      for (int k = 0; k < RK; ++k) {
-        const int r = g + k * G;
-        T dd = group_sum<BN>(dsum[k]);
-        if (c == 0) {
-          rb[r] = dd;
-          if (i0 + r < a.Tq) a.aux[bh * a.Tq + i0 + r] = dd;
-        }
-      }
-      __syncthreads();
-    }
-    Acc<T, BM, D, kPath> acc;
-    double gf = 0;
-    for (int64_t j0 = 0; j0 < kmax; j0 += BN) {
-      T s[RK], dp[RK];
-      scores(j0, s, dp);
-      const int64_t j = j0 + c;
-      const bool key_ok = j < a.S && key_visible(a, b, j);
-#pragma unroll
-      for (int k = 0; k < RK; ++k) {
-        const int r = g + k * G;
-        T w, ds = T(0);
-        if (entry_visible(a, key_ok, i0 + r, j)) {
-          weight_grad(a, s[k], dp[k], ra[r], rb[r], w, ds);
-          gf += static_cast<double>(dp[k]) * dp[k];
-        }
-        ps[r * LP + c] = ds;
-      }
-      __syncthreads();
-      acc.template accumulate<BN, LP, false, LY>(ps, ys);  // ys holds K
-      __syncthreads();
-    }
-    T* dqp = a.dq.at(b, h);
-    acc.store(i0, a.Tq, a.d,
-              [&](int, int64_t i, int col, T x) { dqp[i * a.dq.sr + col] = a.scale * x; });
-    add_square_sum(a.sq, bh, gf);
-    __syncthreads();
-  }
-}
-
-// Key-major backward: one block per (key tile, b*h) streams the query tiles and accumulates
-// dv += A^T dO and dk += scale * dS^T Q in registers; the row terms come from aux.
-template <typename T, int D, int kPath>
-__global__ void __launch_bounds__(kNT) backward_dkv_kernel(Args<T> a) {
-  constexpr int BM = Tiles<T, D>::kv_m, BN = Tiles<T, D>::kv_n;
-  constexpr int G = kNT / BN, RK = BM / G;
-  constexpr int LX = kLX<D, kPath>, LY = kLY<T, D, kPath>, LP = BN + kVec<T>;
-  alignas(16) __shared__ T ks[BN * LY], vs[BN * LY], xs[BM * LX], ps[BM * LP];
-  __shared__ T ra[BM], rb[BM];
-  const int t = threadIdx.x, c = t % BN, g = t / BN;
-  const bool softmax = a.p.act == AttnActivation::Softmax;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * BN, j = j0 + c;
-  // Under causality rows before j0 see none of these keys.
-  const int64_t first = a.p.causal ? j0 / BM * BM : 0;
-  for (int64_t bh = blockIdx.y; bh < a.BH; bh += gridDim.y) {
-    const int64_t b = bh / a.H, h = bh % a.H;
-    const T *qp = a.q.at(b, h), *gp = a.g.at(b, h);
-    load_tile<T, BN, D, LY>(ks, a.k.at(b, h), a.k.sr, j0, a.S, a.d);
-    load_tile<T, BN, D, LY>(vs, a.v.at(b, h), a.v.sr, j0, a.S, a.e);
-    const bool key_ok = j < a.S && key_visible(a, b, j);
-    Acc<T, BN, D, kPath> acc_k, acc_v;
-    for (int64_t i0 = first; i0 < a.Tq; i0 += BM) {
-      load_tile<T, BM, D, LX>(xs, qp, a.q.sr, i0, a.Tq, a.d);
-      for (int r = t; r < BM; r += kNT) {
-        const int64_t i = i0 + r;
-        T x = i < a.Tq ? a.aux[bh * a.Tq + i] : T(0);
-        if (softmax) {
-          ra[r] = i < a.Tq ? a.lse[bh * a.Tq + i] : infinity<T>();
-          rb[r] = x;
-        } else {
-          row_factors(a, static_cast<double>(x), ra[r], rb[r]);
-        }
-      }
-      __syncthreads();
-      T s[RK], dp[RK], ds[RK];
-      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(xs, ks, g, c, a.d, ps, s);
-      __syncthreads();
-      load_tile<T, BM, D, LX>(xs, gp, a.g.sr, i0, a.Tq, a.e);
-      __syncthreads();
-      dots<T, kPath, RK, G, BM, BN, LX, LY, LP>(xs, vs, g, c, a.e, ps, dp);
-#pragma unroll
-      for (int k = 0; k < RK; ++k) {
-        const int r = g + k * G;
-        T w = T(0);
-        ds[k] = T(0);
-        if (entry_visible(a, key_ok, i0 + r, j))
-          weight_grad(a, s[k] * a.scale, dp[k], ra[r], rb[r], w, ds[k]);
-        ps[r * LP + c] = w;
-      }
-      __syncthreads();
-      acc_v.template accumulate<BM, LP, true, LX>(ps, xs);  // xs holds dO
-      __syncthreads();
-#pragma unroll
-      for (int k = 0; k < RK; ++k) ps[(g + k * G) * LP + c] = ds[k];
-      load_tile<T, BM, D, LX>(xs, qp, a.q.sr, i0, a.Tq, a.d);
-      __syncthreads();
-      acc_k.template accumulate<BM, LP, true, LX>(ps, xs);
-      __syncthreads();
-    }
-    T *dkp = a.dk.at(b, h), *dvp = a.dv.at(b, h);
-    acc_k.store(j0, a.S, a.d,
-                [&](int, int64_t jr, int col, T x) { dkp[jr * a.dk.sr + col] += a.scale * x; });
-    acc_v.store(j0, a.S, a.e, [&](int, int64_t jr, int col, T x) { dvp[jr * a.dv.sr + col] += x; });
-    __syncthreads();
-  }
 }
 
 template <typename T>
@@ -796,7 +530,7 @@ Args<T> make_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 }
 
 // Grid of `tiles` x min(B*H, 65535); the kernels stride over the remaining (b, h).
-dim3 grid_for(int64_t tiles, int64_t bh) {
+inline dim3 grid_for(int64_t tiles, int64_t bh) {
   return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(bh < 65535 ? bh : 65535));
 }
 
@@ -820,7 +554,7 @@ void with_config(const Tensor& q, const Tensor& v, const char* op, F&& f) {
     by_dim(double{});
 }
 
-int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
+inline int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
 
 // Calls f(std::integral_constant<int, kPath>): f32 under bf16 precision on tensor cores from
 // bf16-rounded operands; other f32 on tensor cores as 3xTF32 unless switched off; else FMA.
@@ -832,64 +566,4 @@ void with_path(bool bf16, F&& f) {
   }
   f(std::integral_constant<int, kPathFma>{});
 }
-
-}  // namespace
-
-void CudaBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const Tensor& key_mask, const AttentionParams& p, Tensor& out,
-                                    Tensor& lse, Tensor& frob_sq) {
-  DeviceGuard guard(q.device().index);
-  with_config(q, v, "attention", [&](auto tag, auto dim) {
-    using T = decltype(tag);
-    constexpr int D = decltype(dim)::value;
-    Args<T> a = make_args<T>(q, k, v, key_mask, p);
-    a.g = operand<T>(out);
-    if (lse.defined()) a.lse = static_cast<T*>(lse.raw_data());
-    if (frob_sq.defined()) a.sq = static_cast<double*>(frob_sq.raw_data());
-    if (a.Tq > 0 && a.BH > 0) {
-      with_path<T>(p.bf16, [&](auto path) {
-        forward_kernel<T, D, decltype(path)::value>
-            <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::fwd_m), a.BH), kNT, 0, stream()>>>(a);
-        PG_CUDA_LAUNCH_CHECK();
-      });
-    }
-  });
-}
-
-void CudaBackend::attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
-                                     const Tensor& v, const Tensor& key_mask, const Tensor& lse,
-                                     const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
-                                     Tensor& grad_frob_sq) {
-  DeviceGuard guard(q.device().index);
-  with_config(q, v, "attention_backward", [&](auto tag, auto dim) {
-    using T = decltype(tag);
-    constexpr int D = decltype(dim)::value;
-    Args<T> a = make_args<T>(q, k, v, key_mask, p);
-    a.g = operand<T>(dout);
-    a.dq = operand<T>(dq);
-    a.dk = operand<T>(dk);
-    a.dv = operand<T>(dv);
-    if (p.act == AttnActivation::Softmax) {
-      PG_CHECK(lse.defined(), "attention_backward", "softmax needs the forward's lse");
-      a.lse = static_cast<T*>(lse.raw_data());
-    }
-    if (grad_frob_sq.defined()) a.sq = static_cast<double*>(grad_frob_sq.raw_data());
-    if (a.Tq > 0 && a.BH > 0) {
-      Tensor aux = empty({a.BH * a.Tq}, {q.dtype(), q.device()});
-      a.aux = static_cast<T*>(aux.raw_data());
-      with_path<T>(p.bf16, [&](auto path) {
-        constexpr int kPath = decltype(path)::value;
-        backward_dq_kernel<T, D, kPath>
-            <<<grid_for(ceil_div(a.Tq, Tiles<T, D>::dq_m), a.BH), kNT, 0, stream()>>>(a);
-        PG_CUDA_LAUNCH_CHECK();
-        if (a.S > 0) {
-          backward_dkv_kernel<T, D, kPath>
-              <<<grid_for(ceil_div(a.S, Tiles<T, D>::kv_n), a.BH), kNT, 0, stream()>>>(a);
-          PG_CUDA_LAUNCH_CHECK();
-        }
-      });
-    }
-  });
-}
-
-}  // namespace pg::cuda
+}  // namespace pg::cuda::fused_attention

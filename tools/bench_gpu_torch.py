@@ -3,7 +3,7 @@
 
 Reads bench_gpu's JSON lines (--polygrad FILE), measures the same things with PyTorch on the
 same GPU (medians over repeats, TF32 only where the row says so) and prints one Markdown table.
-Usage: python3 tools/bench_gpu_torch.py --polygrad out.jsonl [--repeats 20]
+Usage: python3 tools/bench_gpu_torch.py --polygrad out.jsonl [--repeats 20] [--no-torch]
 """
 import argparse
 import json
@@ -111,13 +111,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--polygrad", required=True)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--no-torch", action="store_true", help="polygrad's column alone")
     args = ap.parse_args()
     rows = [json.loads(line) for line in open(args.polygrad) if line.startswith("{")]
-    try:
-        theirs, version, gpu = torch_numbers(args.repeats)
-        header = f"PyTorch {version} on {gpu}"
-    except Exception as e:  # no PyTorch or no GPU for it: polygrad's column alone
-        theirs, header = {}, f"PyTorch unavailable ({type(e).__name__}: {e})"
+    if args.no_torch:
+        theirs, header = {}, "PyTorch not measured (--no-torch)"
+    else:
+        try:
+            theirs, version, gpu = torch_numbers(args.repeats)
+            header = f"PyTorch {version} on {gpu}"
+        except Exception as e:  # no PyTorch or no GPU for it: polygrad's column alone
+            theirs, header = {}, f"PyTorch unavailable ({type(e).__name__}: {e})"
     print(f"\n{header}\n")
     print("| benchmark | polygrad | PyTorch | polygrad / PyTorch |")
     print("|---|---:|---:|---:|")

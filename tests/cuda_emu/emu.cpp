@@ -136,6 +136,47 @@ void suspend(State state) {
 }
 #endif
 
+// PG_EMU_SCHEDULE=reverse schedules as differently from the default as the model allows:
+// blocks last to first, and in a block each warp, last to first, runs on its own as far as it
+// can, through its own shuffles and ballots, before the next warp starts; lanes run last to
+// first. By default every ready thread runs, first to last, before any barrier is released, so
+// a warp collective also holds the other warps back. A thread that reads what another writes
+// without a barrier between sees the write under one schedule and misses it under the other.
+bool reverse_schedule() {
+  static const bool reverse = [] {
+    const char* v = std::getenv("PG_EMU_SCHEDULE");
+    std::string s = v ? v : "";
+    if (s != "" && s != "forward" && s != "reverse")
+      throw std::runtime_error("PG_EMU_SCHEDULE must be forward or reverse, got " + s);
+    return s == "reverse";
+  }();
+  return reverse;
+}
+
+void run_fiber(Fiber& f) {
+  running = &f;
+  current.thread = f.index;
+  resume(f);
+  running = nullptr;
+}
+
+// The reverse schedule's step for one warp: its lanes run, last to first, and its collectives
+// are released as soon as every live lane reached them, until it waits at __syncthreads or ends.
+void run_warp_ahead(unsigned warp, unsigned threads) {
+  const unsigned lo = warp * 32, hi = std::min(threads, lo + 32);
+  for (;;) {
+    for (unsigned t = hi; t-- > lo;)
+      if (fibers[t].state == State::Ready) run_fiber(fibers[t]);
+    unsigned live = 0, waiting = 0;
+    for (unsigned t = lo; t < hi; ++t) {
+      live += fibers[t].state != State::Done;
+      waiting += fibers[t].state == State::AtWarpBarrier;
+    }
+    if (live == 0 || waiting != live) return;
+    for (unsigned t = lo; t < hi; ++t) fibers[t].state = State::Ready;
+  }
+}
+
 // Runs every thread of one block to completion, releasing barriers as they fill.
 void run_block(unsigned threads) {
   const dim3 bd = current.block_dim;
@@ -150,15 +191,14 @@ void run_block(unsigned threads) {
   }
   const unsigned warps = (threads + 31) / 32;
   std::vector<unsigned> live(warps), at_warp(warps);
+  const bool reverse = reverse_schedule();
   for (;;) {
-    for (unsigned t = 0; t < threads; ++t) {
-      Fiber& f = fibers[t];
-      if (f.state != State::Ready) continue;
-      running = &f;
-      current.thread = f.index;
-      resume(f);
+    if (reverse) {
+      for (unsigned w = warps; w-- > 0;) run_warp_ahead(w, threads);
+    } else {
+      for (unsigned t = 0; t < threads; ++t)
+        if (fibers[t].state == State::Ready) run_fiber(fibers[t]);
     }
-    running = nullptr;
     unsigned live_total = 0, at_block = 0;
     std::fill(live.begin(), live.end(), 0u);
     std::fill(at_warp.begin(), at_warp.end(), 0u);
@@ -211,6 +251,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& f) {
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
+  const bool reverse = reverse_schedule();
   body = &f;
   failure = nullptr;
   current.block_dim = block;
@@ -219,7 +260,8 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& f) {
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        current.block = {x, y, z};
+        current.block =
+            reverse ? uint3{grid.x - 1 - x, grid.y - 1 - y, grid.z - 1 - z} : uint3{x, y, z};
         run_block(static_cast<unsigned>(threads));
       }
   body = nullptr;

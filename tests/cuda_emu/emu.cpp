@@ -136,21 +136,26 @@ void suspend(State state) {
 }
 #endif
 
-// PG_EMU_SCHEDULE=reverse schedules as differently from the default as the model allows:
-// blocks last to first, and in a block each warp, last to first, runs on its own as far as it
-// can, through its own shuffles and ballots, before the next warp starts; lanes run last to
-// first. By default every ready thread runs, first to last, before any barrier is released, so
-// a warp collective also holds the other warps back. A thread that reads what another writes
-// without a barrier between sees the write under one schedule and misses it under the other.
-bool reverse_schedule() {
-  static const bool reverse = [] {
+// The order in which ready threads run between barriers (PG_EMU_SCHEDULE). lockstep, the
+// default: every ready thread runs, first to last, before any barrier is released, so a warp
+// collective also holds the other warps back. warps-forward and warps-reverse: each warp in turn
+// runs on its own as far as it can, through its own shuffles and ballots, until __syncthreads;
+// warps-reverse also takes warps, lanes and blocks last to first. Between two block barriers
+// the two warps-* schedules run any two warps in opposite orders, so a missing barrier between
+// them shows up as a wrong result under one of them even where lockstep happens to satisfy it.
+enum class Schedule { Lockstep, WarpsForward, WarpsReverse };
+
+Schedule schedule() {
+  static const Schedule chosen = [] {
     const char* v = std::getenv("PG_EMU_SCHEDULE");
-    std::string s = v ? v : "";
-    if (s != "" && s != "forward" && s != "reverse")
-      throw std::runtime_error("PG_EMU_SCHEDULE must be forward or reverse, got " + s);
-    return s == "reverse";
+    std::string s = v ? v : "lockstep";
+    if (s == "lockstep") return Schedule::Lockstep;
+    if (s == "warps-forward") return Schedule::WarpsForward;
+    if (s == "warps-reverse") return Schedule::WarpsReverse;
+    throw std::runtime_error(
+        "PG_EMU_SCHEDULE must be lockstep, warps-forward or warps-reverse, got " + s);
   }();
-  return reverse;
+  return chosen;
 }
 
 void run_fiber(Fiber& f) {
@@ -160,13 +165,16 @@ void run_fiber(Fiber& f) {
   running = nullptr;
 }
 
-// The reverse schedule's step for one warp: its lanes run, last to first, and its collectives
-// are released as soon as every live lane reached them, until it waits at __syncthreads or ends.
-void run_warp_ahead(unsigned warp, unsigned threads) {
+// A warps-* schedule's step for one warp: its lanes run (last to first if `reverse`) and its
+// collectives are released as soon as every live lane reached them, until it waits at
+// __syncthreads or ends.
+void run_warp_ahead(unsigned warp, unsigned threads, bool reverse) {
   const unsigned lo = warp * 32, hi = std::min(threads, lo + 32);
   for (;;) {
-    for (unsigned t = hi; t-- > lo;)
-      if (fibers[t].state == State::Ready) run_fiber(fibers[t]);
+    for (unsigned i = lo; i < hi; ++i) {
+      Fiber& f = fibers[reverse ? hi - 1 - (i - lo) : i];
+      if (f.state == State::Ready) run_fiber(f);
+    }
     unsigned live = 0, waiting = 0;
     for (unsigned t = lo; t < hi; ++t) {
       live += fibers[t].state != State::Done;
@@ -191,10 +199,12 @@ void run_block(unsigned threads) {
   }
   const unsigned warps = (threads + 31) / 32;
   std::vector<unsigned> live(warps), at_warp(warps);
-  const bool reverse = reverse_schedule();
+  const Schedule order = schedule();
   for (;;) {
-    if (reverse) {
-      for (unsigned w = warps; w-- > 0;) run_warp_ahead(w, threads);
+    if (order == Schedule::WarpsForward) {
+      for (unsigned w = 0; w < warps; ++w) run_warp_ahead(w, threads, false);
+    } else if (order == Schedule::WarpsReverse) {
+      for (unsigned w = warps; w-- > 0;) run_warp_ahead(w, threads, true);
     } else {
       for (unsigned t = 0; t < threads; ++t)
         if (fibers[t].state == State::Ready) run_fiber(fibers[t]);
@@ -251,7 +261,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& f) {
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
-  const bool reverse = reverse_schedule();
+  const bool reverse = schedule() == Schedule::WarpsReverse;
   body = &f;
   failure = nullptr;
   current.block_dim = block;

@@ -3,7 +3,9 @@
 // switch only at barriers (__syncthreads, warp shuffles and ballots), so shared memory is plain
 // static storage and atomics need no locking. What it checks: index math, tile edges, barrier
 // structure (a divergent barrier deadlocks and is reported), launch limits, the cuBLAS argument
-// contract and the host code. What it cannot: timing, the memory model, tensor-core rounding.
+// contract and the host code; PG_EMU_SCHEDULE picks one of three thread orders (emu.cpp), so a
+// missing barrier one order satisfies fails under another. What it cannot: timing, the memory
+// model, tensor-core rounding.
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -12,6 +12,7 @@
 #include "kernels/device_api.h"
 #include "kernels/factory.h"
 #include "kernels/matmul_precision.h"
+#include "nn/attention.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/loss.h"

@@ -42,6 +42,26 @@ double AttentionStats::a_frob_sqrt_n() const {
 
 double AttentionStats::grad_frob() const { return mean_sqrt(grad_frob_sq); }
 
+void check_attention_operands(const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& key_padding_mask) {
+  kernels::check_floating("attention", q);
+  kernels::check_same_device("attention", {&q, &k, &v, &key_padding_mask});
+  kernels::check_same_dtype("attention", {&q, &k, &v});
+  PG_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention",
+           "expected q, k, v of rank 4 [B, H, T, d], got ", shape_str(q.shape()), ", ",
+           shape_str(k.shape()), ", ", shape_str(v.shape()));
+  int64_t B = q.size(0), H = q.size(1), S = k.size(2);
+  PG_CHECK(k.size(0) == B && v.size(0) == B && k.size(1) == H && v.size(1) == H &&
+               k.size(3) == q.size(3) && v.size(2) == S,
+           "attention", "incompatible shapes q ", shape_str(q.shape()), ", k ",
+           shape_str(k.shape()), ", v ", shape_str(v.shape()),
+           " (expected q [B,H,T,d], k [B,H,S,d], v [B,H,S,e])");
+  if (key_padding_mask.defined())
+    PG_CHECK(key_padding_mask.shape() == Shape({B, S}), "attention",
+             "expected a key padding mask of shape ", shape_str({B, S}), ", got ",
+             shape_str(key_padding_mask.shape()));
+}
+
 namespace {
 
 // What a fused attention call's backward needs from its forward.
@@ -55,24 +75,13 @@ struct Saved {
 Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionParams& params, const Tensor& key_padding_mask,
                          std::shared_ptr<AttentionStats> stats, Saved& saved) {
-  kernels::check_floating("attention", q);
-  kernels::check_same_device("attention", {&q, &k, &v, &key_padding_mask});
-  kernels::check_same_dtype("attention", {&q, &k, &v});
-  PG_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention",
-           "expected q, k, v of rank 4 [B, H, T, d], got ", shape_str(q.shape()), ", ",
-           shape_str(k.shape()), ", ", shape_str(v.shape()));
-  int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
-  PG_CHECK(k.size(0) == B && v.size(0) == B && k.size(1) == H && v.size(1) == H &&
-               k.size(3) == q.size(3) && v.size(2) == S,
-           "attention", "incompatible shapes q ", shape_str(q.shape()), ", k ",
-           shape_str(k.shape()), ", v ", shape_str(v.shape()),
-           " (expected q [B,H,T,d], k [B,H,S,d], v [B,H,S,e])");
+  check_attention_operands(q, k, v, key_padding_mask);
+  PG_CHECK(params.act != AttnActivation::Custom, "attention",
+           "a custom activation has no fused kernel");
   PG_CHECK(params.act != AttnActivation::Poly || (params.power >= 1 && params.power <= 8),
            "attention", "poly power must be in 1..8, got ", params.power);
+  int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
   if (key_padding_mask.defined()) {
-    PG_CHECK(key_padding_mask.shape() == Shape({B, S}), "attention",
-             "expected a key padding mask of shape ", shape_str({B, S}), ", got ",
-             shape_str(key_padding_mask.shape()));
     saved.mask = kernels::convert(
         kernels::binary(BinaryOp::Ne, key_padding_mask,
                         zeros({}, {key_padding_mask.dtype(), key_padding_mask.device()}),

@@ -25,6 +25,12 @@ struct AttentionStats {
   bool has_grad() const { return grad_frob_sq.defined(); }
 };
 
+/// Checks q [B,H,T,d], k [B,H,S,d], v [B,H,S,e] and key_padding_mask [B,S] (if defined) for
+/// rank, shape, dtype and device; throws pg::Error naming the shapes.
+void check_attention_operands(const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& key_padding_mask);
+
+/// The fused attention op (nn/attention_op.h's `attention` is the entry point that picks it).
 /// out = act(scale * q k^T) v for q [B,H,T,d], k [B,H,S,d], v [B,H,S,e]; returns [B,H,T,e].
 /// key_padding_mask [B,S] (non-zero = visible) may be undefined; `stats` may be null.
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,

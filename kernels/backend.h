@@ -6,6 +6,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/attention_math.h"
 
 namespace pg {
 
@@ -50,9 +51,6 @@ enum class BinaryOp {
 
 /// Reductions over a set of dims.
 enum class ReduceOp { Sum, Max, Min, ArgMax };
-
-/// Built-in attention activations with fused kernels (see DESIGN.md's policy table).
-enum class AttnActivation { Softmax, Poly, Relu, Sigmoid };
 
 /// What a fused attention kernel computes: A = act(scale * Q K^T) with masking, out = A V.
 struct AttentionParams {

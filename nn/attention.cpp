@@ -26,26 +26,18 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& key_padding_ma
   Tensor packed = (*qkv)(x);
   double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const auto& act = config_.activation;
-  const bool fused = config_.use_fused && act.has_fused_kernel();
+  const auto path = config_.use_fused ? AttentionPath::Auto : AttentionPath::Composite;
   auto stats = config_.record_stats ? stats_ : nullptr;
   Tensor out;
-  if (fused && !q_norm) {  // the kernel reads the projection in place and writes one gradient
-    out = fused_attention_packed(packed, H, act.kernel_params(config_.causal, scale),
-                                 key_padding_mask, stats);
+  if (!q_norm) {  // the fused kernel reads the projection in place and writes one gradient
+    out = attention_packed(packed, H, act, config_.causal, scale, key_padding_mask, stats, path);
   } else {
     // [B, T, 3, H, hd] -> [3, B, H, T, hd]: views, no copies; the fused kernel reads them
     // with BLAS leading dimensions.
     Tensor heads = permute(reshape(packed, {B, T, 3, H, hd}), {2, 0, 3, 1, 4});
-    Tensor q = heads.select(0, 0), k = heads.select(0, 1), v = heads.select(0, 2);
-    if (q_norm) {
-      q = (*q_norm)(q);
-      k = (*k_norm)(k);
-    }
-    if (fused)
-      out = fused_attention(q, k, v, act.kernel_params(config_.causal, scale), key_padding_mask,
-                            stats);
-    else
-      out = composite_attention(q, k, v, act, config_.causal, scale, key_padding_mask, stats.get());
+    Tensor q = (*q_norm)(heads.select(0, 0)), k = (*k_norm)(heads.select(0, 1));
+    out = attention(q, k, heads.select(0, 2), act, config_.causal, scale, key_padding_mask, stats,
+                    path);
   }
   // [B, H, T, hd] -> [B, T, H*hd]; free when the kernel wrote heads-last.
   return (*proj)(reshape(transpose(out, 1, 2), {B, T, config_.dim}));

@@ -2,7 +2,7 @@
 #pragma once
 #include <memory>
 
-#include "nn/attention_activation.h"
+#include "nn/attention_op.h"
 #include "nn/layers.h"
 #include "nn/module.h"
 

@@ -12,14 +12,25 @@ namespace pg {
 
 namespace {
 
-const char* kValidSpecs =
-    "valid specs: softmax, poly:P (P in 1..8, e.g. poly:3), poly:p=P,scale=n^E "
-    "(e.g. poly:p=2,scale=n^-0.5), relu, sigmoid; poly, relu and sigmoid also take "
-    ",n=visible";
-
 [[noreturn]] void bad_spec(const std::string& spec, const std::string& why) {
-  throw Error("attention activation", "invalid spec '" + spec + "': " + why + "; " + kValidSpecs);
+  throw Error("attention activation", "invalid spec '" + spec + "': " + why +
+                                          "; valid specs: " + AttentionActivation::valid_specs());
 }
+
+// The composite path's element operations on tensors, through autograd ops.
+struct TensorMath {
+  static Tensor exp(const Tensor& x) { return pg::exp(x); }
+  static Tensor sigmoid(const Tensor& x) { return pg::sigmoid(x); }
+  static Tensor relu(const Tensor& x) { return pg::relu(x); }
+  static Tensor log(const Tensor& x) { return pg::log(x); }
+  static Tensor pow(const Tensor& x, double e) { return pg::pow(x, e); }
+  static Tensor inv(const Tensor& x) { return pg::pow(x, -1.0); }
+  template <typename K>
+  static Tensor ipow(const Tensor& x, K k) {
+    int p = static_cast<int>(k);
+    return p <= 0 ? ones({}, {x.dtype(), x.device()}) : p == 1 ? x : pg::pow(x, p);
+  }
+};
 
 // Parses an integer or a real number that must fill the whole string.
 bool parse_number(const std::string& s, double& out) {
@@ -40,6 +51,15 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 }  // namespace
 
+std::string AttentionActivation::valid_specs() {
+  std::string names;
+  for (AttnActivation a : attn::kBuiltinActivations)
+    names += std::string(names.empty() ? "" : ", ") + attn::activation_name(a);
+  return names +
+         "; poly:P (P in 1..8, e.g. poly:3), poly:p=P,scale=n^E (e.g. poly:p=2,scale=n^-0.5); "
+         "all but softmax also take n=visible (e.g. relu:n=visible, poly:3,n=visible)";
+}
+
 AttentionActivation AttentionActivation::parse(const std::string& spec) {
   AttentionActivation a;
   std::string name = spec, args;
@@ -48,16 +68,10 @@ AttentionActivation AttentionActivation::parse(const std::string& spec) {
     args = spec.substr(colon + 1);
     if (args.empty()) bad_spec(spec, "nothing after ':'");
   }
-  if (name == "softmax")
-    a.kind_ = Kind::Softmax;
-  else if (name == "poly")
-    a.kind_ = Kind::Poly;
-  else if (name == "relu")
-    a.kind_ = Kind::Relu;
-  else if (name == "sigmoid")
-    a.kind_ = Kind::Sigmoid;
-  else
-    bad_spec(spec, "unknown activation '" + name + "'");
+  bool known = false;
+  for (AttnActivation k : attn::kBuiltinActivations)
+    if (name == attn::activation_name(k)) a.kind_ = k, known = true;
+  if (!known) bad_spec(spec, "unknown activation '" + name + "'");
   if (args.empty()) return a;
   if (a.kind_ == Kind::Softmax) bad_spec(spec, "softmax takes no options");
   auto parts = split(args, ',');
@@ -101,21 +115,9 @@ AttentionActivation AttentionActivation::custom(std::string name, CustomFn fn) {
 
 std::string AttentionActivation::spec() const {
   std::ostringstream os;
-  switch (kind_) {
-    case Kind::Softmax:
-      return "softmax";
-    case Kind::Custom:
-      return "custom:" + custom_name_;
-    case Kind::Poly:
-      os << "poly:p=" << power_ << ",scale=n^" << n_exponent_;
-      break;
-    case Kind::Relu:
-      os << "relu";
-      break;
-    case Kind::Sigmoid:
-      os << "sigmoid";
-      break;
-  }
+  if (kind_ == Kind::Custom) return "custom:" + custom_name_;
+  os << attn::activation_name(kind_);
+  if (kind_ == Kind::Poly) os << ":p=" << power_ << ",scale=n^" << n_exponent_;
   if (n_visible_) os << (kind_ == Kind::Poly ? ",n=visible" : ":n=visible");
   return os.str();
 }
@@ -124,10 +126,7 @@ AttentionParams AttentionActivation::kernel_params(bool causal, double scale) co
   PG_CHECK(has_fused_kernel(), "attention activation", "custom activation '", custom_name_,
            "' has no fused kernel; use the composite path");
   AttentionParams p;
-  p.act = kind_ == Kind::Softmax ? AttnActivation::Softmax
-          : kind_ == Kind::Poly  ? AttnActivation::Poly
-          : kind_ == Kind::Relu  ? AttnActivation::Relu
-                                 : AttnActivation::Sigmoid;
+  p.act = kind_;
   p.power = power_;
   p.n_exponent = n_exponent_;
   p.n_visible = n_visible_;
@@ -138,16 +137,10 @@ AttentionParams AttentionActivation::kernel_params(bool causal, double scale) co
 
 Tensor AttentionActivation::apply(const Tensor& s, const Tensor& visible) const {
   TensorOptions opts{s.dtype(), s.device()};
-  double keys = static_cast<double>(s.size(-1));
-  // N as a scalar, or per row [.., T, 1] when counting visible keys.
-  Tensor n_rows;
-  if (n_visible_) {
-    Tensor count = visible.defined() ? sum(expand(visible, s.shape()).detach(), {-1}, true)
-                                     : full({1}, keys, opts);
-    n_rows = where(gt(count, zeros({}, opts)), count, ones({}, opts));
-  }
   auto times_visible = [&](const Tensor& a) { return visible.defined() ? mul(a, visible) : a; };
   switch (kind_) {
+    case Kind::Custom:
+      return times_visible(custom_(s));
     case Kind::Softmax: {
       Tensor masked =
           visible.defined()
@@ -155,58 +148,20 @@ Tensor AttentionActivation::apply(const Tensor& s, const Tensor& visible) const 
               : s;
       return softmax(masked, -1);
     }
-    case Kind::Poly: {
-      Tensor a = pow(s, power_);
-      a = n_visible_ ? mul(a, pow(n_rows, n_exponent_)) : mul(a, std::pow(keys, n_exponent_));
-      return times_visible(a);
-    }
-    case Kind::Relu: {
-      Tensor a = n_visible_ ? div(relu(s), n_rows) : mul(relu(s), 1.0 / keys);
-      return times_visible(a);
-    }
-    case Kind::Sigmoid: {
-      Tensor shifted = n_visible_ ? sub(s, log(n_rows)) : add(s, -std::log(keys));
-      return times_visible(sigmoid(shifted));
-    }
-    case Kind::Custom:
-      return times_visible(custom_(s));
+    default:
+      break;
   }
-  return Tensor();
-}
-
-Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                           const AttentionActivation& act, bool causal, double scale,
-                           const Tensor& key_padding_mask, AttentionStats* stats) {
-  PG_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention",
-           "expected q, k, v of rank 4 [B, H, T, d], got ", shape_str(q.shape()), ", ",
-           shape_str(k.shape()), ", ", shape_str(v.shape()));
-  TensorOptions opts{q.dtype(), q.device()};
-  int64_t B = q.size(0), T = q.size(2), S = k.size(2);
-  Tensor s = mul(matmul(q, transpose(k, -1, -2)), scale);
-  // Visible = causal [T, S] and/or key padding [B, 1, 1, S], as a 0/1 tensor.
-  Tensor visible;
-  if (causal) {
-    Tensor i = reshape(arange(0, static_cast<double>(T), 1, opts), {T, 1});
-    Tensor j = reshape(arange(0, static_cast<double>(S), 1, opts), {1, S});
-    visible = le(expand(j, {T, S}), expand(i, {T, S}));
+  double keys = static_cast<double>(s.size(-1));
+  if (!n_visible_) {  // one N for every row: the row factors are numbers
+    auto f = attn::row_factors(kind_, power_, n_exponent_, keys);
+    return times_visible(attn::weight<TensorMath>(kind_, power_, s, f.fa));
   }
-  if (key_padding_mask.defined()) {
-    PG_CHECK(key_padding_mask.shape() == Shape({B, S}), "attention",
-             "expected a key padding mask of shape ", shape_str({B, S}), ", got ",
-             shape_str(key_padding_mask.shape()));
-    Tensor kp = ne(key_padding_mask, zeros({}, {key_padding_mask.dtype(), q.device()}))
-                    .to(q.dtype())
-                    .reshape({B, 1, 1, S});
-    visible = visible.defined() ? mul(visible, kp) : kp;
-  }
-  Tensor a = act.apply(s, visible);
-  if (stats) {
-    NoGradGuard ng;
-    stats->a_frob_sq = reshape(sum(mul(a, a), {2, 3}), {-1}).to(DType::F64);
-    stats->keys = S;
-    stats->grad_frob_sq = Tensor();  // the composite path records no gradient diagnostic
-  }
-  return matmul(a, v);
+  // N per row [.., T, 1]: the visible keys, at least 1.
+  Tensor count = visible.defined() ? sum(expand(visible, s.shape()).detach(), {-1}, true)
+                                   : full({1}, keys, opts);
+  Tensor n = where(gt(count, zeros({}, opts)), count, ones({}, opts));
+  auto f = attn::row_factors<TensorMath>(kind_, power_, n_exponent_, n);
+  return times_visible(attn::weight<TensorMath>(kind_, power_, s, f.fa));
 }
 
 }  // namespace pg

@@ -3,26 +3,30 @@
 #include <functional>
 #include <string>
 
-#include "autograd/attention.h"
+#include "kernels/attention_math.h"
+#include "kernels/backend.h"
 
 namespace pg {
 
-/// One entry of DESIGN.md's policy table, chosen by a spec string.
+/// One entry of the policy table (docs/design.md), chosen by a spec string; the math of each
+/// built-in lives in kernels/attention_math.h.
 ///   softmax                      softmax over the visible keys of each row
 ///   poly:P  | poly:p=P,scale=n^E  s^P * N^E (default P = 3, E = -0.5), P in 1..8
 ///   relu                         relu(s) / N
 ///   sigmoid                      sigmoid(s - log N)
-/// Any spec but softmax takes ",n=visible" (poly: also as a key) to use the number of visible
+/// Any spec but softmax takes ":n=visible" (poly: ",n=visible") to use the number of visible
 /// keys of each row as N instead of the key count. Masked entries are zeroed after the
 /// activation (softmax: set to -inf before).
 class AttentionActivation {
  public:
-  enum class Kind { Softmax, Poly, Relu, Sigmoid, Custom };
+  using Kind = AttnActivation;
   /// A user activation: maps scores [B,H,T,S] to weights through autograd ops.
   using CustomFn = std::function<Tensor(const Tensor& scores)>;
 
   /// Softmax.
   AttentionActivation() = default;
+  /// The valid specs, in words (for errors and command-line help).
+  static std::string valid_specs();
   /// Parses a spec; throws pg::Error listing the valid specs when it is unknown or malformed.
   static AttentionActivation parse(const std::string& spec);
   /// A user-supplied activation (runs through autograd ops; no fused kernel).
@@ -50,13 +54,5 @@ class AttentionActivation {
   std::string custom_name_;
   CustomFn custom_;
 };
-
-/// Attention through autograd ops (matmul -> activation -> matmul): the reference every fused
-/// kernel is tested against, and the path of custom activations. Same arguments as
-/// fused_attention plus the policy; `stats` receives ||A||_F (not the gradient norm).
-Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                           const AttentionActivation& act, bool causal, double scale,
-                           const Tensor& key_padding_mask = Tensor(),
-                           AttentionStats* stats = nullptr);
 
 }  // namespace pg

@@ -14,7 +14,7 @@
 #include "device_check.h"
 #include "helpers.h"
 #include "kernels/matmul_precision.h"
-#include "nn/attention_activation.h"
+#include "nn/attention_op.h"
 #include "nn/safetensors.h"
 #include "polygrad.h"
 
@@ -145,14 +145,14 @@ TEST_CASE("in bf16 precision fused attention keeps bf16 copies of q, k, v, not t
   manual_seed(3);
   const int64_t B = 2, T = 64, H = 4, d = 16;
   Tensor x = randn({B, T, 3 * H * d}).requires_grad_();
-  const AttentionParams params = AttentionActivation::parse("poly:3").kernel_params(true, 0.25);
+  const auto act = AttentionActivation::parse("poly:3");
   auto held = [&](MatmulPrecision precision, Tensor& grad) {
     MatmulPrecisionGuard guard(precision);
     size_t before = cpu_allocator().stats().allocated;
     Tensor y;
     {
       Tensor qkv = mul(x, 2.0);  // a projection only the attention needs
-      y = fused_attention_packed(qkv, H, params);
+      y = attention_packed(qkv, H, act, true, 0.25, Tensor(), nullptr, AttentionPath::Fused);
     }
     size_t bytes = cpu_allocator().stats().allocated - before;
     x.set_grad(Tensor());

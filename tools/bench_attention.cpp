@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "nn/attention_activation.h"
+#include "nn/attention_op.h"
 #include "polygrad.h"
 #include "tools/omp_env.h"
 
@@ -61,13 +61,13 @@ int main(int argc, char** argv) {
       core ? core : "(unset)", repeats);
   std::printf("%-10s %12s %12s %8s %14s %14s\n", "policy", "fused ms", "composite ms", "speedup",
               "fused MiB", "composite MiB");
-  for (const char* spec : {"softmax", "poly:3", "relu", "sigmoid"}) {
+  for (AttnActivation kind : attn::kBuiltinActivations) {
+    const char* spec = attn::activation_name(kind);
     auto act = AttentionActivation::parse(spec);
-    auto params = act.kernel_params(true, scale);
     auto run = [&](bool fused) {
       return measure(repeats, [&] {
-        Tensor out = fused ? fused_attention(q, k, v, params)
-                           : composite_attention(q, k, v, act, true, scale);
+        Tensor out = attention(q, k, v, act, true, scale, Tensor(), nullptr,
+                               fused ? AttentionPath::Fused : AttentionPath::Composite);
         grad(sum(mul(out, g)), {q, k, v});
       });
     };

@@ -15,7 +15,7 @@
 
 #include "kernels/device_api.h"
 #include "models/gpt.h"
-#include "nn/attention_activation.h"
+#include "nn/attention_op.h"
 #include "nn/optim.h"
 #include "polygrad.h"
 
@@ -106,9 +106,9 @@ void bench_attention(int repeats, Device gpu) {
   for (bool tensor_cores : {true, false}) {
     cuda::set_attention_tensor_cores(tensor_cores);
     for (const char* spec : {"softmax", "poly:1", "poly:2", "poly:3", "relu", "sigmoid"}) {
-      auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);
+      auto act = AttentionActivation::parse(spec);
       double ms = median_ms(repeats, [&] {
-        Tensor out = fused_attention(q, k, v, params);
+        Tensor out = attention(q, k, v, act, true, 0.125, Tensor(), nullptr, AttentionPath::Fused);
         auto grads = grad(out, {q, k, v}, g);
       });
       emit(std::string("attention fwd+bwd causal B8 H16 T1024 d64 ") + spec +
@@ -121,9 +121,9 @@ void bench_attention(int repeats, Device gpu) {
   // 3xTF32's three TF32 ones), against PyTorch's attention under torch.autocast (bf16).
   MatmulPrecisionGuard bf16(MatmulPrecision::BF16);
   for (const char* spec : {"softmax", "poly:3"}) {
-    auto params = AttentionActivation::parse(spec).kernel_params(true, 0.125);
+    auto act = AttentionActivation::parse(spec);
     double ms = median_ms(repeats, [&] {
-      Tensor out = fused_attention(q, k, v, params);
+      Tensor out = attention(q, k, v, act, true, 0.125, Tensor(), nullptr, AttentionPath::Fused);
       auto grads = grad(out, {q, k, v}, g);
     });
     emit(std::string("attention fwd+bwd causal B8 H16 T1024 d64 ") + spec + " bf16 ms", ms, "ms");

@@ -26,8 +26,7 @@ namespace {
 
 // Flags every training run takes.
 void add_train_flags(CLI::App* app, TrainOptions& o) {
-  app->add_option("--attn", o.attn,
-                  "attention activation: softmax, poly:3, poly:p=2,scale=n^-0.5, relu, sigmoid")
+  app->add_option("--attn", o.attn, "attention activation: " + AttentionActivation::valid_specs())
       ->capture_default_str()
       ->check([](const std::string& s) {
         try {

@@ -41,44 +41,14 @@ struct Operand {
   T* at(int64_t b, int64_t h) const { return base + b * sb + h * sh; }
 };
 
-// x^P with P known at compile time, so the loops below vectorise.
-template <int P, typename T>
-T ipow_c(T x) {
-  T r = x;
-  for (int i = 1; i < P; ++i) r *= x;
-  return r;
-}
-
-// Calls f(std::integral_constant<int, P>) for the runtime power p in 1..8.
-template <typename F>
-void with_power(int p, F&& f) {
-  switch (p) {
-    case 1:
-      f(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{});
-      break;
-    case 3:
-      f(std::integral_constant<int, 3>{});
-      break;
-    case 4:
-      f(std::integral_constant<int, 4>{});
-      break;
-    case 5:
-      f(std::integral_constant<int, 5>{});
-      break;
-    case 6:
-      f(std::integral_constant<int, 6>{});
-      break;
-    case 7:
-      f(std::integral_constant<int, 7>{});
-      break;
-    default:
-      f(std::integral_constant<int, 8>{});
-      break;
+// The activations' element operations (kernels/attention_math.h) with the vectorisable exp.
+struct VecExp {
+  template <typename T>
+  static T exp(T x) {
+    return vexp(x);
   }
-}
+};
+using CpuMath = attn::ScalarMath<VecExp>;
 
 // Everything a row of the score tile needs to turn scores into weights and back. Keys at or
 // beyond limit(i) are hidden by causality; below it, `kvis` (0/1 per key, or null) hides
@@ -109,77 +79,59 @@ struct RowRule {
     return std::max(n, 1.0);
   }
 
+  // Row factors of row i (every activation but softmax).
+  attn::RowFactors<double> factors(int64_t i, int64_t kmax) const {
+    return attn::row_factors(p.act, p.power, p.n_exponent, n_of(i, kmax));
+  }
+
   // Weights a[j] from scores s[j] for row i; returns the row's log-sum-exp (softmax).
   T weights(int64_t i, int64_t kmax, const T* s, T* a) const {
     const T inf = std::numeric_limits<T>::infinity();
     int64_t lim = limit(i, kmax);
     for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
-    switch (p.act) {
-      case AttnActivation::Softmax: {
-        T mx = kvis ? max_wide<T>(lim, [&](int64_t j) { return kvis[j] != 0 ? s[j] : -inf; })
-                    : max_wide<T>(lim, [&](int64_t j) { return s[j]; });
-        if (mx == -inf) {  // nothing visible: all weights zero
-          for (int64_t j = 0; j < lim; ++j) a[j] = 0;
-          return inf;
-        }
-        // One exp per entry: unnormalised weights first, then a single scale.
-        masked(lim, a, [&](int64_t j) { return vexp(s[j] - mx); });
-        T sum = static_cast<T>(sum_wide(lim, [&](int64_t j) { return a[j]; }));
-        T inv = T(1) / sum;
-        for (int64_t j = 0; j < lim; ++j) a[j] *= inv;
-        return mx + std::log(sum);
+    if (p.act == AttnActivation::Softmax) {
+      T mx = kvis ? max_wide<T>(lim, [&](int64_t j) { return kvis[j] != 0 ? s[j] : -inf; })
+                  : max_wide<T>(lim, [&](int64_t j) { return s[j]; });
+      if (mx == -inf) {  // nothing visible: all weights zero
+        for (int64_t j = 0; j < lim; ++j) a[j] = 0;
+        return inf;
       }
-      case AttnActivation::Poly: {
-        T f = static_cast<T>(std::pow(n_of(i, kmax), p.n_exponent));
-        with_power(p.power, [&](auto P) {
-          masked(lim, a, [&](int64_t j) { return f * ipow_c<P()>(s[j]); });
-        });
-        return 0;
-      }
-      case AttnActivation::Relu: {
-        T inv = static_cast<T>(1.0 / n_of(i, kmax));
-        masked(lim, a, [&](int64_t j) { return inv * std::max(s[j], T(0)); });
-        return 0;
-      }
-      case AttnActivation::Sigmoid: {
-        T shift = static_cast<T>(std::log(n_of(i, kmax)));
-        masked(lim, a, [&](int64_t j) { return vsigmoid(s[j] - shift); });
-        return 0;
-      }
+      // One exp per entry: unnormalised weights first, then a single scale.
+      masked(lim, a, [&](int64_t j) { return vexp(s[j] - mx); });
+      T sum = static_cast<T>(sum_wide(lim, [&](int64_t j) { return a[j]; }));
+      T inv = T(1) / sum;
+      for (int64_t j = 0; j < lim; ++j) a[j] *= inv;
+      return mx + std::log(sum);
     }
+    T fa = static_cast<T>(factors(i, kmax).fa);
+    attn::with_static_activation(p.act, p.power, [&](auto act, auto pw) {
+      masked(lim, a, [&](int64_t j) { return attn::weight<CpuMath>(act, pw, s[j], fa); });
+    });
     return 0;
+  }
+
+  // Softmax weights of row i from its saved log-sum-exp: exact and cheaper than recomputing
+  // the max.
+  void weights_from_lse(int64_t i, int64_t kmax, const T* s, T lse, T* a) const {
+    int64_t lim = limit(i, kmax);
+    using Softmax = std::integral_constant<AttnActivation, AttnActivation::Softmax>;
+    masked(lim, a, [&](int64_t j) { return attn::weight<CpuMath>(Softmax{}, 1, s[j], lse); });
+    for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
   }
 
   // Turns dA (in place) into dS = dL/dscores for row i, given scores s and weights a.
   void scores_grad(int64_t i, int64_t kmax, const T* s, const T* a, T* da) const {
     int64_t lim = limit(i, kmax);
     for (int64_t j = lim; j < kmax; ++j) da[j] = 0;
-    switch (p.act) {
-      case AttnActivation::Softmax: {
-        T dot = 0;
-        for (int64_t j = 0; j < lim; ++j) dot += a[j] * da[j];
-        for (int64_t j = 0; j < lim; ++j) da[j] = a[j] * (da[j] - dot);
-        return;
-      }
-      case AttnActivation::Poly: {
-        T f = static_cast<T>(p.power * std::pow(n_of(i, kmax), p.n_exponent));
-        with_power(p.power, [&](auto P) {
-          if constexpr (P() == 1)
-            masked(lim, da, [&](int64_t j) { return f * da[j]; });
-          else
-            masked(lim, da, [&](int64_t j) { return f * da[j] * ipow_c<P() - 1>(s[j]); });
-        });
-        return;
-      }
-      case AttnActivation::Relu: {
-        T inv = static_cast<T>(1.0 / n_of(i, kmax));
-        masked(lim, da, [&](int64_t j) { return s[j] > 0 ? inv * da[j] : T(0); });
-        return;
-      }
-      case AttnActivation::Sigmoid:
-        masked(lim, da, [&](int64_t j) { return da[j] * a[j] * (T(1) - a[j]); });
-        return;
-    }
+    T rb = 0;
+    if (p.act == AttnActivation::Softmax)
+      for (int64_t j = 0; j < lim; ++j) rb += a[j] * da[j];  // D_i
+    else
+      rb = static_cast<T>(factors(i, kmax).fg);
+    attn::with_static_activation(p.act, p.power, [&](auto act, auto pw) {
+      masked(lim, da,
+             [&](int64_t j) { return attn::score_grad<CpuMath>(act, pw, s[j], a[j], da[j], rb); });
+    });
   }
 
   // sum over visible entries of da^2 (the gradient-norm diagnostic).
@@ -298,15 +250,10 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
       for (int64_t r = 0; r < rows; ++r) {
         const T* s = sbuf + r * kmax;
         T* a = abuf + r * kmax;
-        if (p.act == AttnActivation::Softmax) {
-          // Weights from the saved log-sum-exp: exact and cheaper than recomputing the max.
-          T l = lp[bh * Tq + i0 + r];
-          int64_t lim = rule.limit(i0 + r, kmax);
-          rule.masked(lim, a, [&](int64_t j) { return vexp(s[j] - l); });
-          for (int64_t j = lim; j < kmax; ++j) a[j] = 0;
-        } else {
+        if (p.act == AttnActivation::Softmax)
+          rule.weights_from_lse(i0 + r, kmax, s, lp[bh * Tq + i0 + r], a);
+        else
           rule.weights(i0 + r, kmax, s, a);
-        }
       }
       gemm<T>(false, true, rows, kmax, e, 1, gp + i0 * dO.ld, dO.ld, vp, V.ld, 0, dabuf, kmax);
       for (int64_t r = 0; r < rows; ++r) {

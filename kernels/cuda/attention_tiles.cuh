@@ -100,15 +100,6 @@ __device__ V group_max(V v) {
   return v;
 }
 
-// x^p by repeated multiplication, in the CPU's order (x * x * ... * x); x^0 = 1.
-template <typename T>
-__device__ T ipow(T x, int p) {
-  if (p <= 0) return T(1);
-  T r = x;
-  for (int i = 1; i < p; ++i) r *= x;
-  return r;
-}
-
 template <typename T>
 __device__ bool key_visible(const Args<T>& a, int64_t b, int64_t j) {
   return a.mask == nullptr || a.mask[b * a.mask_sb + j * a.mask_ss] != 0;
@@ -447,27 +438,22 @@ __device__ double row_n(const Args<T>& a, int64_t i, int cnt) {
   return n > 1 ? static_cast<double>(n) : 1.0;
 }
 
-// Per-row constants, rounded to T exactly as the CPU does: fa enters the weights (poly
-// N^n_exp, relu 1/N, sigmoid log N), fg their derivative (poly p N^n_exp, relu 1/N).
+// The activations' element operations (kernels/attention_math.h) with CUDA's exp.
+struct DevExp {
+  template <typename T>
+  __device__ static T exp(T x) {
+    return dev_exp(x);
+  }
+};
+using DevMath = attn::ScalarMath<DevExp>;
+
+// Per-row constants, rounded to T exactly as the CPU does: fa enters the weights, fg their
+// derivative (attn::row_factors).
 template <typename T>
 __device__ void row_factors(const Args<T>& a, double n, T& fa, T& fg) {
-  fa = fg = T(0);
-  switch (a.p.act) {
-    case AttnActivation::Poly: {
-      double f = pow(n, a.p.n_exponent);
-      fa = static_cast<T>(f);
-      fg = static_cast<T>(a.p.power * f);
-      break;
-    }
-    case AttnActivation::Relu:
-      fa = fg = static_cast<T>(1.0 / n);
-      break;
-    case AttnActivation::Sigmoid:
-      fa = static_cast<T>(log(n));
-      break;
-    case AttnActivation::Softmax:
-      break;
-  }
+  attn::RowFactors<double> f = attn::row_factors(a.p.act, a.p.power, a.p.n_exponent, n);
+  fa = static_cast<T>(f.fa);
+  fg = static_cast<T>(f.fg);
 }
 
 // Weight w and score gradient ds of a visible entry from its score s and dP = dL/dA; ra, rb
@@ -475,26 +461,8 @@ __device__ void row_factors(const Args<T>& a, double n, T& fa, T& fg) {
 // the non-softmax activations.
 template <typename T>
 __device__ void weight_grad(const Args<T>& a, T s, T dp, T ra, T rb, T& w, T& ds) {
-  switch (a.p.act) {
-    case AttnActivation::Softmax:
-      w = dev_exp(s - ra);
-      ds = w * (dp - rb);
-      return;
-    case AttnActivation::Poly: {
-      T pw = ipow(s, a.p.power - 1);
-      w = ra * (pw * s);
-      ds = rb * dp * pw;
-      return;
-    }
-    case AttnActivation::Relu:
-      w = ra * (s < T(0) ? T(0) : s);
-      ds = s > T(0) ? rb * dp : T(0);
-      return;
-    case AttnActivation::Sigmoid:
-      w = T(1) / (T(1) + dev_exp(-(s - ra)));
-      ds = dp * w * (T(1) - w);
-      return;
-  }
+  w = attn::weight<DevMath>(a.p.act, a.p.power, s, ra);
+  ds = attn::score_grad<DevMath>(a.p.act, a.p.power, s, w, dp, rb);
 }
 
 // Adds this block's share of a per-(b, h) sum of squares.

@@ -1,0 +1,75 @@
+#include "nn/attention_op.h"
+
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "kernels/factory.h"
+
+namespace pg {
+
+namespace {
+
+// Through autograd ops: the reference of the fused kernels and the path of custom activations.
+Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionActivation& act, bool causal, double scale,
+                           const Tensor& key_padding_mask, AttentionStats* stats) {
+  check_attention_operands(q, k, v, key_padding_mask);
+  TensorOptions opts{q.dtype(), q.device()};
+  int64_t B = q.size(0), T = q.size(2), S = k.size(2);
+  Tensor s = mul(matmul(q, transpose(k, -1, -2)), scale);
+  // Visible = causal [T, S] and/or key padding [B, 1, 1, S], as a 0/1 tensor.
+  Tensor visible;
+  if (causal) {
+    Tensor i = reshape(arange(0, static_cast<double>(T), 1, opts), {T, 1});
+    Tensor j = reshape(arange(0, static_cast<double>(S), 1, opts), {1, S});
+    visible = le(expand(j, {T, S}), expand(i, {T, S}));
+  }
+  if (key_padding_mask.defined()) {
+    Tensor kp = ne(key_padding_mask, zeros({}, {key_padding_mask.dtype(), q.device()}))
+                    .to(q.dtype())
+                    .reshape({B, 1, 1, S});
+    visible = visible.defined() ? mul(visible, kp) : kp;
+  }
+  Tensor a = act.apply(s, visible);
+  if (stats) {
+    NoGradGuard ng;
+    stats->a_frob_sq = reshape(sum(mul(a, a), {2, 3}), {-1}).to(DType::F64);
+    stats->keys = S;
+    stats->grad_frob_sq = Tensor();  // the composite path records no gradient diagnostic
+  }
+  return matmul(a, v);
+}
+
+bool use_fused(const AttentionActivation& act, AttentionPath path) {
+  PG_CHECK(path != AttentionPath::Fused || act.has_fused_kernel(), "attention",
+           "the fused path was asked for, but activation '", act.spec(), "' has no fused kernel");
+  return path != AttentionPath::Composite && act.has_fused_kernel();
+}
+
+}  // namespace
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionActivation& act,
+                 bool causal, double scale, const Tensor& key_padding_mask,
+                 std::shared_ptr<AttentionStats> stats, AttentionPath path) {
+  if (use_fused(act, path))
+    return fused_attention(q, k, v, act.kernel_params(causal, scale), key_padding_mask,
+                           std::move(stats));
+  return composite_attention(q, k, v, act, causal, scale, key_padding_mask, stats.get());
+}
+
+Tensor attention_packed(const Tensor& qkv, int64_t heads, const AttentionActivation& act,
+                        bool causal, double scale, const Tensor& key_padding_mask,
+                        std::shared_ptr<AttentionStats> stats, AttentionPath path) {
+  if (use_fused(act, path))
+    return fused_attention_packed(qkv, heads, act.kernel_params(causal, scale), key_padding_mask,
+                                  std::move(stats));
+  PG_CHECK(qkv.dim() == 3 && heads > 0 && qkv.size(2) % (3 * heads) == 0, "attention",
+           "expected packed q, k, v of shape [B, T, 3 * heads * d] with ", heads, " heads, got ",
+           shape_str(qkv.shape()));
+  const int64_t B = qkv.size(0), T = qkv.size(1), d = qkv.size(2) / (3 * heads);
+  // [B, T, 3, H, d] -> [3, B, H, T, d]: views, no copies.
+  Tensor parts = permute(reshape(qkv, {B, T, 3, heads, d}), {2, 0, 3, 1, 4});
+  return composite_attention(parts.select(0, 0), parts.select(0, 1), parts.select(0, 2), act,
+                             causal, scale, key_padding_mask, stats.get());
+}
+
+}  // namespace pg

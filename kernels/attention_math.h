@@ -21,16 +21,18 @@ namespace pg {
 
 /// Attention activations (docs/design.md's policy table). Every one but Custom has fused
 /// kernels; Custom runs only through autograd ops.
-enum class AttnActivation { Softmax, Poly, Relu, Sigmoid, Custom };
+enum class AttnActivation { Softmax, Poly, Relu, Relu2, Sigmoid, Custom };
 
 namespace attn {
 
 /// The built-in activations, in the order of the policy table.
 inline constexpr AttnActivation kBuiltinActivations[] = {
-    AttnActivation::Softmax, AttnActivation::Poly, AttnActivation::Relu, AttnActivation::Sigmoid};
+    AttnActivation::Softmax, AttnActivation::Poly, AttnActivation::Relu, AttnActivation::Relu2,
+    AttnActivation::Sigmoid};
 
 /// Spec names, indexed by AttnActivation.
-inline constexpr const char* kActivationNames[] = {"softmax", "poly", "relu", "sigmoid", "custom"};
+inline constexpr const char* kActivationNames[] = {"softmax", "poly",    "relu",
+                                                   "relu2",   "sigmoid", "custom"};
 
 /// The spec name of an activation.
 constexpr const char* activation_name(AttnActivation a) {
@@ -53,7 +55,7 @@ struct NumberMath {
 };
 
 /// The row factors of `act` for rows with N = n keys (a number, or a tensor of them with
-/// `Math` of tensors): poly N^n_exponent and p N^n_exponent, relu 1/N,
+/// `Math` of tensors): poly N^n_exponent and p N^n_exponent, relu 1/N, relu2 1/N and 2/N,
 /// sigmoid log N.
 template <typename Math = NumberMath, typename N>
 PG_ATTN_INLINE RowFactors<N> row_factors(AttnActivation act, int power, double n_exponent, N n) {
@@ -65,6 +67,10 @@ PG_ATTN_INLINE RowFactors<N> row_factors(AttnActivation act, int power, double n
     case AttnActivation::Relu: {
       N f = Math::inv(n);
       return {f, f};
+    }
+    case AttnActivation::Relu2: {
+      N f = Math::inv(n);
+      return {f, 2.0 * f};
     }
     case AttnActivation::Sigmoid:
       return {Math::log(n), N{}};
@@ -125,6 +131,10 @@ PG_ATTN_INLINE T weight(Act act, Pow power, const T& s, const R& ra) {
       return ra * (Math::ipow(s, one_less(power)) * s);
     case AttnActivation::Relu:
       return ra * Math::relu(s);
+    case AttnActivation::Relu2: {
+      T r = Math::relu(s);
+      return ra * (r * r);
+    }
     case AttnActivation::Sigmoid:
       return Math::sigmoid(s - ra);
     default:
@@ -143,6 +153,8 @@ PG_ATTN_INLINE T score_grad(Act act, Pow power, T s, T w, T dp, T rb) {
       return rb * dp * Math::ipow(s, one_less(power));
     case AttnActivation::Relu:
       return s > T(0) ? rb * dp : T(0);
+    case AttnActivation::Relu2:
+      return s > T(0) ? rb * dp * s : T(0);
     case AttnActivation::Sigmoid:
       return dp * w * (T(1) - w);
     default:
@@ -162,6 +174,8 @@ inline void with_static_activation(AttnActivation act, int power, F&& f) {
       return with(std::integral_constant<A, A::Softmax>{});
     case A::Relu:
       return with(std::integral_constant<A, A::Relu>{});
+    case A::Relu2:
+      return with(std::integral_constant<A, A::Relu2>{});
     case A::Sigmoid:
       return with(std::integral_constant<A, A::Sigmoid>{});
     case A::Poly:

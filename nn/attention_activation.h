@@ -13,6 +13,7 @@ namespace pg {
 ///   softmax                      softmax over the visible keys of each row
 ///   poly:P  | poly:p=P,scale=n^E  s^P * N^E (default P = 3, E = -0.5), P in 1..8
 ///   relu                         relu(s) / N
+///   relu2                        relu(s)^2 / N
 ///   sigmoid                      sigmoid(s - log N)
 /// Any spec but softmax takes ":n=visible" (poly: ",n=visible") to use the number of visible
 /// keys of each row as N instead of the key count. Masked entries are zeroed after the

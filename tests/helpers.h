@@ -200,6 +200,16 @@ inline std::vector<double> overfit(pg::Module& model, const Tensor& x, const Ten
   return losses;
 }
 
+/// Every built-in attention activation at its defaults (poly as poly:3), as the golden
+/// fixtures of tools/make_fixtures.py name them: a new activation is compared with PyTorch
+/// once it is in that script's POLICIES.
+inline std::vector<std::string> builtin_specs() {
+  std::vector<std::string> specs;
+  for (pg::AttnActivation a : pg::attn::kBuiltinActivations)
+    specs.push_back(a == pg::AttnActivation::Poly ? "poly:3" : pg::attn::activation_name(a));
+  return specs;
+}
+
 }  // namespace pgt
 
 /// Checks that `expr` throws pg::Error whose message contains every given substring.

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "helpers.h"
 #include "nn/attention.h"
 #include "nn/safetensors.h"
 #include "polygrad.h"
@@ -57,7 +58,7 @@ TEST_CASE("transformer block matches PyTorch for every built-in activation") {
   SafetensorsFile fx =
       load_safetensors(std::string(PG_FIXTURE_DIR) + "/transformer_block.safetensors");
   REQUIRE(fx.metadata.count("generator"));
-  for (const char* spec : {"softmax", "poly:3", "relu", "sigmoid"}) {
+  for (const std::string& spec : pgt::builtin_specs()) {
     CAPTURE(spec);
     for (bool fused : {true, false}) {
       CAPTURE(fused);

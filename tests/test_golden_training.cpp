@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "device_check.h"
+#include "helpers.h"
 #include "models/gpt.h"
 #include "models/vit.h"
 #include "nn/loss.h"
@@ -94,7 +95,7 @@ void vit_in_lockstep(const std::string& spec, Device device) {
 
 TEST_CASE("GPT and ViT training steps follow PyTorch's trajectory for every built-in activation") {
   REQUIRE(fixture().metadata.count("generator"));
-  for (const char* spec : {"softmax", "poly:3", "relu", "sigmoid"}) {
+  for (const std::string& spec : pgt::builtin_specs()) {
     CAPTURE(spec);
     gpt_in_lockstep(spec, Device::cpu());
     vit_in_lockstep(spec, Device::cpu());

@@ -2,8 +2,8 @@
 """Golden values from PyTorch for polygrad's tests (needs Debian's python3-torch).
 
 1. Builds a small pre-norm transformer block with fixed weights, runs forward and backward for
-each built-in attention activation (polynomial, ReLU and sigmoid attention written out by
-hand), and writes weights, input, upstream gradient, outputs and gradients to
+each built-in attention activation (polynomial, ReLU, sigmoid and squared-ReLU attention
+written out by hand in tools/reference/common.py), and writes weights, input, upstream gradient, outputs and gradients to
 tests/fixtures/transformer_block.safetensors.
 2. Runs three steps of AdamW, Adam (L2 weight decay) and SGD (Nesterov momentum, weight
 decay) on a fixed parameter with fixed gradients and writes the parameter after each step to
@@ -24,7 +24,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
-from common import adamw, lr_at, polygrad_name, save_safetensors  # noqa: E402
+from common import adamw, attention_weights, lr_at, polygrad_name, save_safetensors  # noqa: E402
 from gpt import GPT  # noqa: E402
 from vit import ViT  # noqa: E402
 
@@ -32,23 +32,8 @@ torch.manual_seed(0)
 torch.set_default_dtype(torch.float64)
 
 B, T, D, H = 2, 5, 8, 2
-POLICIES = ["softmax", "poly:3", "relu", "sigmoid"]
+POLICIES = ["softmax", "poly:3", "relu", "sigmoid", "relu2"]
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
-
-
-def activation(spec, s, visible):
-    """Weights from scores s [B,H,T,S]; visible is a bool [T,S] causal mask."""
-    n = s.shape[-1]
-    m = visible.to(s.dtype)
-    if spec == "softmax":
-        return s.masked_fill(~visible, float("-inf")).softmax(-1)
-    if spec == "poly:3":
-        return s.pow(3) * n ** -0.5 * m
-    if spec == "relu":
-        return torch.relu(s) / n * m
-    if spec == "sigmoid":
-        return torch.sigmoid(s - math.log(n)) * m
-    raise ValueError(spec)
 
 
 class Attention(torch.nn.Module):
@@ -63,7 +48,7 @@ class Attention(torch.nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         s = q @ k.transpose(-1, -2) / math.sqrt(D // H)
         visible = torch.ones(t, t, dtype=torch.bool).tril()
-        a = activation(spec, s, visible)
+        a = attention_weights(spec, s, visible)
         return self.proj((a @ v).transpose(1, 2).reshape(b, t, D))
 
 

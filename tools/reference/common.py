@@ -24,6 +24,8 @@ def attention_weights(spec, s, visible):
         return s.pow(int(spec[5:])) * n ** -0.5 * m
     if spec == "relu":
         return torch.relu(s) / n * m
+    if spec == "relu2":
+        return torch.relu(s).square() / n * m
     if spec == "sigmoid":
         return torch.sigmoid(s - math.log(n)) * m
     raise ValueError(spec)

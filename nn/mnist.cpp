@@ -67,8 +67,12 @@ Tensor load_idx_labels(const std::string& path) {
 
 MnistData load_mnist(const std::string& dir) {
   namespace fs = std::filesystem;
-  PG_CHECK(fs::is_directory(dir), dir,
-           "not a directory (install Debian's dataset-fashion-mnist or pass an MNIST-layout dir)");
+  PG_CHECK(fs::is_directory(dir), dir, "not a directory (",
+           dir == kFashionMnistDir
+               ? "the default data set, Debian's dataset-fashion-mnist package: "
+                 "apt-get install dataset-fashion-mnist; or pass"
+               : "expected",
+           " a directory of MNIST IDX files)");
   auto find = [&](const std::string& stem) {
     for (const char* ext : {".gz", ""}) {
       fs::path p = fs::path(dir) / (stem + ext);

@@ -102,7 +102,11 @@ std::string CharVocab::decode(const std::vector<int32_t>& ids) const {
 
 std::string read_text(const std::string& path) {
   namespace fs = std::filesystem;
-  PG_CHECK(fs::exists(path), path, "no such file or directory");
+  PG_CHECK(fs::exists(path), path, "no such file or directory",
+           path == kFortunesDir
+               ? " (the default corpus, Debian's fortunes package: apt-get install "
+                 "fortunes; or pass a UTF-8 text file or folder)"
+               : "");
   std::vector<fs::path> files;
   if (fs::is_directory(path)) {
     for (const auto& e : fs::directory_iterator(path))

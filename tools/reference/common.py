@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 
 def attention_weights(spec, s, visible):
-    """The policy table of DESIGN.md for scores s [B,H,T,S] and a bool mask (or None)."""
+    """The policy table of docs/design.md for scores s [B,H,T,S] and a bool mask (or None)."""
     n = s.shape[-1]
     if spec == "softmax":
         return (s if visible is None else s.masked_fill(~visible, float("-inf"))).softmax(-1)

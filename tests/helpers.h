@@ -170,6 +170,36 @@ inline void check_close(const Tensor& actual, const std::vector<double>& expecte
   check_close(values(actual), expected, atol, rtol, what);
 }
 
+/// max |a - b| / max |b| over all elements, b being the reference: the error relative to the
+/// tensor's scale, so entries near zero do not dominate. An element that is NaN on either side
+/// counts for neither maximum; max_rel_diff_strict counts it.
+inline double max_rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  auto x = values(a), y = values(b);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, std::fabs(x[i] - y[i]));
+    scale = std::max(scale, std::fabs(y[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+/// max |a - b| / max |b| over the elements where a and b differ, b being the reference: equal
+/// elements (matching infinities, NaN on both sides) are skipped, and a NaN on one side only is
+/// an infinite error. Stricter than max_rel_diff, whose scale also counts the equal elements.
+inline double max_rel_diff_strict(const Tensor& a, const Tensor& b) {
+  auto x = values(a), y = values(b);
+  REQUIRE(x.size() == y.size());
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) != std::isnan(y[i])) return INFINITY;
+    if (std::isnan(x[i]) || x[i] == y[i]) continue;
+    scale = std::max(scale, std::fabs(y[i]));
+    diff = std::max(diff, std::fabs(x[i] - y[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
 /// The message of the pg::Error `f` throws, or a marker when it throws something else or nothing.
 template <typename F>
 std::string error_message(F&& f) {

@@ -62,12 +62,6 @@ double max_abs(const Tensor& t) {
   return m;
 }
 
-// max |a - b| / max |b|.
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  return max_abs(sub(a, b)) / std::max(max_abs(b), 1e-30);
-}
-
 AttentionConfig attn_config(const std::string& spec, bool causal, bool qk_norm, bool fused,
                             int64_t dim = 8, int64_t heads = 2) {
   AttentionConfig c;
@@ -212,11 +206,11 @@ TEST_CASE("MultiHeadAttention: fused equals composite for every built-in policy 
         Tensor xf = x0.clone().detach().requires_grad_();
         Tensor xc = x0.clone().detach().requires_grad_();
         Tensor yf = fused.forward(xf, m), yc = comp.forward(xc, m);
-        CHECK(max_rel_diff(yf, yc) < 1e-5);
+        CHECK(pgt::max_rel_diff(yf, yc) < 1e-5);
         CHECK(fused.stats().a_frob() == doctest::Approx(comp.stats().a_frob()).epsilon(1e-5));
         backward(sum(mul(yf, g)));
         backward(sum(mul(yc, g)));
-        CHECK(max_rel_diff(xf.grad(), xc.grad()) < 1e-5);
+        CHECK(pgt::max_rel_diff(xf.grad(), xc.grad()) < 1e-5);
         auto pf = fused.named_parameters(), pc = comp.named_parameters();
         REQUIRE(pf.size() == pc.size());
         // Relative to the tensor's own scale, floored at 1% of the largest parameter

@@ -98,6 +98,12 @@ inline Tensor make_input(const Shape& shape, Generator& gen, DType dt = DType::F
   return t;
 }
 
+/// A leaf f64 tensor of standard normal values from Generator(seed), requiring grad.
+inline Tensor f64_input(const Shape& shape, uint64_t seed) {
+  Generator g(seed);
+  return pg::randn(shape, {DType::F64}, &g).requires_grad_();
+}
+
 /// f64 values of a tensor in row-major order of its logical shape.
 inline std::vector<double> values(const Tensor& t) { return t.to_vector<double>(); }
 
@@ -228,6 +234,40 @@ inline std::vector<double> overfit(pg::Module& model, const Tensor& x, const Ten
     losses.push_back(loss.item());
   }
   return losses;
+}
+
+// --- modules ----------------------------------------------------------------------------
+
+/// Gradcheck of `fwd` (a forward through module `m`) in f64 with respect to x and every
+/// parameter of m. gradcheck perturbs its inputs in place; the module reads the same storage,
+/// so perturbing a parameter input perturbs the module.
+inline void check_module_grads(pg::Module& m, const Tensor& x,
+                               const std::function<Tensor(const Tensor&)>& fwd) {
+  for (auto& [name, p] : m.named_parameters()) {
+    INFO(name);
+    REQUIRE(p.dtype() == DType::F64);
+    REQUIRE(p.requires_grad());
+  }
+  REQUIRE(x.requires_grad());
+  TensorList inputs{x};
+  for (auto& p : m.parameters()) inputs.push_back(p);
+  pg::GradcheckReport report =
+      pg::gradcheck([&](const TensorList& in) { return fwd(in[0]); }, inputs);
+  CHECK_MESSAGE(report.ok, report.message);
+}
+
+/// check_module_grads of the module's own forward.
+inline void check_module_grads(pg::Module& m, const Tensor& x) {
+  check_module_grads(m, x, [&](const Tensor& in) { return m(in); });
+}
+
+/// Moves every parameter away from its initial value, so that gradients with respect to norm
+/// weights and biases are not those of the trivial ones/zeros initialisation.
+inline void jitter_parameters(pg::Module& m, uint64_t seed) {
+  Generator g(seed);
+  pg::NoGradGuard no_grad;
+  for (auto& [name, p] : m.named_parameters())
+    p.copy_(pg::add(p, pg::mul(pg::randn(p.shape(), {p.dtype()}, &g), 0.2)));
 }
 
 }  // namespace pgt

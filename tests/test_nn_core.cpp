@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "helpers.h"
 #include "models/gpt.h"
 #include "nn/attention.h"
 #include "nn/checkpoint.h"
@@ -28,11 +29,6 @@ void check_module(M& m, const Tensor& x) {
   for (auto& p : m.parameters()) inputs.push_back(p);
   auto report = gradcheck([&](const TensorList& in) { return m(in[0]); }, inputs);
   CHECK_MESSAGE(report.ok, report.message);
-}
-
-Tensor f64_input(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return randn(s, {DType::F64}, &g).requires_grad_();
 }
 
 fs::path temp_dir(const std::string& name) {
@@ -64,20 +60,20 @@ std::string st_file(const std::string& header, const std::string& data) {
 TEST_CASE("every layer passes gradcheck in f64 (input and parameters)") {
   manual_seed(1);
   Linear lin(4, 3);
-  check_module(lin, f64_input({2, 3, 4}, 1));
+  check_module(lin, pgt::f64_input({2, 3, 4}, 1));
   LayerNorm ln(5);
   normal_(ln.weight, 1.0, 0.2);
   normal_(ln.bias, 0.0, 0.2);
-  check_module(ln, f64_input({3, 5}, 2));
+  check_module(ln, pgt::f64_input({3, 5}, 2));
   RMSNorm rms(5);
-  check_module(rms, f64_input({2, 5}, 3));
+  check_module(rms, pgt::f64_input({2, 5}, 3));
   MLP mlp(4, 6);
-  check_module(mlp, f64_input({3, 4}, 4));
+  check_module(mlp, pgt::f64_input({3, 4}, 4));
   Sequential seq;
   seq.add(std::make_shared<Linear>(3, 5))
       .add(std::make_shared<GELU>())
       .add(std::make_shared<Linear>(5, 2));
-  check_module(seq, f64_input({4, 3}, 5));
+  check_module(seq, pgt::f64_input({4, 3}, 5));
   for (const char* spec : {"softmax", "poly:3", "sigmoid", "relu"})
     for (bool causal : {false, true})
       for (bool fused : {true, false}) {
@@ -92,16 +88,16 @@ TEST_CASE("every layer passes gradcheck in f64 (input and parameters)") {
         ac.qk_norm = causal;
         ac.activation = AttentionActivation::parse(spec);
         TransformerBlock block(ac, 12);
-        check_module(block, f64_input({2, 5, 8}, 6));
+        check_module(block, pgt::f64_input({2, 5, 8}, 6));
       }
   Embedding emb(6, 3);
   emb.to(DType::F64);
   Tensor idx = from_vector<int64_t>({1, 4, 1, 0}, {2, 2});
   auto report = gradcheck([&](const TensorList&) { return emb(idx); }, {emb.weight});
   CHECK_MESSAGE(report.ok, report.message);
-  Tensor t = f64_input({3, 4}, 7).detach();
-  report =
-      gradcheck([&](const TensorList& in) { return mse_loss(in[0], t); }, {f64_input({3, 4}, 8)});
+  Tensor t = pgt::f64_input({3, 4}, 7).detach();
+  report = gradcheck([&](const TensorList& in) { return mse_loss(in[0], t); },
+                     {pgt::f64_input({3, 4}, 8)});
   CHECK_MESSAGE(report.ok, report.message);
   CHECK_THROWS_WITH_AS(mse_loss(ones({2, 3}), ones({3, 2})), doctest::Contains("[3, 2]"),
                        pg::Error);

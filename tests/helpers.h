@@ -238,6 +238,13 @@ inline std::vector<double> overfit(pg::Module& model, const Tensor& x, const Ten
 
 // --- modules ----------------------------------------------------------------------------
 
+/// The names of named tensors (parameters, buffers), in their order.
+inline std::vector<std::string> names_of(const pg::NamedTensors& named) {
+  std::vector<std::string> out;
+  for (auto& [name, t] : named) out.push_back(name);
+  return out;
+}
+
 /// Gradcheck of `fwd` (a forward through module `m`) in f64 with respect to x and every
 /// parameter of m. gradcheck perturbs its inputs in place; the module reads the same storage,
 /// so perturbing a parameter input perturbs the module.

@@ -15,12 +15,6 @@ using namespace pg;
 
 namespace {
 
-std::vector<std::string> names_of(const NamedTensors& nt) {
-  std::vector<std::string> out;
-  for (auto& [n, t] : nt) out.push_back(n);
-  return out;
-}
-
 double max_abs(const Tensor& t) {
   double m = 0;
   for (double v : t.to_vector<double>()) m = std::max(m, std::fabs(v));
@@ -113,7 +107,7 @@ TEST_CASE("gradcheck: TransformerBlock") {
 
 TEST_CASE("TransformerBlock: parameter names in order, counts, sub-modules") {
   TransformerBlock block(attn_config("softmax", true, true, true), 16);
-  CHECK(names_of(block.named_parameters()) ==
+  CHECK(pgt::names_of(block.named_parameters()) ==
         std::vector<std::string>{"ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias",
                                  "attn.proj.weight", "attn.proj.bias", "attn.q_norm.weight",
                                  "attn.q_norm.bias", "attn.k_norm.weight", "attn.k_norm.bias",

@@ -26,10 +26,7 @@ namespace {
 template <typename M>
 void check_module(M& m, const Tensor& x) {
   m.to(DType::F64);
-  TensorList inputs{x};
-  for (auto& p : m.parameters()) inputs.push_back(p);
-  auto report = gradcheck([&](const TensorList& in) { return m(in[0]); }, inputs);
-  CHECK_MESSAGE(report.ok, report.message);
+  pgt::check_module_grads(m, x);
 }
 
 }  // namespace

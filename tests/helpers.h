@@ -98,6 +98,12 @@ inline Tensor make_input(const Shape& shape, Generator& gen, DType dt = DType::F
   return t;
 }
 
+/// A leaf f64 tensor of standard normal values from Generator(seed), requiring grad.
+inline Tensor f64_input(const Shape& shape, uint64_t seed) {
+  Generator g(seed);
+  return pg::randn(shape, {DType::F64}, &g).requires_grad_();
+}
+
 /// f64 values of a tensor in row-major order of its logical shape.
 inline std::vector<double> values(const Tensor& t) { return t.to_vector<double>(); }
 
@@ -170,6 +176,36 @@ inline void check_close(const Tensor& actual, const std::vector<double>& expecte
   check_close(values(actual), expected, atol, rtol, what);
 }
 
+/// max |a - b| / max |b| over all elements, b being the reference: the error relative to the
+/// tensor's scale, so entries near zero do not dominate. An element that is NaN on either side
+/// counts for neither maximum; max_rel_diff_strict counts it.
+inline double max_rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  auto x = values(a), y = values(b);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, std::fabs(x[i] - y[i]));
+    scale = std::max(scale, std::fabs(y[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+/// max |a - b| / max |b| over the elements where a and b differ, b being the reference: equal
+/// elements (matching infinities, NaN on both sides) are skipped, and a NaN on one side only is
+/// an infinite error. Stricter than max_rel_diff, whose scale also counts the equal elements.
+inline double max_rel_diff_strict(const Tensor& a, const Tensor& b) {
+  auto x = values(a), y = values(b);
+  REQUIRE(x.size() == y.size());
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) != std::isnan(y[i])) return INFINITY;
+    if (std::isnan(x[i]) || x[i] == y[i]) continue;
+    scale = std::max(scale, std::fabs(y[i]));
+    diff = std::max(diff, std::fabs(x[i] - y[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
 /// The message of the pg::Error `f` throws, or a marker when it throws something else or nothing.
 template <typename F>
 std::string error_message(F&& f) {
@@ -208,6 +244,47 @@ inline std::vector<std::string> builtin_specs() {
   for (pg::AttnActivation a : pg::attn::kBuiltinActivations)
     specs.push_back(a == pg::AttnActivation::Poly ? "poly:3" : pg::attn::activation_name(a));
   return specs;
+}
+
+// --- modules ----------------------------------------------------------------------------
+
+/// The names of named tensors (parameters, buffers), in their order.
+inline std::vector<std::string> names_of(const pg::NamedTensors& named) {
+  std::vector<std::string> out;
+  for (auto& [name, t] : named) out.push_back(name);
+  return out;
+}
+
+/// Gradcheck of `fwd` (a forward through module `m`) in f64 with respect to x and every
+/// parameter of m. gradcheck perturbs its inputs in place; the module reads the same storage,
+/// so perturbing a parameter input perturbs the module.
+inline void check_module_grads(pg::Module& m, const Tensor& x,
+                               const std::function<Tensor(const Tensor&)>& fwd) {
+  for (auto& [name, p] : m.named_parameters()) {
+    INFO(name);
+    REQUIRE(p.dtype() == DType::F64);
+    REQUIRE(p.requires_grad());
+  }
+  REQUIRE(x.requires_grad());
+  TensorList inputs{x};
+  for (auto& p : m.parameters()) inputs.push_back(p);
+  pg::GradcheckReport report =
+      pg::gradcheck([&](const TensorList& in) { return fwd(in[0]); }, inputs);
+  CHECK_MESSAGE(report.ok, report.message);
+}
+
+/// check_module_grads of the module's own forward.
+inline void check_module_grads(pg::Module& m, const Tensor& x) {
+  check_module_grads(m, x, [&](const Tensor& in) { return m(in); });
+}
+
+/// Moves every parameter away from its initial value, so that gradients with respect to norm
+/// weights and biases are not those of the trivial ones/zeros initialisation.
+inline void jitter_parameters(pg::Module& m, uint64_t seed) {
+  Generator g(seed);
+  pg::NoGradGuard no_grad;
+  for (auto& [name, p] : m.named_parameters())
+    p.copy_(pg::add(p, pg::mul(pg::randn(p.shape(), {p.dtype()}, &g), 0.2)));
 }
 
 }  // namespace pgt

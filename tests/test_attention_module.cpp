@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <functional>
 
 #include "helpers.h"
 #include "nn/attention.h"
@@ -16,56 +15,10 @@ using namespace pg;
 
 namespace {
 
-// Gradcheck of `fwd` (a forward through module `m`) in f64 with respect to x and every
-// parameter of m. gradcheck perturbs its inputs in place; the module reads the same storage,
-// so perturbing a parameter input perturbs the module.
-void check_module_grads(Module& m, const Tensor& x,
-                        const std::function<Tensor(const Tensor&)>& fwd) {
-  for (auto& [name, p] : m.named_parameters()) {
-    INFO(name);
-    REQUIRE(p.dtype() == DType::F64);
-    REQUIRE(p.requires_grad());
-  }
-  REQUIRE(x.requires_grad());
-  TensorList inputs{x};
-  for (auto& p : m.parameters()) inputs.push_back(p);
-  CHECK_GRADCHECK([&](const TensorList& in) { return fwd(in[0]); }, inputs);
-}
-
-void check_module_grads(Module& m, const Tensor& x) {
-  check_module_grads(m, x, [&](const Tensor& in) { return m(in); });
-}
-
-Tensor f64_input(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return randn(s, {DType::F64}, &g).requires_grad_();
-}
-
-// Moves every parameter away from its initial value, so that gradients with respect to norm
-// weights and biases are not those of the trivial ones/zeros initialisation.
-void jitter_parameters(Module& m, uint64_t seed) {
-  Generator g(seed);
-  NoGradGuard no_grad;
-  for (auto& [name, p] : m.named_parameters())
-    p.copy_(add(p, mul(randn(p.shape(), {p.dtype()}, &g), 0.2)));
-}
-
-std::vector<std::string> names_of(const NamedTensors& nt) {
-  std::vector<std::string> out;
-  for (auto& [n, t] : nt) out.push_back(n);
-  return out;
-}
-
 double max_abs(const Tensor& t) {
   double m = 0;
   for (double v : t.to_vector<double>()) m = std::max(m, std::fabs(v));
   return m;
-}
-
-// max |a - b| / max |b|.
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  return max_abs(sub(a, b)) / std::max(max_abs(b), 1e-30);
 }
 
 AttentionConfig attn_config(const std::string& spec, bool causal, bool qk_norm, bool fused,
@@ -106,10 +59,10 @@ TEST_CASE("gradcheck: MultiHeadAttention over policies, masks, qk_norm, fused an
           manual_seed(100 + n++);
           MultiHeadAttention mha(attn_config(spec, causal, qk_norm, fused));
           mha.to(DType::F64);
-          if (qk_norm) jitter_parameters(mha, 3);
+          if (qk_norm) pgt::jitter_parameters(mha, 3);
           Tensor m = padded ? mask : Tensor();
-          check_module_grads(mha, f64_input({2, 5, 8}, 20 + n),
-                             [&](const Tensor& x) { return mha.forward(x, m); });
+          pgt::check_module_grads(mha, pgt::f64_input({2, 5, 8}, 20 + n),
+                                  [&](const Tensor& x) { return mha.forward(x, m); });
         }
   // N counted over the visible keys of each row.
   for (std::string spec : {"poly:3,n=visible", "sigmoid:n=visible"})
@@ -119,8 +72,8 @@ TEST_CASE("gradcheck: MultiHeadAttention over policies, masks, qk_norm, fused an
       manual_seed(200);
       MultiHeadAttention mha(attn_config(spec, true, false, fused));
       mha.to(DType::F64);
-      check_module_grads(mha, f64_input({2, 5, 8}, 21),
-                         [&](const Tensor& x) { return mha.forward(x, mask); });
+      pgt::check_module_grads(mha, pgt::f64_input({2, 5, 8}, 21),
+                              [&](const Tensor& x) { return mha.forward(x, mask); });
     }
 }
 
@@ -132,29 +85,29 @@ TEST_CASE("gradcheck: TransformerBlock") {
       manual_seed(300);
       TransformerBlock block(attn_config(spec, causal, causal, true), 12);
       block.to(DType::F64);
-      jitter_parameters(block, 4);
-      check_module_grads(block, f64_input({2, 5, 8}, 22));
+      pgt::jitter_parameters(block, 4);
+      pgt::check_module_grads(block, pgt::f64_input({2, 5, 8}, 22));
     }
   manual_seed(301);
   TransformerBlock block(attn_config("sigmoid", false, false, false), 12);
   block.to(DType::F64);
   Tensor mask = padding_mask_2x5();
-  check_module_grads(block, f64_input({2, 5, 8}, 23),
-                     [&](const Tensor& x) { return block.forward(x, mask); });
+  pgt::check_module_grads(block, pgt::f64_input({2, 5, 8}, 23),
+                          [&](const Tensor& x) { return block.forward(x, mask); });
   // A custom activation runs on the composite path even when fused is asked for.
   AttentionConfig cc = attn_config("softmax", false, false, true);
   cc.activation = AttentionActivation::custom("square", [](const Tensor& s) { return mul(s, s); });
   manual_seed(302);
   MultiHeadAttention custom(cc);
   custom.to(DType::F64);
-  check_module_grads(custom, f64_input({2, 5, 8}, 24));
+  pgt::check_module_grads(custom, pgt::f64_input({2, 5, 8}, 24));
 }
 
 // --- registration ----------------------------------------------------------------------
 
 TEST_CASE("TransformerBlock: parameter names in order, counts, sub-modules") {
   TransformerBlock block(attn_config("softmax", true, true, true), 16);
-  CHECK(names_of(block.named_parameters()) ==
+  CHECK(pgt::names_of(block.named_parameters()) ==
         std::vector<std::string>{"ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias",
                                  "attn.proj.weight", "attn.proj.bias", "attn.q_norm.weight",
                                  "attn.q_norm.bias", "attn.k_norm.weight", "attn.k_norm.bias",
@@ -212,11 +165,11 @@ TEST_CASE("MultiHeadAttention: fused equals composite for every built-in policy 
         Tensor xf = x0.clone().detach().requires_grad_();
         Tensor xc = x0.clone().detach().requires_grad_();
         Tensor yf = fused.forward(xf, m), yc = comp.forward(xc, m);
-        CHECK(max_rel_diff(yf, yc) < 1e-5);
+        CHECK(pgt::max_rel_diff(yf, yc) < 1e-5);
         CHECK(fused.stats().a_frob() == doctest::Approx(comp.stats().a_frob()).epsilon(1e-5));
         backward(sum(mul(yf, g)));
         backward(sum(mul(yc, g)));
-        CHECK(max_rel_diff(xf.grad(), xc.grad()) < 1e-5);
+        CHECK(pgt::max_rel_diff(xf.grad(), xc.grad()) < 1e-5);
         auto pf = fused.named_parameters(), pc = comp.named_parameters();
         REQUIRE(pf.size() == pc.size());
         // Relative to the tensor's own scale, floored at 1% of the largest parameter

@@ -10,18 +10,12 @@
 #include "nn/mnist.h"
 #include "nn/text.h"
 #include "polygrad.h"
+#include "scratch_files.h"
 
 using namespace pg;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("pg_test_data_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 void put_be32(std::string& s, uint32_t v) {
   for (int shift : {24, 16, 8, 0}) s.push_back(static_cast<char>((v >> shift) & 0xff));
@@ -59,7 +53,7 @@ void write_gz(const fs::path& p, const std::string& bytes) {
 }  // namespace
 
 TEST_CASE("IDX images and labels load raw and gzipped with the right values") {
-  fs::path d = temp_dir("idx");
+  fs::path d = pgt::temp_dir("data", "idx");
   write_file(d / "train-images-idx3-ubyte", idx_images(5, 3, 4));
   write_gz(d / "train-labels-idx1-ubyte.gz", idx_labels(5));
   write_gz(d / "t10k-images-idx3-ubyte.gz", idx_images(2, 3, 4));
@@ -74,7 +68,7 @@ TEST_CASE("IDX images and labels load raw and gzipped with the right values") {
 }
 
 TEST_CASE("bad IDX files are refused with a clear error naming the file") {
-  fs::path d = temp_dir("bad");
+  fs::path d = pgt::temp_dir("data", "bad");
   write_file(d / "magic", idx_images(2, 3, 3, 1234));
   CHECK_THROWS_WITH_AS(load_idx_images((d / "magic").string()),
                        doctest::Contains("bad magic number 1234"), pg::Error);
@@ -102,7 +96,7 @@ TEST_CASE("bad IDX files are refused with a clear error naming the file") {
 }
 
 TEST_CASE("text corpus: UTF-8 round trip, vocabulary from the training split, 90/10 split") {
-  fs::path d = temp_dir("text");
+  fs::path d = pgt::temp_dir("data", "text");
   write_file(d / "a.txt", "héllo wörld\n");
   write_file(d / "b.txt", "abc ∑ def\n");
   write_file(d / "skip.dat", "zzzz");

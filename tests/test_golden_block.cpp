@@ -13,18 +13,6 @@ using namespace pg;
 
 namespace {
 
-// max |a - b| / max |b|: relative to the tensor's scale, so entries near zero do not dominate.
-double rel_error(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, std::fabs(x[i] - y[i]));
-    scale = std::max(scale, std::fabs(y[i]));
-  }
-  return diff / std::max(scale, 1e-300);
-}
-
 void check_policy(const SafetensorsFile& fx, const std::string& spec, DType dtype, double tol,
                   bool fused) {
   const auto& t = fx.tensors;
@@ -43,12 +31,12 @@ void check_policy(const SafetensorsFile& fx, const std::string& spec, DType dtyp
   // A fresh leaf: to() returns the fixture tensor itself when the dtype already matches.
   Tensor x = t.at("x").to(dtype).clone().detach().requires_grad_();
   Tensor y = block(x);
-  CHECK(rel_error(y, t.at("out." + spec)) < tol);
+  CHECK(pgt::max_rel_diff(y, t.at("out." + spec)) < tol);
   backward(sum(mul(y, t.at("g").to(dtype))));
-  CHECK(rel_error(x.grad(), t.at("grad." + spec + ".x")) < tol);
+  CHECK(pgt::max_rel_diff(x.grad(), t.at("grad." + spec + ".x")) < tol);
   for (auto& [name, p] : block.named_parameters()) {
     CAPTURE(name);
-    CHECK(rel_error(p.grad(), t.at("grad." + spec + "." + name)) < tol);
+    CHECK(pgt::max_rel_diff(p.grad(), t.at("grad." + spec + "." + name)) < tol);
   }
 }
 

@@ -68,7 +68,7 @@ void train_in_lockstep(Module& model, const std::string& kind, const std::string
   REQUIRE(params.size() == final_weights.size());
   for (auto& [name, p] : params) {
     CAPTURE(name);
-    CHECK(pgt::max_rel_error(p, final_weights.at(name)) < 1e-9);
+    CHECK(pgt::max_rel_diff_strict(p, final_weights.at(name)) < 1e-9);
   }
 }
 

@@ -216,6 +216,6 @@ TEST_CASE("CUDA bf16 matmul (tensor cores) matches the CPU's rounded products") 
     Tensor cpu = matmul(a, rhs);
     Tensor gpu =
         matmul(pgt::same_layout_on(a, Device::cuda()), pgt::same_layout_on(rhs, Device::cuda()));
-    CHECK(pgt::max_rel_error(gpu, cpu) < 1e-5);
+    CHECK(pgt::max_rel_diff_strict(gpu, cpu) < 1e-5);
   }
 }

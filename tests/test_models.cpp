@@ -15,6 +15,7 @@
 #include "nn/checkpoint.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
+#include "scratch_files.h"
 
 using namespace pg;
 namespace fs = std::filesystem;
@@ -22,22 +23,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* const kPolicies[] = {"softmax", "poly:3", "relu", "sigmoid"};
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("pg_test_models_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary) << bytes;
-}
 
 GptConfig tiny_gpt(const std::string& attn, double dropout = 0.0) {
   GptConfig c;
@@ -315,7 +300,7 @@ TEST_CASE("models: output shapes, parameter names, tied weights") {
 // --- checkpoints -----------------------------------------------------------------------
 
 TEST_CASE("checkpoint: save, load, rebuild from the saved config, identical logits") {
-  fs::path d = temp_dir("ckpt");
+  fs::path d = pgt::temp_dir("models", "ckpt");
   auto [x, y] = gpt_batch(2, 8, 11, 3);
   manual_seed(4);
   Gpt model(tiny_gpt("sigmoid", 0.1));
@@ -371,7 +356,7 @@ TEST_CASE("checkpoint: save, load, rebuild from the saved config, identical logi
 }
 
 TEST_CASE("load_checkpoint refuses files that are not sound polygrad checkpoints") {
-  fs::path d = temp_dir("badckpt");
+  fs::path d = pgt::temp_dir("models", "badckpt");
   manual_seed(6);
   Gpt model(tiny_gpt("softmax"));
   std::string good = (d / "good.safetensors").string();
@@ -388,10 +373,10 @@ TEST_CASE("load_checkpoint refuses files that are not sound polygrad checkpoints
                  "transformer_block.safetensors", "not a polygrad checkpoint");
 
   // Truncated: in the data and in the header.
-  std::string bytes = read_bytes(good);
-  write_bytes(d / "cut.safetensors", bytes.substr(0, bytes.size() - 100));
+  std::string bytes = pgt::read_bytes(good);
+  pgt::write_bytes(d / "cut.safetensors", bytes.substr(0, bytes.size() - 100));
   CHECK_PG_ERROR(load_checkpoint((d / "cut.safetensors").string()), "cut.safetensors", "truncated");
-  write_bytes(d / "cut_header.safetensors", bytes.substr(0, 50));
+  pgt::write_bytes(d / "cut_header.safetensors", bytes.substr(0, 50));
   CHECK_PG_ERROR(load_checkpoint((d / "cut_header.safetensors").string()),
                  "cut_header.safetensors");
   CHECK_PG_ERROR(load_checkpoint((d / "absent.safetensors").string()), "absent.safetensors");
@@ -434,7 +419,7 @@ TEST_CASE("load_checkpoint refuses files that are not sound polygrad checkpoints
 }
 
 TEST_CASE("resume: checkpoint at step k, restore into a fresh model, continue == uninterrupted") {
-  fs::path d = temp_dir("resume");
+  fs::path d = pgt::temp_dir("models", "resume");
   const int K = 8, k = 3;
   auto batch_at = [](int64_t step) { return gpt_batch(4, 8, 11, 100 + step); };
   WarmupCosineLR schedule(1e-2, 2, K, 1e-3);

@@ -14,12 +14,6 @@ using namespace pg;
 
 namespace {
 
-std::vector<std::string> names_of(const NamedTensors& nt) {
-  std::vector<std::string> out;
-  for (auto& [n, t] : nt) out.push_back(n);
-  return out;
-}
-
 // A model-shaped module: a parameter, a list of blocks, a final norm and two buffers (one
 // integer), x [..., dim] -> [..., dim].
 class Stack : public Module {
@@ -114,7 +108,7 @@ TEST_CASE("registration: nested names in order, counts, sub-modules") {
   manual_seed(1);
   Sequential seq;
   seq.add(std::make_shared<MLP>(2, 3)).add(std::make_shared<MLP>(2, 3));
-  CHECK(names_of(seq.named_parameters()) ==
+  CHECK(pgt::names_of(seq.named_parameters()) ==
         std::vector<std::string>{"0.fc1.weight", "0.fc1.bias", "0.fc2.weight", "0.fc2.bias",
                                  "1.fc1.weight", "1.fc1.bias", "1.fc2.weight", "1.fc2.bias"});
   CHECK(seq.num_parameters() == 2 * (3 * 2 + 3 + 2 * 3 + 2));
@@ -138,13 +132,13 @@ TEST_CASE("registration: nested names in order, counts, sub-modules") {
 
   // A list of blocks registered as "blocks.<i>".
   Stack stack(4, 3);
-  auto names = names_of(stack.named_parameters());
+  auto names = pgt::names_of(stack.named_parameters());
   REQUIRE(names.size() == 1 + 3 * 4 + 2);
   CHECK(names.front() == "pos");
   CHECK(names[1] == "blocks.0.fc1.weight");
   CHECK(names[12] == "blocks.2.fc2.bias");
   CHECK(names.back() == "ln.bias");
-  CHECK(names_of(stack.named_buffers()) == std::vector<std::string>{"scale", "steps"});
+  CHECK(pgt::names_of(stack.named_buffers()) == std::vector<std::string>{"scale", "steps"});
   CHECK(stack.num_parameters() == 4 + 3 * (8 * 4 + 8 + 4 * 8 + 4) + 2 * 4);
   std::vector<std::string> stack_modules;
   for (auto& [n, m] : stack.named_modules()) stack_modules.push_back(n);
@@ -203,7 +197,7 @@ TEST_CASE("buffers: listed apart from parameters, saved, converted, never traina
 TEST_CASE("tied weights: listed and counted once, stay tied through to() and loading") {
   manual_seed(4);
   Tied t(7, 3);
-  CHECK(names_of(t.named_parameters()) == std::vector<std::string>{"tok.weight"});
+  CHECK(pgt::names_of(t.named_parameters()) == std::vector<std::string>{"tok.weight"});
   CHECK(t.num_parameters() == 7 * 3);
   CHECK(t.state_dict().size() == 2);  // both names, as PyTorch saves them
   t.to(DType::F64);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "helpers.h"
 #include "models/gpt.h"
 #include "nn/attention.h"
 #include "nn/checkpoint.h"
@@ -14,6 +15,7 @@
 #include "nn/layers.h"
 #include "nn/safetensors.h"
 #include "polygrad.h"
+#include "scratch_files.h"
 
 using namespace pg;
 namespace fs = std::filesystem;
@@ -24,39 +26,7 @@ namespace {
 template <typename M>
 void check_module(M& m, const Tensor& x) {
   m.to(DType::F64);
-  TensorList inputs{x};
-  for (auto& p : m.parameters()) inputs.push_back(p);
-  auto report = gradcheck([&](const TensorList& in) { return m(in[0]); }, inputs);
-  CHECK_MESSAGE(report.ok, report.message);
-}
-
-Tensor f64_input(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return randn(s, {DType::F64}, &g).requires_grad_();
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("pg_test_nn_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary) << bytes;
-}
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// A safetensors file with the given header text and data bytes.
-std::string st_file(const std::string& header, const std::string& data) {
-  std::string s(8, '\0');
-  uint64_t n = header.size();
-  std::memcpy(s.data(), &n, 8);
-  return s + header + data;
+  pgt::check_module_grads(m, x);
 }
 
 }  // namespace
@@ -64,20 +34,20 @@ std::string st_file(const std::string& header, const std::string& data) {
 TEST_CASE("every layer passes gradcheck in f64 (input and parameters)") {
   manual_seed(1);
   Linear lin(4, 3);
-  check_module(lin, f64_input({2, 3, 4}, 1));
+  check_module(lin, pgt::f64_input({2, 3, 4}, 1));
   LayerNorm ln(5);
   normal_(ln.weight, 1.0, 0.2);
   normal_(ln.bias, 0.0, 0.2);
-  check_module(ln, f64_input({3, 5}, 2));
+  check_module(ln, pgt::f64_input({3, 5}, 2));
   RMSNorm rms(5);
-  check_module(rms, f64_input({2, 5}, 3));
+  check_module(rms, pgt::f64_input({2, 5}, 3));
   MLP mlp(4, 6);
-  check_module(mlp, f64_input({3, 4}, 4));
+  check_module(mlp, pgt::f64_input({3, 4}, 4));
   Sequential seq;
   seq.add(std::make_shared<Linear>(3, 5))
       .add(std::make_shared<GELU>())
       .add(std::make_shared<Linear>(5, 2));
-  check_module(seq, f64_input({4, 3}, 5));
+  check_module(seq, pgt::f64_input({4, 3}, 5));
   for (const char* spec : {"softmax", "poly:3", "sigmoid", "relu"})
     for (bool causal : {false, true})
       for (bool fused : {true, false}) {
@@ -92,16 +62,16 @@ TEST_CASE("every layer passes gradcheck in f64 (input and parameters)") {
         ac.qk_norm = causal;
         ac.activation = AttentionActivation::parse(spec);
         TransformerBlock block(ac, 12);
-        check_module(block, f64_input({2, 5, 8}, 6));
+        check_module(block, pgt::f64_input({2, 5, 8}, 6));
       }
   Embedding emb(6, 3);
   emb.to(DType::F64);
   Tensor idx = from_vector<int64_t>({1, 4, 1, 0}, {2, 2});
   auto report = gradcheck([&](const TensorList&) { return emb(idx); }, {emb.weight});
   CHECK_MESSAGE(report.ok, report.message);
-  Tensor t = f64_input({3, 4}, 7).detach();
-  report =
-      gradcheck([&](const TensorList& in) { return mse_loss(in[0], t); }, {f64_input({3, 4}, 8)});
+  Tensor t = pgt::f64_input({3, 4}, 7).detach();
+  report = gradcheck([&](const TensorList& in) { return mse_loss(in[0], t); },
+                     {pgt::f64_input({3, 4}, 8)});
   CHECK_MESSAGE(report.ok, report.message);
   CHECK_THROWS_WITH_AS(mse_loss(ones({2, 3}), ones({3, 2})), doctest::Contains("[3, 2]"),
                        pg::Error);
@@ -169,7 +139,7 @@ TEST_CASE("init: reproducible and with the documented spread") {
 }
 
 TEST_CASE("safetensors: round trip of every dtype, views, 0-d and empty tensors") {
-  fs::path d = temp_dir("st");
+  fs::path d = pgt::temp_dir("nn", "st");
   StateDict t{{"f32", randn({3, 4}).transpose(0, 1)},
               {"f64", randn({2}, {DType::F64})},
               {"i64", arange(5)},
@@ -188,12 +158,12 @@ TEST_CASE("safetensors: round trip of every dtype, views, 0-d and empty tensors"
 }
 
 TEST_CASE("safetensors: BF16 and F16 load as f32") {
-  fs::path d = temp_dir("half");
+  fs::path d = pgt::temp_dir("nn", "half");
   // 1.0, -2.5, a subnormal (2^-24) in F16; 1.0, -3.0 in BF16.
   std::string f16("\x00\x3c\x00\xc1\x01\x00", 6), bf16("\x80\x3f\x40\xc0", 4);
-  write_bytes(
+  pgt::write_bytes(
       d / "h.safetensors",
-      st_file(
+      pgt::st_file(
           R"({"h":{"dtype":"F16","shape":[3],"data_offsets":[0,6]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[6,10]}})",
           f16 + bf16));
   auto f = load_safetensors((d / "h.safetensors").string());
@@ -205,7 +175,7 @@ TEST_CASE("safetensors: BF16 and F16 load as f32") {
 }
 
 TEST_CASE("safetensors: every corrupt file is refused naming the file") {
-  fs::path d = temp_dir("bad");
+  fs::path d = pgt::temp_dir("nn", "bad");
   std::string ok_entry = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   std::string data(8, '\0');
   struct Bad {
@@ -219,53 +189,54 @@ TEST_CASE("safetensors: every corrupt file is refused naming the file") {
   std::vector<Bad> cases = {
       {"short", "abc", "too short"},
       {"hlen", huge + "{}", "header length"},
-      {"json", st_file("{not json", data), "not valid JSON"},
-      {"array", st_file("[1,2]", data), "not a JSON object"},
-      {"nodtype", st_file(R"({"w":{"shape":[2],"data_offsets":[0,8]}})", data), "'w'"},
-      {"types", st_file(R"({"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", data),
+      {"json", pgt::st_file("{not json", data), "not valid JSON"},
+      {"array", pgt::st_file("[1,2]", data), "not a JSON object"},
+      {"nodtype", pgt::st_file(R"({"w":{"shape":[2],"data_offsets":[0,8]}})", data), "'w'"},
+      {"types", pgt::st_file(R"({"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", data),
        "shape"},
-      {"dtype", st_file(R"({"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", data),
+      {"dtype", pgt::st_file(R"({"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", data),
        "unsupported dtype"},
-      {"negative", st_file(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data),
+      {"negative", pgt::st_file(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data),
        "negative"},
-      {"order", st_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", data),
+      {"order", pgt::st_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", data),
        "data_offsets"},
       {"beyond",
-       st_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data.substr(0, 4)),
+       pgt::st_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data.substr(0, 4)),
        "truncated"},
-      {"size", st_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data),
+      {"size", pgt::st_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data),
        "needs 12 bytes"},
   };
   for (auto& c : cases) {
     CAPTURE(c.name);
     fs::path p = d / (std::string(c.name) + ".safetensors");
-    write_bytes(p, c.bytes);
+    pgt::write_bytes(p, c.bytes);
     CHECK_THROWS_WITH_AS(load_safetensors(p.string()), doctest::Contains(c.name), pg::Error);
     CHECK_THROWS_WITH_AS(load_safetensors(p.string()), doctest::Contains(c.expect), pg::Error);
   }
   CHECK_THROWS_WITH_AS(load_safetensors((d / "missing.safetensors").string()),
                        doctest::Contains("missing.safetensors"), pg::Error);
-  CHECK_NOTHROW(load_safetensors(
-      (write_bytes(d / "good.safetensors", st_file(ok_entry, data)), d / "good.safetensors")
-          .string()));
+  CHECK_NOTHROW(
+      load_safetensors((pgt::write_bytes(d / "good.safetensors", pgt::st_file(ok_entry, data)),
+                        d / "good.safetensors")
+                           .string()));
 }
 
 TEST_CASE("safetensors: a failed write leaves the previous file intact and no temp file") {
-  fs::path d = temp_dir("atomic");
+  fs::path d = pgt::temp_dir("nn", "atomic");
   std::string path = (d / "ckpt.safetensors").string();
   save_safetensors(path, {{"a", ones({2})}});
-  std::string before = read_bytes(path);
+  std::string before = pgt::read_bytes(path);
   CHECK_THROWS_AS(save_safetensors((d / "no" / "dir.safetensors").string(), {{"a", ones({2})}}),
                   pg::Error);
   fs::create_directories(d / "isdir");
   CHECK_THROWS_AS(save_safetensors((d / "isdir").string(), {{"a", ones({2})}}), pg::Error);
-  CHECK(read_bytes(path) == before);
+  CHECK(pgt::read_bytes(path) == before);
   for (auto& e : fs::directory_iterator(d))
     CHECK(e.path().string().find(".tmp") == std::string::npos);
 }
 
 TEST_CASE("checkpoint: reload rebuilds identical logits; bad files are refused") {
-  fs::path d = temp_dir("ckpt");
+  fs::path d = pgt::temp_dir("nn", "ckpt");
   GptConfig c;
   c.vocab_size = 11;
   c.context = 8;
@@ -286,8 +257,8 @@ TEST_CASE("checkpoint: reload rebuilds identical logits; bad files are refused")
   save_safetensors((d / "plain.safetensors").string(), {{"a", ones({1})}});
   CHECK_THROWS_WITH_AS(load_checkpoint((d / "plain.safetensors").string()),
                        doctest::Contains("not a polygrad checkpoint"), pg::Error);
-  std::string bytes = read_bytes(path);
-  write_bytes(d / "cut.safetensors", bytes.substr(0, bytes.size() - 100));
+  std::string bytes = pgt::read_bytes(path);
+  pgt::write_bytes(d / "cut.safetensors", bytes.substr(0, bytes.size() - 100));
   CHECK_THROWS_WITH_AS(load_checkpoint((d / "cut.safetensors").string()),
                        doctest::Contains("cut.safetensors"), pg::Error);
   CHECK_THROWS_AS(GptConfig::from_json("{\"dim\": 3}"), pg::Error);

@@ -17,35 +17,12 @@
 
 #include "helpers.h"
 #include "nn/safetensors.h"
+#include "scratch_files.h"
 
 using namespace pg;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("pg_test_safetensors_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary) << bytes;
-}
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// A safetensors file: 8-byte little-endian header length, header text, data bytes.
-std::string st_file(const std::string& header, const std::string& data) {
-  std::string s;
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-  return s + header + data;
-}
 
 // Little-endian bytes of 16-bit words.
 std::string words16(const std::vector<uint16_t>& w) {
@@ -77,7 +54,7 @@ std::string raw_bytes(const Tensor& t) {
 }  // namespace
 
 TEST_CASE("round trip: every dtype, 0-d, zero-size and transposed tensors, with metadata") {
-  fs::path d = temp_dir("roundtrip");
+  fs::path d = pgt::temp_dir("safetensors", "roundtrip");
   Generator g(1);
   Tensor base = randn({3, 4}, {}, &g);
   Tensor transposed = base.transpose(0, 1);
@@ -137,12 +114,12 @@ TEST_CASE("round trip: every dtype, 0-d, zero-size and transposed tensors, with 
 }
 
 TEST_CASE("on-disk layout: little-endian length, JSON header, packed data (independent reader)") {
-  fs::path d = temp_dir("layout");
+  fs::path d = pgt::temp_dir("safetensors", "layout");
   Tensor a = from_vector<float>({1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -1.0f}, {2, 3});
   Tensor b = from_vector<int64_t>({5, -6}, {2});
   std::string path = (d / "layout.safetensors").string();
   save_safetensors(path, {{"b", b}, {"a", a.transpose(0, 1)}}, {{"k", "v"}});
-  std::string bytes = read_bytes(path);
+  std::string bytes = pgt::read_bytes(path);
   REQUIRE(bytes.size() >= 8);
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i)
@@ -173,7 +150,7 @@ TEST_CASE("on-disk layout: little-endian length, JSON header, packed data (indep
 }
 
 TEST_CASE("BF16 and F16 files written byte by byte load as f32 with the right values") {
-  fs::path d = temp_dir("half");
+  fs::path d = pgt::temp_dir("safetensors", "half");
   // F16: 1, -2.5, the smallest subnormal 2^-24, the largest subnormal 1023 * 2^-24, a negative
   // subnormal -2^-15, the largest finite 65504, -0, +inf, 0.333251953125, -1/1024.
   std::vector<uint16_t> f16 = {0x3c00, 0xc100, 0x0001, 0x03ff, 0x8200,
@@ -200,8 +177,8 @@ TEST_CASE("BF16 and F16 files written byte by byte load as f32 with the right va
                        R"("h":{"dtype":"F16","shape":[10],"data_offsets":[0,20]},)"
                        R"("b":{"dtype":"BF16","shape":[2,3],"data_offsets":[20,32]},)"
                        R"("s":{"dtype":"F16","shape":[],"data_offsets":[32,34]}})";
-  write_bytes(d / "half.safetensors",
-              st_file(header, words16(f16) + words16(bf16) + words16({0xbc00})));
+  pgt::write_bytes(d / "half.safetensors",
+                   pgt::st_file(header, words16(f16) + words16(bf16) + words16({0xbc00})));
   SafetensorsFile f = load_safetensors((d / "half.safetensors").string());
   CHECK(f.metadata.at("format") == "pt");
   const Tensor& h = f.tensors.at("h");
@@ -221,17 +198,17 @@ TEST_CASE("BF16 and F16 files written byte by byte load as f32 with the right va
   CHECK(s.dim() == 0);
   CHECK(s.item() == -1.0);
   // F16 NaN stays NaN.
-  write_bytes(
+  pgt::write_bytes(
       d / "nan.safetensors",
-      st_file(R"({"n":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}})", words16({0x7e00})));
+      pgt::st_file(R"({"n":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}})", words16({0x7e00})));
   CHECK(std::isnan(load_safetensors((d / "nan.safetensors").string()).tensors.at("n").item()));
 }
 
 TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves no temp file") {
-  fs::path d = temp_dir("atomic");
+  fs::path d = pgt::temp_dir("safetensors", "atomic");
   std::string path = (d / "model.safetensors").string();
   save_safetensors(path, {{"a", ones({4})}}, {{"version", "1"}});
-  const std::string before = read_bytes(path);
+  const std::string before = pgt::read_bytes(path);
   StateDict next{{"a", zeros({4})}, {"b", ones({3})}};
 
   // The target directory does not exist.
@@ -260,7 +237,7 @@ TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves 
     CHECK(msg.find("model.safetensors") != std::string::npos);
     CHECK(msg.rfind("<", 0) == std::string::npos);  // a pg::Error, not another exception
   }
-  CHECK(read_bytes(path) == before);
+  CHECK(pgt::read_bytes(path) == before);
   CHECK(temp_files(d).empty());
 
   // The disk "fills up" in the middle of the data (a file-size limit): the partial temporary
@@ -281,14 +258,14 @@ TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves 
     CHECK(msg.find("<no exception>") == std::string::npos);
     CHECK(msg.find("<not a pg::Error") == std::string::npos);
   }
-  CHECK(read_bytes(path) == before);
+  CHECK(pgt::read_bytes(path) == before);
   CHECK(temp_files(d).empty());
   CHECK(load_safetensors(path).metadata.at("version") == "1");
 
   // Bad arguments fail before anything is written.
   CHECK_PG_ERROR(save_safetensors(path, {{"u", Tensor()}}), "model.safetensors", "'u'");
   CHECK_PG_ERROR(save_safetensors(path, {{"__metadata__", ones({1})}}), "__metadata__");
-  CHECK(read_bytes(path) == before);
+  CHECK(pgt::read_bytes(path) == before);
   // A successful write replaces the file.
   save_safetensors(path, next);
   CHECK(load_safetensors(path).tensors.size() == 2);
@@ -296,7 +273,7 @@ TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves 
 }
 
 TEST_CASE("corrupt files are refused with a pg::Error naming the file (and the tensor)") {
-  fs::path d = temp_dir("corrupt");
+  fs::path d = pgt::temp_dir("safetensors", "corrupt");
   const std::string data8(8, '\0');
   auto entry = [](const std::string& name, const std::string& body) {
     return "{\"" + name + "\":" + body + "}";
@@ -315,79 +292,87 @@ TEST_CASE("corrupt files are refused with a pg::Error naming the file (and the t
       {"seven_bytes", "abcdefg", "", "too short"},
       {"header_len_beyond_file", huge_len + "{}", "", "header length"},
       {"header_len_giant", giant_len + "{}", "", "header length"},
-      {"header_not_json", st_file("{not json", data8), "", "not valid JSON"},
-      {"header_cut_json", st_file(R"({"w":{"dtype":"F32")", data8), "", "not valid JSON"},
-      {"header_array", st_file("[1, 2]", data8), "", "not a JSON object"},
-      {"header_string", st_file(R"("hello")", data8), "", "not a JSON object"},
-      {"entry_not_object", st_file(entry("w_scalar", "3"), data8), "w_scalar",
+      {"header_not_json", pgt::st_file("{not json", data8), "", "not valid JSON"},
+      {"header_cut_json", pgt::st_file(R"({"w":{"dtype":"F32")", data8), "", "not valid JSON"},
+      {"header_array", pgt::st_file("[1, 2]", data8), "", "not a JSON object"},
+      {"header_string", pgt::st_file(R"("hello")", data8), "", "not a JSON object"},
+      {"entry_not_object", pgt::st_file(entry("w_scalar", "3"), data8), "w_scalar",
        "needs dtype, shape and data_offsets"},
-      {"no_dtype", st_file(entry("w_nodtype", R"({"shape":[2],"data_offsets":[0,8]})"), data8),
+      {"no_dtype", pgt::st_file(entry("w_nodtype", R"({"shape":[2],"data_offsets":[0,8]})"), data8),
        "w_nodtype", "dtype"},
-      {"no_shape", st_file(entry("w_noshape", R"({"dtype":"F32","data_offsets":[0,8]})"), data8),
+      {"no_shape",
+       pgt::st_file(entry("w_noshape", R"({"dtype":"F32","data_offsets":[0,8]})"), data8),
        "w_noshape", "shape"},
-      {"no_offsets", st_file(entry("w_nooffs", R"({"dtype":"F32","shape":[2]})"), data8),
+      {"no_offsets", pgt::st_file(entry("w_nooffs", R"({"dtype":"F32","shape":[2]})"), data8),
        "w_nooffs", "data_offsets"},
       {"dtype_number",
-       st_file(entry("w_dtnum", R"({"dtype":7,"shape":[2],"data_offsets":[0,8]})"), data8),
+       pgt::st_file(entry("w_dtnum", R"({"dtype":7,"shape":[2],"data_offsets":[0,8]})"), data8),
        "w_dtnum", "dtype must be a string"},
       {"shape_string",
-       st_file(entry("w_shstr", R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"), data8),
+       pgt::st_file(entry("w_shstr", R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"), data8),
        "w_shstr", "shape must be an array"},
       {"shape_float",
-       st_file(entry("w_shflt", R"({"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})"), data8),
+       pgt::st_file(entry("w_shflt", R"({"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})"),
+                    data8),
        "w_shflt", "non-integer"},
       {"shape_holds_string",
-       st_file(entry("w_shs", R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), data8),
+       pgt::st_file(entry("w_shs", R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), data8),
        "w_shs", "non-integer"},
       {"offsets_object",
-       st_file(entry("w_offobj", R"({"dtype":"F32","shape":[2],"data_offsets":{"a":0}})"), data8),
+       pgt::st_file(entry("w_offobj", R"({"dtype":"F32","shape":[2],"data_offsets":{"a":0}})"),
+                    data8),
        "w_offobj", "data_offsets"},
       {"offsets_three",
-       st_file(entry("w_off3", R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), data8),
+       pgt::st_file(entry("w_off3", R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"),
+                    data8),
        "w_off3", "data_offsets"},
       {"offsets_negative",
-       st_file(entry("w_offneg", R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"), data8),
+       pgt::st_file(entry("w_offneg", R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"),
+                    data8),
        "w_offneg", "data_offsets"},
       {"offsets_strings",
-       st_file(entry("w_offs", R"({"dtype":"F32","shape":[2],"data_offsets":["0","8"]})"), data8),
+       pgt::st_file(entry("w_offs", R"({"dtype":"F32","shape":[2],"data_offsets":["0","8"]})"),
+                    data8),
        "w_offs", "data_offsets"},
       {"unknown_dtype",
-       st_file(entry("w_q7", R"({"dtype":"Q7","shape":[2],"data_offsets":[0,8]})"), data8), "w_q7",
-       "unsupported dtype 'Q7'"},
+       pgt::st_file(entry("w_q7", R"({"dtype":"Q7","shape":[2],"data_offsets":[0,8]})"), data8),
+       "w_q7", "unsupported dtype 'Q7'"},
       {"negative_dim",
-       st_file(entry("w_neg", R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), data8),
+       pgt::st_file(entry("w_neg", R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), data8),
        "w_neg", "negative"},
       {"begin_after_end",
-       st_file(entry("w_order", R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})"), data8),
+       pgt::st_file(entry("w_order", R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})"), data8),
        "w_order", "data_offsets [8, 0]"},
       {"end_beyond_data",
-       st_file(entry("w_beyond", R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})"), data8),
+       pgt::st_file(entry("w_beyond", R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})"),
+                    data8),
        "w_beyond", "outside the 8-byte data section"},
       {"size_mismatch",
-       st_file(entry("w_size", R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), data8),
+       pgt::st_file(entry("w_size", R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), data8),
        "w_size", "needs 12 bytes"},
       {"size_mismatch_f16",
-       st_file(entry("w_size16", R"({"dtype":"F16","shape":[2,2],"data_offsets":[0,4]})"), data8),
+       pgt::st_file(entry("w_size16", R"({"dtype":"F16","shape":[2,2],"data_offsets":[0,4]})"),
+                    data8),
        "w_size16", "needs 8 bytes"},
       {"shape_overflow",
-       st_file(
+       pgt::st_file(
            entry("w_huge",
                  R"({"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]})"),
            data8),
        "w_huge", "too large"},
       {"rank_too_high",
-       st_file(
+       pgt::st_file(
            entry("w_rank", R"({"dtype":"F32","shape":[1,1,1,1,1,1,1,1,2],"data_offsets":[0,8]})"),
            data8),
        "w_rank", "rank"},
-      {"metadata_not_object", st_file(R"({"__metadata__":[1]})", ""), "", "__metadata__"},
-      {"metadata_not_string", st_file(R"({"__metadata__":{"epoch":3}})", ""), "epoch",
+      {"metadata_not_object", pgt::st_file(R"({"__metadata__":[1]})", ""), "", "__metadata__"},
+      {"metadata_not_string", pgt::st_file(R"({"__metadata__":{"epoch":3}})", ""), "epoch",
        "not a string"},
   };
   for (const Bad& c : cases) {
     CAPTURE(c.file);
     fs::path p = d / (c.file + ".safetensors");
-    write_bytes(p, c.bytes);
+    pgt::write_bytes(p, c.bytes);
     std::string msg = pgt::error_message([&] { load_safetensors(p.string()); });
     CHECK_MESSAGE(msg.find(p.string()) != std::string::npos, msg);
     if (!c.tensor.empty()) CHECK_MESSAGE(msg.find("'" + c.tensor + "'") != std::string::npos, msg);
@@ -404,11 +389,11 @@ TEST_CASE("corrupt files are refused with a pg::Error naming the file (and the t
   std::string good = (d / "good.safetensors").string();
   save_safetensors(good, {{"first", ones({16})}, {"second", ones({16})}});
   CHECK_NOTHROW(load_safetensors(good));
-  std::string bytes = read_bytes(good);
-  write_bytes(d / "cut_data.safetensors", bytes.substr(0, bytes.size() - 4));
+  std::string bytes = pgt::read_bytes(good);
+  pgt::write_bytes(d / "cut_data.safetensors", bytes.substr(0, bytes.size() - 4));
   CHECK_PG_ERROR(load_safetensors((d / "cut_data.safetensors").string()), "cut_data.safetensors",
                  "'second'", "truncated");
-  write_bytes(d / "cut_header.safetensors", bytes.substr(0, 20));
+  pgt::write_bytes(d / "cut_header.safetensors", bytes.substr(0, 20));
   CHECK_PG_ERROR(load_safetensors((d / "cut_header.safetensors").string()),
                  "cut_header.safetensors", "header length");
 }
@@ -429,7 +414,7 @@ TEST_CASE("the committed PyTorch-written fixture loads, with its metadata") {
   REQUIRE(f.tensors.count("param.attn.qkv.weight"));
   CHECK(f.tensors.at("param.attn.qkv.weight").shape() == Shape({24, 8}));
   // The loader agrees with an independent reading of the bytes.
-  std::string bytes = read_bytes(path);
+  std::string bytes = pgt::read_bytes(path);
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i)
     n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
@@ -440,7 +425,7 @@ TEST_CASE("the committed PyTorch-written fixture loads, with its metadata") {
     CHECK(raw_bytes(t) == bytes.substr(8 + n + b, e - b));
   }
   // Written again by polygrad and read back: the same tensors and metadata.
-  fs::path d = temp_dir("fixture");
+  fs::path d = pgt::temp_dir("safetensors", "fixture");
   save_safetensors((d / "copy.safetensors").string(), f.tensors, f.metadata);
   SafetensorsFile g = load_safetensors((d / "copy.safetensors").string());
   CHECK(g.metadata == f.metadata);
@@ -474,13 +459,13 @@ TEST_CASE("PyTorch-written fixture (tools/make_safetensors_fixture.py) loads wit
 }
 
 TEST_CASE("header padding, overlapping regions, overflowing sizes, odd files, invalid UTF-8") {
-  fs::path d = temp_dir("edge");
+  fs::path d = pgt::temp_dir("safetensors", "edge");
   // The header is padded with spaces so the data starts 8-byte aligned, as the reference
   // implementation does.
   for (const char* name : {"a", "ab", "abc", "abcdefgh"}) {
     std::string p = (d / "pad.safetensors").string();
     save_safetensors(p, {{name, ones({1})}});
-    std::string bytes = read_bytes(p);
+    std::string bytes = pgt::read_bytes(p);
     uint64_t n = 0;
     for (int i = 0; i < 8; ++i)
       n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
@@ -490,12 +475,12 @@ TEST_CASE("header padding, overlapping regions, overflowing sizes, odd files, in
 
   // Regions that overlap or come out of order are accepted, and read within bounds.
   std::string data = words16({0x3c00, 0x4000, 0x4200, 0x4400});  // F16 1, 2, 3, 4
-  write_bytes(d / "overlap.safetensors",
-              st_file(R"({"late":{"dtype":"F16","shape":[2],"data_offsets":[4,8]},)"
-                      R"("all":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},)"
-                      R"("mid":{"dtype":"F16","shape":[2],"data_offsets":[2,6]},)"
-                      R"("none":{"dtype":"F32","shape":[0,5],"data_offsets":[8,8]}})",
-                      data));
+  pgt::write_bytes(d / "overlap.safetensors",
+                   pgt::st_file(R"({"late":{"dtype":"F16","shape":[2],"data_offsets":[4,8]},)"
+                                R"("all":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},)"
+                                R"("mid":{"dtype":"F16","shape":[2],"data_offsets":[2,6]},)"
+                                R"("none":{"dtype":"F32","shape":[0,5],"data_offsets":[8,8]}})",
+                                data));
   SafetensorsFile f = load_safetensors((d / "overlap.safetensors").string());
   CHECK(f.tensors.at("late").to_vector<float>() == std::vector<float>{3, 4});
   CHECK(f.tensors.at("mid").to_vector<float>() == std::vector<float>{2, 3});
@@ -504,21 +489,23 @@ TEST_CASE("header padding, overlapping regions, overflowing sizes, odd files, in
 
   // A shape whose byte count wraps around 2^64 (2^61 doubles = 2^64 bytes) must not pass as
   // zero bytes.
-  write_bytes(
+  pgt::write_bytes(
       d / "wrap.safetensors",
-      st_file(R"({"w_wrap":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})",
-              ""));
+      pgt::st_file(
+          R"({"w_wrap":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})", ""));
   CHECK_PG_ERROR(load_safetensors((d / "wrap.safetensors").string()), "wrap.safetensors",
                  "'w_wrap'", "data_offsets span 0");
-  write_bytes(
+  pgt::write_bytes(
       d / "wrap2.safetensors",
-      st_file(R"({"w_wrap2":{"dtype":"F32","shape":[4294967296,1073741824],"data_offsets":[0,8]}})",
-              data));
+      pgt::st_file(
+          R"({"w_wrap2":{"dtype":"F32","shape":[4294967296,1073741824],"data_offsets":[0,8]}})",
+          data));
   CHECK_PG_ERROR(load_safetensors((d / "wrap2.safetensors").string()), "wrap2.safetensors",
                  "'w_wrap2'");
   // A span that is not a whole number of elements.
-  write_bytes(d / "odd.safetensors",
-              st_file(R"({"w_odd":{"dtype":"F32","shape":[1],"data_offsets":[0,5]}})", data));
+  pgt::write_bytes(
+      d / "odd.safetensors",
+      pgt::st_file(R"({"w_odd":{"dtype":"F32","shape":[1],"data_offsets":[0,5]}})", data));
   CHECK_PG_ERROR(load_safetensors((d / "odd.safetensors").string()), "odd.safetensors", "'w_odd'",
                  "needs 4 bytes");
 

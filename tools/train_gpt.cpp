@@ -1,10 +1,6 @@
 // Trains a character-level GPT on a text corpus (default: Debian's fortunes).
 // Read top to bottom: it is also the worked example of polygrad's API.
-#include <unistd.h>
-
-#include <cmath>
 #include <cstdio>
-#include <filesystem>
 
 #include "models/gpt.h"
 #include "nn/checkpoint.h"
@@ -14,6 +10,7 @@
 #include "polygrad.h"
 #include "tools/train_common.h"
 #include "tools/train_programs.h"
+#include "tools/train_run.h"
 
 namespace pg::tools {
 
@@ -33,11 +30,8 @@ double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batc
 }
 
 RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
-  namespace fs = std::filesystem;
-  if (opt.threads > 0) set_num_threads(opt.threads);
-  MatmulPrecisionGuard precision(parse_matmul_precision(opt.precision));
-  fs::create_directories(opt.out);
-  const std::string ckpt_path = opt.out + "/checkpoint.safetensors";
+  RunSetup setup(opt);  // threads, matmul precision and OUT/, for the whole run
+  const std::string& ckpt_path = setup.checkpoint_path();
 
   // --- data: characters of the corpus, 90% train / 10% validation ---------------------
   TextCorpus corpus = load_text_corpus(opt.data.empty() ? kFortunesDir : opt.data, 0.1);
@@ -60,81 +54,52 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
-  int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
-  WarmupCosineLR schedule(lr, warmup, total, lr * 0.1);
-  int64_t step = 0;
-  if (opt.resume) {
-    restore_checkpoint(resumed, model, &optimizer);
-    step = resumed.step;
-  }
+  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.1);
+  if (opt.resume) restore_checkpoint(resumed, model, &optimizer);
+  const int64_t first_step = opt.resume ? resumed.step : 0;
   std::printf(
       "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
       "tokens, %d threads, %s, %s matmuls\n",
       cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
       corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
       get_num_threads(), device.str().c_str(), opt.precision.c_str());
-  auto save = [&] {
+  auto save = [&](int64_t step) {
     save_checkpoint(
         ckpt_path, model, &optimizer, step,
         {{"model", "gpt"}, {"config", cfg.to_json()}, {"vocab", corpus.vocab.to_utf8()}});
   };
 
   // --- training loop ------------------------------------------------------------------
-  MetricsWriter metrics(opt.out + "/metrics.jsonl", opt.resume);
-  int64_t eval_every = opt.eval_every > 0 ? opt.eval_every : std::max<int64_t>(1, total / 10);
   Prefetcher loader(
-      [&](int64_t s) { return text_batch(corpus.train, batch, cfg.context, opt.seed, s); }, step);
-  ProgressLine progress(step, total, "tok");
-  install_stop_handler();
-  RunSummary summary;
-  summary.best_metric = INFINITY;
-  auto t_start = std::chrono::steady_clock::now();
-  int64_t first_step = step;
-  while (step < total) {
+      [&](int64_t s) { return text_batch(corpus.train, batch, cfg.context, opt.seed, s); },
+      first_step);
+  TrainingRun run(opt, setup,
+                  {.first_step = first_step,
+                   .total = total,
+                   .evals = 10,
+                   .unit = "tok",
+                   .items_per_step = batch * cfg.context,
+                   .lower_is_better = true},
+                  save);
+  while (run.step() < total) {
     Batch b = loader.next();
-    optimizer.set_lr(schedule.lr_at(step));
+    const double step_lr = schedule.lr_at(run.step());
+    optimizer.set_lr(step_lr);
     Tensor loss = cross_entropy(model(b.inputs.to(device)), b.targets.to(device));
     optimizer.zero_grad();
     loss.backward();
     double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
     optimizer.step();
-    ++step;
-    double l = loss.item();
-    std::vector<double> norms;
-    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n());
-    metrics.write({{"step", step},
-                   {"loss", l},
-                   {"lr", schedule.lr_at(step - 1)},
-                   {"grad_norm", grad_norm},
-                   {"a_frob_sqrt_n", norms}});
-    progress.update(step, l, batch * cfg.context);
-    if (step % eval_every == 0 || step == total) {
+    run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
+    if (run.eval_due()) {
       double vl = validation_loss(model, corpus.val, batch, 8);
-      metrics.write({{"step", step}, {"val_loss", vl}});
-      summary.best_metric = std::min(summary.best_metric, vl);
-      summary.final_metric = vl;
+      run.record_eval({{"val_loss", vl}}, vl);
     }
-    if (opt.ckpt_every > 0 && step % opt.ckpt_every == 0) save();
-    if (stop_requested()) {
-      progress.finish();
-      save();
-      std::printf("interrupted at step %lld: checkpoint saved to %s (continue with --resume)\n",
-                  (long long)step, ckpt_path.c_str());
-      summary.steps = step;
-      return summary;
-    }
+    if (run.save_or_stop()) return run.summary();
   }
-  progress.finish();
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  save();
+  RunSummary summary = run.finish(attention_norms(model.blocks()));
 
   // --- results ------------------------------------------------------------------------
-  summary.steps = step;
-  summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
-  summary.items_per_s = static_cast<double>((step - first_step) * batch * cfg.context) / seconds;
-  for (auto& blk : model.blocks())
-    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n());
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);
   if (!opt.quiet) {

@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 
 #include "models/vit.h"
 #include "nn/checkpoint.h"
@@ -14,6 +13,7 @@
 #include "polygrad.h"
 #include "tools/train_common.h"
 #include "tools/train_programs.h"
+#include "tools/train_run.h"
 
 namespace pg::tools {
 
@@ -102,11 +102,8 @@ EvalResult evaluate(Vit& model, const ImageSet& split) {
 }
 
 RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
-  namespace fs = std::filesystem;
-  if (opt.threads > 0) set_num_threads(opt.threads);
-  MatmulPrecisionGuard precision(parse_matmul_precision(opt.precision));
-  fs::create_directories(opt.out);
-  const std::string ckpt_path = opt.out + "/checkpoint.safetensors";
+  RunSetup setup(opt);  // threads, matmul precision and OUT/, for the whole run
+  const std::string& ckpt_path = setup.checkpoint_path();
 
   // --- data ----------------------------------------------------------------------------
   MnistData data = load_mnist(opt.data.empty() ? kFashionMnistDir : opt.data);
@@ -140,82 +137,54 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}));
-  int64_t warmup = opt.warmup >= 0 ? opt.warmup : total / 20;
-  WarmupCosineLR schedule(lr, warmup, total, lr * 0.05);
-  int64_t step = 0;
-  if (opt.resume) {
-    restore_checkpoint(resumed, model, &optimizer);
-    step = resumed.step;
-  }
+  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.05);
+  if (opt.resume) restore_checkpoint(resumed, model, &optimizer);
+  const int64_t first_step = opt.resume ? resumed.step : 0;
   std::printf(
       "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
       "%d threads, %s, %s matmuls\n",
       cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(), (long long)total,
       (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads(),
       device.str().c_str(), opt.precision.c_str());
-  auto save = [&] {
+  auto save = [&](int64_t step) {
     save_checkpoint(ckpt_path, model, &optimizer, step,
                     {{"model", "vit"}, {"config", cfg.to_json()}});
   };
 
   // --- training loop --------------------------------------------------------------------
-  MetricsWriter metrics(opt.out + "/metrics.jsonl", opt.resume);
-  int64_t eval_every = opt.eval_every > 0 ? opt.eval_every : std::max<int64_t>(1, total / 5);
-  Prefetcher loader([&](int64_t s) { return batcher.batch(s); }, step);
-  ProgressLine progress(step, total, "img");
-  install_stop_handler();
-  RunSummary summary;
-  auto t_start = std::chrono::steady_clock::now();
-  int64_t first_step = step;
-  while (step < total) {
+  Prefetcher loader([&](int64_t s) { return batcher.batch(s); }, first_step);
+  TrainingRun run(opt, setup,
+                  {.first_step = first_step,
+                   .total = total,
+                   .evals = 5,
+                   .unit = "img",
+                   .items_per_step = batch,
+                   .lower_is_better = false},
+                  save);
+  while (run.step() < total) {
     Batch b = loader.next();
-    optimizer.set_lr(schedule.lr_at(step));
+    const double step_lr = schedule.lr_at(run.step());
+    optimizer.set_lr(step_lr);
     Tensor loss =
         cross_entropy(model(b.inputs.to(device)), b.targets.to(device), -100, opt.label_smoothing);
     optimizer.zero_grad();
     loss.backward();
     double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
     optimizer.step();
-    ++step;
-    double l = loss.item();
-    nlohmann::json rec = {
-        {"step", step}, {"loss", l}, {"lr", schedule.lr_at(step - 1)}, {"grad_norm", grad_norm}};
-    std::vector<double> norms;
-    for (auto& blk : model.blocks()) norms.push_back(blk->attn->stats().a_frob_sqrt_n());
-    rec["a_frob_sqrt_n"] = norms;
-    metrics.write(rec);
-    progress.update(step, l, batch);
-    if (step % eval_every == 0 || step == total) {
+    run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
+    if (run.eval_due()) {
       EvalResult ev = evaluate(model, data.test);
-      metrics.write({{"step", step}, {"test_loss", ev.loss}, {"test_accuracy", ev.accuracy}});
-      summary.best_metric = std::max(summary.best_metric, ev.accuracy);
-      summary.final_metric = ev.accuracy;
-      if (!opt.quiet && step != total)
+      run.record_eval({{"test_loss", ev.loss}, {"test_accuracy", ev.accuracy}}, ev.accuracy);
+      if (!opt.quiet && run.step() != total)
         std::printf("%sstep %lld: test accuracy %.2f%%, test loss %.4f\n", isatty(1) ? "\n" : "",
-                    (long long)step, 100 * ev.accuracy, ev.loss);
+                    (long long)run.step(), 100 * ev.accuracy, ev.loss);
       std::fflush(stdout);
     }
-    if (opt.ckpt_every > 0 && step % opt.ckpt_every == 0) save();
-    if (stop_requested()) {
-      progress.finish();
-      save();
-      std::printf("interrupted at step %lld: checkpoint saved to %s (continue with --resume)\n",
-                  (long long)step, ckpt_path.c_str());
-      summary.steps = step;
-      return summary;
-    }
+    if (run.save_or_stop()) return run.summary();
   }
-  progress.finish();
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  save();
+  RunSummary summary = run.finish(attention_norms(model.blocks()));
 
   // --- results --------------------------------------------------------------------------
-  summary.steps = step;
-  summary.ms_per_step = 1e3 * seconds / std::max<int64_t>(step - first_step, 1);
-  summary.items_per_s = static_cast<double>((step - first_step) * batch) / seconds;
-  for (auto& blk : model.blocks())
-    summary.a_frob_sqrt_n.push_back(blk->attn->stats().a_frob_sqrt_n());
   EvalResult final_eval = evaluate(model, data.test);
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);

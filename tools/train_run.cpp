@@ -1,0 +1,85 @@
+#include "tools/train_run.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "kernels/backend.h"
+
+namespace pg::tools {
+
+RunSetup::RunSetup(const TrainOptions& opt)
+    : precision_(parse_matmul_precision(opt.precision)),
+      checkpoint_path_(opt.out + "/checkpoint.safetensors") {
+  if (opt.threads > 0) set_num_threads(opt.threads);
+  std::filesystem::create_directories(opt.out);
+}
+
+TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan plan,
+                         std::function<void(int64_t)> save)
+    : plan_(std::move(plan)),
+      save_(std::move(save)),
+      checkpoint_path_(setup.checkpoint_path()),
+      ckpt_every_(opt.ckpt_every),
+      eval_every_(opt.eval_every > 0 ? opt.eval_every
+                                     : std::max<int64_t>(1, plan_.total / plan_.evals)),
+      step_(plan_.first_step),
+      metrics_(opt.out + "/metrics.jsonl", opt.resume),
+      progress_(plan_.first_step, plan_.total, plan_.unit) {
+  install_stop_handler();
+  summary_.best_metric = plan_.lower_is_better ? INFINITY : 0;
+  start_ = std::chrono::steady_clock::now();
+}
+
+void TrainingRun::end_step(double loss, double lr, double grad_norm,
+                           const std::vector<double>& a_frob_sqrt_n) {
+  ++step_;
+  metrics_.write({{"step", step_},
+                  {"loss", loss},
+                  {"lr", lr},
+                  {"grad_norm", grad_norm},
+                  {"a_frob_sqrt_n", a_frob_sqrt_n}});
+  progress_.update(step_, loss, plan_.items_per_step);
+}
+
+bool TrainingRun::eval_due() const { return step_ % eval_every_ == 0 || step_ == plan_.total; }
+
+void TrainingRun::record_eval(nlohmann::json record, double metric) {
+  record["step"] = step_;
+  metrics_.write(record);
+  summary_.best_metric = plan_.lower_is_better ? std::min(summary_.best_metric, metric)
+                                               : std::max(summary_.best_metric, metric);
+  summary_.final_metric = metric;
+}
+
+bool TrainingRun::save_or_stop() {
+  if (ckpt_every_ > 0 && step_ % ckpt_every_ == 0) save_(step_);
+  if (!stop_requested()) return false;
+  progress_.finish();
+  save_(step_);
+  std::printf("interrupted at step %lld: checkpoint saved to %s (continue with --resume)\n",
+              (long long)step_, checkpoint_path_.c_str());
+  summary_.steps = step_;
+  return true;
+}
+
+RunSummary TrainingRun::finish(std::vector<double> a_frob_sqrt_n) {
+  progress_.finish();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  save_(step_);
+  const int64_t done = step_ - plan_.first_step;
+  summary_.steps = step_;
+  summary_.ms_per_step = 1e3 * seconds / std::max<int64_t>(done, 1);
+  summary_.items_per_s = static_cast<double>(done * plan_.items_per_step) / seconds;
+  summary_.a_frob_sqrt_n = std::move(a_frob_sqrt_n);
+  return summary_;
+}
+
+std::vector<double> attention_norms(const std::vector<std::shared_ptr<TransformerBlock>>& blocks) {
+  std::vector<double> norms;
+  for (const auto& blk : blocks) norms.push_back(blk->attn->stats().a_frob_sqrt_n());
+  return norms;
+}
+
+}  // namespace pg::tools

@@ -1,0 +1,84 @@
+// The run skeleton the training programs share: setup, per-step records, evaluation and
+// checkpoint cadence, Ctrl-C, timing and the summary. Each program writes its own loop body
+// (batch, forward, loss, backward, optimizer, evaluation) and calls these around it.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul_precision.h"
+#include "nn/attention.h"
+#include "tools/train_common.h"
+#include "tools/train_options.h"
+
+namespace pg::tools {
+
+/// What a run sets before anything else and keeps until it returns: the matmul precision, the
+/// thread count and the run directory OUT/.
+class RunSetup {
+ public:
+  explicit RunSetup(const TrainOptions& opt);
+  /// OUT/checkpoint.safetensors: where the run saves and --resume reads.
+  const std::string& checkpoint_path() const { return checkpoint_path_; }
+
+ private:
+  MatmulPrecisionGuard precision_;
+  std::string checkpoint_path_;
+};
+
+/// What the skeleton needs to know of a program's run.
+struct RunPlan {
+  int64_t first_step = 0;       ///< steps done before this run (a resumed run)
+  int64_t total = 0;            ///< steps done at its end
+  int64_t evals = 10;           ///< evaluations per run unless --eval-every says how often
+  std::string unit;             ///< what the throughput counts: "tok", "img"
+  int64_t items_per_step = 0;   ///< units one step processes
+  bool lower_is_better = true;  ///< of the evaluation metric: a loss (true), an accuracy (false)
+};
+
+/// The bookkeeping around a training loop that the program writes itself. Per step, in order:
+/// end_step() after the optimizer step, record_eval() when eval_due(), then save_or_stop().
+class TrainingRun {
+ public:
+  /// Opens OUT/metrics.jsonl (appended to when resuming), starts the progress line, the Ctrl-C
+  /// handler and the clock; `save(step)` writes the program's checkpoint.
+  TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan plan,
+              std::function<void(int64_t step)> save);
+  /// Optimizer steps finished so far (first_step at the start).
+  int64_t step() const { return step_; }
+  /// Counts a finished optimizer step and records it: a metrics line with its loss, learning
+  /// rate, gradient norm and each layer's ||A||_F/sqrt(N), and the progress line.
+  void end_step(double loss, double lr, double grad_norm, const std::vector<double>& a_frob_sqrt_n);
+  /// True when the step just finished is due an evaluation: every eval_every steps, and the last.
+  bool eval_due() const;
+  /// Writes an evaluation's metrics line (with the step added) and keeps the last and the best
+  /// `metric` in the summary.
+  void record_eval(nlohmann::json record, double metric);
+  /// Saves every --ckpt-every steps. After Ctrl-C it also ends the progress line, saves, says
+  /// how to resume and returns true: the program then returns summary().
+  bool save_or_stop();
+  /// The summary so far: evaluation metrics and, after Ctrl-C, the steps done.
+  const RunSummary& summary() const { return summary_; }
+  /// Ends the progress line, stops the clock, saves, and returns the summary with the timing and
+  /// each layer's final ||A||_F/sqrt(N).
+  RunSummary finish(std::vector<double> a_frob_sqrt_n);
+
+ private:
+  RunPlan plan_;
+  std::function<void(int64_t)> save_;
+  std::string checkpoint_path_;
+  int64_t ckpt_every_, eval_every_, step_;
+  MetricsWriter metrics_;
+  ProgressLine progress_;
+  RunSummary summary_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+/// Each block's ||A||_F/sqrt(N), from the attention's last forward.
+std::vector<double> attention_norms(const std::vector<std::shared_ptr<TransformerBlock>>& blocks);
+
+}  // namespace pg::tools

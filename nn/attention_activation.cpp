@@ -4,7 +4,6 @@
 #include <limits>
 #include <sstream>
 
-#include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
 

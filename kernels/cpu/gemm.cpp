@@ -44,8 +44,10 @@ void CpuBackend::matmul(const Tensor& a_in, const Tensor& b_in, Tensor& out, boo
       return per_batch(x, [](const Tensor& m) { return kernels::unary(UnaryOp::RoundBf16, m); });
     return x;
   };
-  auto [a, oa] = blas_matrix(operand(a_in));
-  auto [b, ob] = blas_matrix(operand(b_in));
+  // Named copies, not structured bindings: clang 14 cannot capture those in the lambda.
+  const BlasMatrix am = blas_matrix(operand(a_in)), bm = blas_matrix(operand(b_in));
+  const Tensor &a = am.t, &b = bm.t;
+  const MatrixOperand oa = am.op, ob = bm.op;
   int64_t sa = a.strides()[0], sb = b.strides()[0];
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = decltype(tag);

@@ -131,7 +131,9 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out) {
   }
   // Few outputs, long reductions: split each reduction across threads, merge in order.
   for (int64_t o = 0; o < n_out; ++o) {
-    auto [xo, oo] = outer_offsets(o);
+    // Not a structured binding: clang 14 cannot capture one in the parallel region.
+    const auto offsets = outer_offsets(o);
+    const int64_t xo = offsets.first, oo = offsets.second;
     std::vector<Acc<T>> parts(static_cast<size_t>(threads), Acc<T>{op});
     if (inner_rows >= threads) {
 #pragma omp parallel num_threads(threads)

@@ -1,5 +1,6 @@
 #include "nn/attention_activation.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -116,7 +117,12 @@ std::string AttentionActivation::spec() const {
   std::ostringstream os;
   if (kind_ == Kind::Custom) return "custom:" + custom_name_;
   os << attn::activation_name(kind_);
-  if (kind_ == Kind::Poly) os << ":p=" << power_ << ",scale=n^" << n_exponent_;
+  if (kind_ == Kind::Poly) {
+    // Shortest text that reads back as the same double: checkpoints rebuild models from it.
+    char e[32];
+    auto end = std::to_chars(e, e + sizeof e, n_exponent_).ptr;
+    os << ":p=" << power_ << ",scale=n^" << std::string_view(e, end - e);
+  }
   if (n_visible_) os << (kind_ == Kind::Poly ? ",n=visible" : ":n=visible");
   return os.str();
 }

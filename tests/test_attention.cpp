@@ -57,6 +57,9 @@ TEST_CASE("spec parsing accepts the table and round-trips") {
   CHECK(p.power() == 2);
   CHECK(p.n_exponent() == -0.25);
   CHECK(AttentionActivation::parse("poly:3").n_exponent() == -0.5);
+  // Found by tools/fuzz: spec() printed 6 digits, so a checkpoint rebuilt another exponent.
+  auto fine = AttentionActivation::parse("poly:p=2,scale=n^-0.1111111111111111");
+  CHECK(AttentionActivation::parse(fine.spec()).n_exponent() == fine.n_exponent());
   CHECK(AttentionActivation::parse("relu:n=visible").n_visible());
 }
 

@@ -4,6 +4,7 @@
 #include "nn/safetensors.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -107,6 +108,29 @@ std::string make_header(const std::string& path, const StateDict& tensors,
   return text;
 }
 
+// Temporary files of saves to `target` from this host: "<name>.tmp.<host>.<pid>.<n>". The
+// host keeps processes of other machines (a shared file system) out of the sweep below.
+std::string temporary_prefix(const fs::path& target) {
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  return target.filename().string() + ".tmp." + host + ".";
+}
+
+// A process killed while saving leaves its temporary file behind: the next save to the same
+// path removes those whose process on this host no longer exists.
+void remove_stale_temporaries(const fs::path& target, const std::string& prefix) {
+  std::error_code ec;
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    std::error_code ignored;
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      fs::remove(it->path(), ignored);
+  }
+}
+
 }  // namespace
 
 void save_safetensors(const std::string& path, const StateDict& tensors,
@@ -117,8 +141,11 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
   PG_CHECK(!fs::is_directory(path, ec), path, "is a directory; cannot write a safetensors file");
   // A name unique per process and call, so concurrent saves never share a temporary file.
   static std::atomic<uint64_t> counter{0};
-  fs::path target(path), tmp(path);
-  tmp += ".tmp" + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  const fs::path target(path);
+  const std::string prefix = temporary_prefix(target);
+  remove_stale_temporaries(target, prefix);
+  const fs::path tmp = target.parent_path() /
+                       (prefix + std::to_string(::getpid()) + "." + std::to_string(counter++));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   PG_CHECK(fd >= 0, path, "cannot create the temporary file ", tmp.string(), ": ",
            std::strerror(errno), "; any previous file at this path is unchanged");

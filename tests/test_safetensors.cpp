@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -270,6 +271,33 @@ TEST_CASE("atomic write: a failed write raises, keeps the previous file, leaves 
   save_safetensors(path, next);
   CHECK(load_safetensors(path).tensors.size() == 2);
   CHECK(temp_files(d).empty());
+}
+
+TEST_CASE("a save removes the temporary files of saves killed on this host, and only those") {
+  fs::path d = pgt::temp_dir("safetensors", "stale");
+  std::string path = (d / "ckpt.safetensors").string();
+  save_safetensors(path, {{"a", ones({2})}});
+  // What a save killed half-way leaves: "<name>.tmp.<host>.<pid>.<n>" of a process now gone.
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) _exit(0);
+  REQUIRE(waitpid(child, nullptr, 0) == child);
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  const std::string prefix = "ckpt.safetensors.tmp." + std::string(host) + ".";
+  const fs::path dead = d / (prefix + std::to_string(child) + ".0");
+  const fs::path alive = d / (prefix + std::to_string(getppid()) + ".0");  // a live process
+  const fs::path other_host =
+      d / ("ckpt.safetensors.tmp.elsewhere." + std::to_string(child) + ".0");
+  const fs::path other_file =
+      d / ("other.safetensors.tmp." + std::string(host) + "." + std::to_string(child) + ".0");
+  for (const auto& p : {dead, alive, other_host, other_file}) std::ofstream(p) << "partial";
+  save_safetensors(path, {{"a", zeros({2})}});
+  CHECK_FALSE(fs::exists(dead));
+  CHECK(fs::exists(alive));
+  CHECK(fs::exists(other_host));
+  CHECK(fs::exists(other_file));
+  CHECK(load_safetensors(path).tensors.at("a").to_vector<float>() == std::vector<float>{0, 0});
 }
 
 TEST_CASE("corrupt files are refused with a pg::Error naming the file (and the tensor)") {

@@ -80,7 +80,9 @@ class Tensor {
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   /// A tensor sharing storage with this one but cut from the graph.
   Tensor detach() const;
-  /// Runs reverse-mode differentiation from this tensor (scalar, or pass `grad`).
+  /// Runs reverse-mode differentiation from this tensor (scalar, or pass `grad`). With
+  /// create_graph a leaf's .grad refers to the graph that refers to the leaf (as in PyTorch):
+  /// clear it (set_grad(Tensor())) when done, or both are never freed.
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false,
                 bool create_graph = false) const;
 

@@ -47,6 +47,36 @@ pg_build() {
   cmake --build "$PG_BUILD_DIR" -j"$(nproc)"
 }
 
+# --- trees for the sanitizers and the fuzzers (tools/test, tools/fuzz) -----------------------
+# The suites run under AddressSanitizer + UBSan and, those that start threads, under
+# ThreadSanitizer, built with g++ like the main tree; the fuzz targets need clang's libFuzzer.
+PG_FUZZ_PACKAGES=(clang libclang-rt-dev libomp-dev)
+PG_ASAN_BUILD_DIR="${PG_ASAN_BUILD_DIR:-$PG_ROOT/build-asan}"
+PG_TSAN_BUILD_DIR="${PG_TSAN_BUILD_DIR:-$PG_ROOT/build-tsan}"
+PG_FUZZ_BUILD_DIR="${PG_FUZZ_BUILD_DIR:-$PG_ROOT/build-fuzz}"
+
+# pg_build_variant DIR "CMAKE ARGS" [TARGET...]: configures DIR once (CPU only, Release) and
+# builds the given targets (all when none). CXX in the environment picks the compiler.
+pg_build_variant() {
+  local dir="$1" args="$2"
+  shift 2
+  if [ ! -f "$dir/build.ninja" ]; then
+    # shellcheck disable=SC2086  # args is a list of cmake flags
+    cmake -S "$PG_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPG_CUDA=OFF $args >/dev/null
+  fi
+  local targets=()
+  for t in "$@"; do targets+=(--target "$t"); done
+  cmake --build "$dir" -j"$(nproc)" "${targets[@]}"
+}
+
+# The libFuzzer targets, with AddressSanitizer + UBSan (tools/fuzz).
+pg_build_fuzzers() {
+  pg_install_packages "${PG_PACKAGES[@]}" "${PG_FUZZ_PACKAGES[@]}"
+  CXX=clang++ pg_build_variant "$PG_FUZZ_BUILD_DIR" \
+    "-DPG_SANITIZE=address,undefined -DPG_FUZZ=ON -DPG_BUILD_TESTS=OFF" \
+    fuzz_safetensors fuzz_checkpoint fuzz_idx fuzz_attention_spec fuzz_text_corpus
+}
+
 # Where apt-get cannot run (the lent GPU machine has no network), unpacks the .deb files that
 # tools/gpu_deps fetched into DIR/root and points CMake and the loader at them.
 pg_use_carried_debs() {

@@ -146,3 +146,21 @@ TEST_CASE("devices: a CUDA device that is not there, or not driven, is a clear e
   }
   CHECK(x.to(Device::cpu()).shares_storage(x));  // same device: no copy
 }
+
+TEST_CASE("sizes that overflow or cannot be allocated are pg::Errors, not crashes") {
+  // Byte counts past 2^63 are refused before anything is allocated.
+  CHECK_PG_ERROR(zeros({int64_t{1} << 61}, {DType::F64}), "empty", "2^63 bytes");
+  // Element counts past 2^63 - 1, and negative sizes, are refused by shape_numel itself.
+  CHECK_PG_ERROR(shape_numel({int64_t{1} << 40, int64_t{1} << 40}), "shape",
+                 "[1099511627776, 1099511627776]", "2^63 - 1 elements");
+  CHECK_PG_ERROR(shape_numel({int64_t{1} << 32, int64_t{1} << 32}), "2^63 - 1 elements");
+  CHECK_PG_ERROR(shape_numel({2, -3}), "shape", "negative size", "[2, -3]");
+  CHECK(shape_numel({int64_t{1} << 40, int64_t{1} << 40, 0}) == 0);
+  CHECK(shape_numel({}) == 1);
+  CHECK_PG_ERROR(zeros({6}).reshape({int64_t{1} << 40, int64_t{1} << 40, -1}), "2^63 - 1");
+  // A block larger than the machine's memory: the system allocator is not even asked.
+  CHECK_PG_ERROR(empty({int64_t{1} << 50}, {DType::F32}), "empty", "cannot allocate",
+                 "4503599627370496 bytes", "[1125899906842624]", "f32");
+  // The failed request leaves the allocator usable.
+  CHECK(sum(ones({3})).item() == 3.0);
+}

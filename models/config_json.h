@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -37,6 +38,11 @@ inline bool json_fits(const nlohmann::json& v, int64_t) {
 inline bool json_fits(const nlohmann::json& v, double) { return v.is_number(); }
 inline bool json_fits(const nlohmann::json& v, const std::string&) { return v.is_string(); }
 inline bool json_fits(const nlohmann::json& v, bool) { return v.is_boolean(); }
+// An integer beyond int64_t: the right type, the wrong size.
+template <typename T>
+bool json_too_large(const nlohmann::json& v, const T& out) {
+  return std::is_same_v<T, int64_t> && v.is_number_integer() && !json_fits(v, out);
+}
 }  // namespace detail
 
 /// Reads field `key` into `out`; throws pg::Error naming `who` and the field when it is
@@ -45,9 +51,20 @@ template <typename T>
 void config_field(const nlohmann::json& j, const char* key, T& out, const std::string& who) {
   PG_CHECK(j.contains(key), who, "config misses '", key, "' (", detail::json_kind(out), ")");
   const nlohmann::json& v = j[key];
+  PG_CHECK(!detail::json_too_large(v, out), who, "config field '", key, "' is ", v.dump(),
+           ", too large (expected at most 2^63 - 1)");
   PG_CHECK(detail::json_fits(v, out), who, "config field '", key,
            "' has the wrong type: ", v.dump(), ", expected ", detail::json_kind(out));
   v.get_to(out);
+}
+
+/// Refuses a config whose own "model" field (to_json writes one) names another model:
+/// a ViT config is not a GPT config.
+inline void check_config_model(const nlohmann::json& j, const char* model, const std::string& who) {
+  if (!j.contains("model")) return;
+  const nlohmann::json& m = j["model"];
+  PG_CHECK(m == model, who, "config field 'model' is '",
+           m.is_string() ? m.get<std::string>() : m.dump(), "', expected '", model, "'");
 }
 
 /// Throws pg::Error naming `who` and the field unless lo <= value <= hi.

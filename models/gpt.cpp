@@ -23,6 +23,7 @@ std::string GptConfig::to_json() const {
 
 GptConfig GptConfig::from_json(const std::string& text, const std::string& who) {
   nlohmann::json j = parse_config(text, who);
+  check_config_model(j, "gpt", who);
   GptConfig c;
   config_field(j, "vocab_size", c.vocab_size, who);
   config_field(j, "context", c.context, who);

@@ -30,6 +30,7 @@ std::string VitConfig::to_json() const {
 
 VitConfig VitConfig::from_json(const std::string& text, const std::string& who) {
   nlohmann::json j = parse_config(text, who);
+  check_config_model(j, "vit", who);
   VitConfig c;
   config_field(j, "image_size", c.image_size, who);
   config_field(j, "channels", c.channels, who);

@@ -1,6 +1,9 @@
 #include "core/allocator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -12,12 +15,30 @@ namespace pg {
 size_t allocation_size_class(size_t nbytes) {
   // Four classes per power of two keeps the worst-case waste under 25% while letting a
   // training step's repeated shapes hit the same free lists.
+  if (nbytes > (size_t{1} << 62)) return nbytes;  // the doubling below would overflow
   nbytes = std::max<size_t>(nbytes, 64);
   size_t pow2 = 64;
   while (pow2 < nbytes) pow2 <<= 1;
   if (pow2 <= 256) return pow2;
   size_t quarter = pow2 / 8;  // pow2/2 .. pow2 in steps of pow2/8
   return (nbytes + quarter - 1) / quarter * quarter;
+}
+
+size_t physical_memory_bytes() {
+  static const size_t bytes = [] {
+    long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+  }();
+  return bytes;
+}
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 6) bytes /= 1024, ++u;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
 }
 
 namespace {
@@ -39,6 +60,10 @@ class CachingCpuAllocator final : public Allocator {
         return p;
       }
     }
+    // A block larger than the machine's memory cannot be served; asking the system would
+    // only trip a sanitizer's allocation limit or, with overcommit, the OOM killer later.
+    const size_t ram = physical_memory_bytes();
+    if (ram != 0 && cls > ram) throw std::bad_alloc();
     void* p = std::aligned_alloc(64, cls);
     if (!p) {
       empty_cache();

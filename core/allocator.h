@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace pg {
 
@@ -32,7 +33,12 @@ class Allocator {
 
 /// The process-wide caching CPU allocator.
 Allocator& cpu_allocator();
-/// Rounds a request up to the size class the caching allocators use.
+/// Rounds a request up to the size class the caching allocators use (requests above 2^62
+/// bytes, which no machine can serve, are returned unchanged).
 size_t allocation_size_class(size_t nbytes);
+/// Bytes of physical memory of this machine (0 when the system does not say).
+size_t physical_memory_bytes();
+/// "1.5 GiB": a byte count for messages.
+std::string format_bytes(double bytes);
 
 }  // namespace pg

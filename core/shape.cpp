@@ -8,7 +8,15 @@ namespace pg {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  bool overflow = false, zero = false;
+  for (int64_t s : shape) {
+    PG_CHECK(s >= 0, "shape", "negative size in shape ", shape_str(shape));
+    zero = zero || s == 0;
+    // A wrapped product would size a tiny buffer for a huge shape.
+    overflow = __builtin_mul_overflow(n, s, &n) || overflow;
+  }
+  if (zero) return 0;  // [2^40, 2^40, 0] holds nothing, whatever its partial products
+  PG_CHECK(!overflow, "shape", "shape ", shape_str(shape), " has more than 2^63 - 1 elements");
   return n;
 }
 
@@ -69,16 +77,17 @@ Shape broadcast_strides(const Shape& shape, const Shape& strides, const Shape& t
 Shape infer_shape(const Shape& requested, int64_t numel, const Shape& from, const char* op) {
   Shape out = requested;
   int infer = -1;
-  int64_t known = 1;
+  Shape known_dims;
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i] == -1) {
       PG_CHECK(infer < 0, op, "only one dimension can be -1 in ", shape_str(requested));
       infer = static_cast<int>(i);
     } else {
       PG_CHECK(out[i] >= 0, op, "invalid size ", out[i], " in ", shape_str(requested));
-      known *= out[i];
+      known_dims.push_back(out[i]);
     }
   }
+  const int64_t known = shape_numel(known_dims);  // throws when the sizes overflow
   if (infer >= 0) {
     PG_CHECK(known != 0 && numel % known == 0, op, "cannot reshape ", shape_str(from), " (", numel,
              " elements) to ", shape_str(requested));

@@ -13,7 +13,8 @@ using Shape = std::vector<int64_t>;
 /// Largest rank a tensor may have.
 inline constexpr int kMaxRank = 8;
 
-/// Number of elements of a shape (1 for a scalar).
+/// Number of elements of a shape (1 for a scalar); throws pg::Error on a negative size or when
+/// the count does not fit in int64_t.
 int64_t shape_numel(const Shape& shape);
 /// Row-major strides for a shape.
 Shape contiguous_strides(const Shape& shape);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <ostream>
 #include <sstream>
 
@@ -108,7 +109,22 @@ Tensor empty(const Shape& shape, TensorOptions opts) {
            " needs more than 2^63 bytes");
   auto impl = std::make_shared<TensorImpl>();
   size_t nbytes = numel * elem;
-  impl->storage = std::make_shared<Storage>(nbytes, opts.device, allocator_for(opts.device));
+  Allocator& allocator = allocator_for(opts.device);
+  try {
+    impl->storage = std::make_shared<Storage>(nbytes, opts.device, allocator);
+  } catch (const std::bad_alloc&) {
+    // Said here, where the shape is known, rather than as a bare std::bad_alloc.
+    const size_t ram = opts.device.is_cpu() ? physical_memory_bytes() : 0;
+    const std::string why =
+        ram && nbytes > ram
+            ? "more than this machine's " + format_bytes(static_cast<double>(ram)) + " of memory"
+            : std::string("out of memory");
+    throw Error("empty",
+                detail::concat("cannot allocate ", nbytes, " bytes (",
+                               format_bytes(static_cast<double>(nbytes)),
+                               ") for a tensor of shape ", shape_str(shape), " of ",
+                               dtype_name(opts.dtype), " on ", opts.device.str(), ": ", why));
+  }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = opts.dtype;

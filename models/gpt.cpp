@@ -21,25 +21,55 @@ std::string GptConfig::to_json() const {
   return j.dump();
 }
 
-GptConfig GptConfig::from_json(const std::string& text) {
-  nlohmann::json j = parse_config(text, "GptConfig");
+GptConfig GptConfig::from_json(const std::string& text, const std::string& who) {
+  nlohmann::json j = parse_config(text, who);
+  check_config_model(j, "gpt", who);
   GptConfig c;
-  config_field(j, "vocab_size", c.vocab_size, "GptConfig");
-  config_field(j, "context", c.context, "GptConfig");
-  config_field(j, "dim", c.dim, "GptConfig");
-  config_field(j, "layers", c.layers, "GptConfig");
-  config_field(j, "heads", c.heads, "GptConfig");
-  config_field(j, "mlp_ratio", c.mlp_ratio, "GptConfig");
-  config_field(j, "dropout", c.dropout, "GptConfig");
-  config_field(j, "attn", c.attn, "GptConfig");
-  config_field(j, "tie_weights", c.tie_weights, "GptConfig");
+  config_field(j, "vocab_size", c.vocab_size, who);
+  config_field(j, "context", c.context, who);
+  config_field(j, "dim", c.dim, who);
+  config_field(j, "layers", c.layers, who);
+  config_field(j, "heads", c.heads, who);
+  config_field(j, "mlp_ratio", c.mlp_ratio, who);
+  config_field(j, "dropout", c.dropout, who);
+  config_field(j, "attn", c.attn, who);
+  config_field(j, "tie_weights", c.tie_weights, who);
+  c.check(who);
   return c;
 }
 
+void GptConfig::check(const std::string& who) const {
+  check_config_range(who, "vocab_size", vocab_size, 1, kMaxVocab);
+  check_config_range(who, "context", context, 1, kMaxContext);
+  check_config_range(who, "dim", dim, 1, kMaxDim);
+  check_config_range(who, "layers", layers, 1, kMaxLayers);
+  check_config_range(who, "heads", heads, 1, dim);
+  PG_CHECK(dim % heads == 0, who, "config field 'heads' is ", heads,
+           ", which does not divide 'dim' ", dim);
+  check_config_range(who, "mlp_ratio", mlp_ratio, 1, kMaxMlpRatio);
+  check_config_range(who, "dropout", dropout, 0.0, 1.0, false);
+  try {
+    AttentionActivation::parse(attn);
+  } catch (const Error& e) {
+    throw Error(who, std::string("config field 'attn': ") + e.what());
+  }
+  check_config_parameters(who, parameter_count());
+}
+
+int64_t GptConfig::parameter_count() const {
+  if (vocab_size < 0 || context < 0 || dim < 0 || layers < 0 || mlp_ratio < 0) return 0;
+  // In long double (a 64-bit mantissa: exact for these sums below 2^63), so that absurd sizes
+  // saturate instead of overflowing.
+  using W = long double;
+  const W d = dim, h = W(mlp_ratio) * d, v = vocab_size;
+  // ln1 and ln2 (2d each), qkv (3d^2 + 3d), proj (d^2 + d), fc1 (dh + h), fc2 (hd + d).
+  const W block = 4 * d + 4 * d * d + 4 * d + 2 * d * h + h + d;
+  const W n = v * d + W(context) * d + W(layers) * block + 2 * d + (tie_weights ? 0 : d * v);
+  return n >= W(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(n);
+}
+
 Gpt::Gpt(const GptConfig& c) : config_(c) {
-  PG_CHECK(c.vocab_size > 0 && c.context > 0 && c.layers > 0, "Gpt",
-           "vocab_size, context and layers must be positive (got ", c.vocab_size, ", ", c.context,
-           ", ", c.layers, ")");
+  c.check("Gpt");
   tok_ = register_module("tok", std::make_shared<Embedding>(c.vocab_size, c.dim));
   pos_ = register_module("pos", std::make_shared<Embedding>(c.context, c.dim));
   AttentionConfig ac;

@@ -23,10 +23,22 @@ struct GptConfig {
   std::string attn = "softmax";  ///< attention-activation spec
   bool tie_weights = false;      ///< share the token embedding with the output head
 
+  /// Largest sizes a config may have (see also kMaxConfigParameters in models/config_json.h).
+  static constexpr int64_t kMaxVocab = int64_t{1} << 24, kMaxContext = int64_t{1} << 20,
+                           kMaxDim = int64_t{1} << 16, kMaxLayers = 1024, kMaxMlpRatio = 64;
+
   /// JSON text of the config.
   std::string to_json() const;
-  /// Parses to_json()'s text; throws pg::Error naming the bad field.
-  static GptConfig from_json(const std::string& text);
+  /// Parses to_json()'s text and check()s it; throws pg::Error naming `who` (the file, in
+  /// checkpoints) and the bad field.
+  static GptConfig from_json(const std::string& text, const std::string& who = "GptConfig");
+  /// Throws pg::Error naming `who` and the field unless every size is in range (positive, at
+  /// most the limits above, heads dividing dim), dropout is in [0, 1), attn is a valid spec and
+  /// the model has at most kMaxConfigParameters parameters.
+  void check(const std::string& who) const;
+  /// Parameters of a Gpt built from this config (a tied head counted once); INT64_MAX when
+  /// that does not fit, 0 for negative sizes.
+  int64_t parameter_count() const;
 };
 
 /// Token + learned position embeddings, pre-norm causal blocks, final LayerNorm, linear head.

@@ -28,34 +28,75 @@ std::string VitConfig::to_json() const {
   return j.dump();
 }
 
-VitConfig VitConfig::from_json(const std::string& text) {
-  nlohmann::json j = parse_config(text, "VitConfig");
+VitConfig VitConfig::from_json(const std::string& text, const std::string& who) {
+  nlohmann::json j = parse_config(text, who);
+  check_config_model(j, "vit", who);
   VitConfig c;
-  config_field(j, "image_size", c.image_size, "VitConfig");
-  config_field(j, "channels", c.channels, "VitConfig");
-  config_field(j, "patch", c.patch, "VitConfig");
-  config_field(j, "classes", c.classes, "VitConfig");
-  config_field(j, "dim", c.dim, "VitConfig");
-  config_field(j, "layers", c.layers, "VitConfig");
-  config_field(j, "heads", c.heads, "VitConfig");
-  config_field(j, "mlp_ratio", c.mlp_ratio, "VitConfig");
-  config_field(j, "dropout", c.dropout, "VitConfig");
-  config_field(j, "attn", c.attn, "VitConfig");
+  config_field(j, "image_size", c.image_size, who);
+  config_field(j, "channels", c.channels, who);
+  config_field(j, "patch", c.patch, who);
+  config_field(j, "classes", c.classes, who);
+  config_field(j, "dim", c.dim, who);
+  config_field(j, "layers", c.layers, who);
+  config_field(j, "heads", c.heads, who);
+  config_field(j, "mlp_ratio", c.mlp_ratio, who);
+  config_field(j, "dropout", c.dropout, who);
+  config_field(j, "attn", c.attn, who);
   // Fields older checkpoints lack keep their defaults: class-token pooling, raw pixels.
-  if (j.contains("pool")) config_field(j, "pool", c.pool, "VitConfig");
-  if (j.contains("input_mean")) config_field(j, "input_mean", c.input_mean, "VitConfig");
-  if (j.contains("input_std")) config_field(j, "input_std", c.input_std, "VitConfig");
+  if (j.contains("pool")) config_field(j, "pool", c.pool, who);
+  if (j.contains("input_mean")) config_field(j, "input_mean", c.input_mean, who);
+  if (j.contains("input_std")) config_field(j, "input_std", c.input_std, who);
+  c.check(who);
   return c;
 }
 
+void VitConfig::check(const std::string& who) const {
+  check_config_range(who, "image_size", image_size, 1, kMaxImageSize);
+  check_config_range(who, "channels", channels, 1, kMaxChannels);
+  check_config_range(who, "patch", patch, 1, image_size);
+  PG_CHECK(image_size % patch == 0, who, "config field 'image_size' is ", image_size,
+           ", which is not a multiple of 'patch' ", patch);
+  PG_CHECK(patches() <= kMaxPatches, who, "config describes ", patches(),
+           " patches per image, more than ", kMaxPatches);
+  check_config_range(who, "classes", classes, 1, kMaxClasses);
+  check_config_range(who, "dim", dim, 1, kMaxDim);
+  check_config_range(who, "layers", layers, 1, kMaxLayers);
+  check_config_range(who, "heads", heads, 1, dim);
+  PG_CHECK(dim % heads == 0, who, "config field 'heads' is ", heads,
+           ", which does not divide 'dim' ", dim);
+  check_config_range(who, "mlp_ratio", mlp_ratio, 1, kMaxMlpRatio);
+  check_config_range(who, "dropout", dropout, 0.0, 1.0, false);
+  try {
+    AttentionActivation::parse(attn);
+  } catch (const Error& e) {
+    throw Error(who, std::string("config field 'attn': ") + e.what());
+  }
+  PG_CHECK(pool == "cls" || pool == "mean", who, "config field 'pool' is '", pool,
+           "', expected 'cls' or 'mean'");
+  PG_CHECK(std::isfinite(input_mean), who, "config field 'input_mean' is ", input_mean,
+           ", expected a finite number");
+  PG_CHECK(std::isfinite(input_std) && input_std > 0, who, "config field 'input_std' is ",
+           input_std, ", expected a positive finite number");
+  check_config_parameters(who, parameter_count());
+}
+
+int64_t VitConfig::parameter_count() const {
+  if (image_size < 0 || channels < 0 || patch <= 0 || classes < 0 || dim < 0 || layers < 0 ||
+      mlp_ratio < 0)
+    return 0;
+  // In long double (a 64-bit mantissa: exact for these sums below 2^63), so that absurd sizes
+  // saturate instead of overflowing.
+  using W = long double;
+  const W d = dim, h = W(mlp_ratio) * d, g = W(image_size / patch);
+  const W block = 4 * d + 4 * d * d + 4 * d + 2 * d * h + h + d;  // as in GptConfig
+  const W n = (W(channels) * W(patch) * W(patch) + 1) * d         // patch embedding
+              + d + (g * g + 1) * d                               // class token, positions
+              + W(layers) * block + 2 * d + (d + 1) * W(classes);
+  return n >= W(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(n);
+}
+
 Vit::Vit(const VitConfig& c) : config_(c) {
-  PG_CHECK(c.patch > 0 && c.image_size % c.patch == 0, "Vit", "image size ", c.image_size,
-           " must be a multiple of the patch size ", c.patch);
-  PG_CHECK(c.pool == "cls" || c.pool == "mean", "Vit", "pool must be 'cls' or 'mean', got '",
-           c.pool, "'");
-  PG_CHECK(c.input_std > 0 && std::isfinite(c.input_std) && std::isfinite(c.input_mean), "Vit",
-           "input_std must be positive and finite and input_mean finite, got ", c.input_mean,
-           " and ", c.input_std);
+  c.check("Vit");
   patch_embed_ = register_module("patch_embed",
                                  std::make_shared<Linear>(c.channels * c.patch * c.patch, c.dim));
   cls_token = zeros({1, 1, c.dim});

@@ -26,10 +26,24 @@ struct VitConfig {
   double input_mean = 0.0;   ///< images enter as (x - input_mean) / input_std
   double input_std = 1.0;
 
+  /// Largest sizes a config may have (see also kMaxConfigParameters in models/config_json.h).
+  static constexpr int64_t kMaxImageSize = int64_t{1} << 14, kMaxChannels = 1024,
+                           kMaxClasses = int64_t{1} << 24, kMaxPatches = int64_t{1} << 20,
+                           kMaxDim = int64_t{1} << 16, kMaxLayers = 1024, kMaxMlpRatio = 64;
+
   /// JSON text of the config.
   std::string to_json() const;
-  /// Parses to_json()'s text; throws pg::Error naming the bad field.
-  static VitConfig from_json(const std::string& text);
+  /// Parses to_json()'s text and check()s it; throws pg::Error naming `who` (the file, in
+  /// checkpoints) and the bad field.
+  static VitConfig from_json(const std::string& text, const std::string& who = "VitConfig");
+  /// Throws pg::Error naming `who` and the field unless every size is in range (positive, at
+  /// most the limits above, patch dividing image_size, heads dividing dim), dropout is in
+  /// [0, 1), attn is a valid spec, pool is "cls" or "mean", input_std is positive, both input
+  /// statistics are finite and the model has at most kMaxConfigParameters parameters.
+  void check(const std::string& who) const;
+  /// Parameters of a Vit built from this config; INT64_MAX when that does not fit, 0 for
+  /// negative sizes or a patch of 0.
+  int64_t parameter_count() const;
   /// Number of patches (tokens without the class token).
   int64_t patches() const { return (image_size / patch) * (image_size / patch); }
 };

@@ -46,6 +46,15 @@ double scalar_entry(const std::string& key, const Tensor& t) {
   return v;
 }
 
+// A step counter: a whole number from 0 to 2^53 (above that a double, which holds it during
+// the update, no longer counts in ones; an int64_t cast of a larger value is undefined).
+double step_entry(const std::string& key, const Tensor& t) {
+  double v = scalar_entry(key, t);
+  PG_CHECK(v == std::floor(v) && v <= 9007199254740992.0, kLoad, "entry '", key,
+           "' must be an integer from 0 to 2^53, got ", v);
+  return v;
+}
+
 }  // namespace
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups, const char* name)
@@ -136,8 +145,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
     return it->second;
   };
   // Everything is read into locals first, so a bad entry leaves the optimizer unchanged.
-  double steps = scalar_entry("step", need("step"));
-  PG_CHECK(steps == std::floor(steps), kLoad, "entry 'step' must be an integer, got ", steps);
+  const double steps = step_entry("step", need("step"));
   std::vector<double> lrs;
   for (size_t g = 0; g < groups_.size(); ++g) {
     std::string key = "group." + std::to_string(g) + ".lr";
@@ -164,12 +172,17 @@ void Optimizer::load_state_dict(const StateDict& state) {
     PG_CHECK(ok, kLoad, "unexpected entry '", key, "' for ", name());
     const Tensor& p = groups_[g].params[i];
     PG_CHECK(t.defined(), kLoad, "entry '", key, "' is undefined");
-    if (buf == "step") {  // a per-parameter step counter
-      double v = scalar_entry(key, t);
+    if (buf == "step") {  // a per-parameter step counter: at most the optimizer's own
+      double v = step_entry(key, t);
+      PG_CHECK(v <= steps, kLoad, "entry '", key, "' is ", v, ", more than the optimizer's 'step' ",
+               steps, " (a parameter cannot have been updated more often than the optimizer)");
       loaded[g][i][buf] = scalar_tensor(v, {DType::F64});
     } else {
       PG_CHECK(t.shape() == p.shape(), kLoad, "entry '", key, "' has shape ", shape_str(t.shape()),
                " but its parameter has shape ", shape_str(p.shape()));
+      // Copying would convert silently; a buffer of another dtype was not saved for this model.
+      PG_CHECK(t.dtype() == p.dtype(), kLoad, "entry '", key, "' is ", dtype_name(t.dtype()),
+               " but its parameter is ", dtype_name(p.dtype()));
       Tensor c = empty_like(p);
       c.copy_(t.detach().to(p.device()));
       loaded[g][i][buf] = c;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -238,6 +239,33 @@ Entry parse_entry(const std::string& path, const std::string& name, const nlohma
   return out;
 }
 
+// The safetensors rule (as the reference implementation enforces it): sorted by offset, the
+// tensors tile the data section exactly, with no overlap, no gap and nothing after the last.
+void check_tiling(const std::string& path, std::vector<Entry> entries, uint64_t data_size) {
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.bytes < b.bytes;
+  });
+  uint64_t at = 0;
+  const Entry* prev = nullptr;
+  for (const Entry& e : entries) {
+    auto range = [](const Entry& x) {
+      return "'" + x.name + "' [" + std::to_string(x.begin) + ", " +
+             std::to_string(x.begin + x.bytes) + "]";
+    };
+    PG_CHECK(e.begin >= at, path, "tensors ", range(*prev), " and ", range(e),
+             " overlap in the data section");
+    PG_CHECK(e.begin == at, path, "data_offsets leave a gap of ", e.begin - at, " bytes before ",
+             range(e), prev ? " (after " + range(*prev) + ")" : std::string(" (at the start)"),
+             "; the tensors must tile the data section");
+    at = e.begin + e.bytes;
+    prev = &e;
+  }
+  PG_CHECK(at == data_size, path, "the data section holds ", data_size - at,
+           " bytes after the last tensor",
+           prev ? " '" + prev->name + "' (ends at " + std::to_string(at) + ")" : std::string(),
+           "; the tensors must tile the data section");
+}
+
 }  // namespace
 
 SafetensorsFile load_safetensors(const std::string& path) {
@@ -286,6 +314,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
       out.metadata[k] = v.get<std::string>();
     }
   }
+  check_tiling(path, entries, data_size);
   for (const Entry& e : entries) {
     bool half = e.dtype == "BF16" || e.dtype == "F16";
     DType dt = half               ? DType::F32

@@ -33,6 +33,26 @@ std::u32string utf8_decode(const std::string& s) {
   return out;
 }
 
+size_t utf8_error_offset(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return i;
+    char32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char cc = s[i + k];
+      if ((cc >> 6) != 2) return i;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // The shortest form only (no overlong encodings), and no surrogates or code points past
+    // Unicode's last.
+    const char32_t least = len == 1 ? 0 : len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
 std::string utf8_encode(const std::u32string& text) {
   std::string out;
   for (char32_t c : text) {
@@ -65,12 +85,18 @@ CharVocab CharVocab::from_text(const std::u32string& text) {
   return v;
 }
 
-CharVocab CharVocab::from_utf8(const std::string& chars) {
+CharVocab CharVocab::from_utf8(const std::string& chars, const std::string& who) {
+  const size_t bad = utf8_error_offset(chars);
+  PG_CHECK(bad == std::string::npos, who, "vocabulary is not valid UTF-8 (byte ", bad, " of ",
+           chars.size(), ")");
+  PG_CHECK(!chars.empty(), who, "vocabulary is empty (expected at least one character)");
   CharVocab v;
   v.chars_ = utf8_decode(chars);
   for (size_t i = 0; i < v.chars_.size(); ++i) {
-    PG_CHECK(v.index_.emplace(v.chars_[i], static_cast<int32_t>(i)).second, "vocabulary",
-             "character repeated at position ", i);
+    auto [it, fresh] = v.index_.emplace(v.chars_[i], static_cast<int32_t>(i));
+    PG_CHECK(fresh, who, "vocabulary holds character U+", std::hex, std::uppercase,
+             static_cast<uint32_t>(v.chars_[i]), std::dec, " twice (at positions ", it->second,
+             " and ", i, ")");
   }
   return v;
 }

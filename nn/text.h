@@ -16,8 +16,9 @@ class CharVocab {
   CharVocab() = default;
   /// Vocabulary of the distinct code points of `text`, sorted.
   static CharVocab from_text(const std::u32string& text);
-  /// Rebuilds a vocabulary saved with to_utf8().
-  static CharVocab from_utf8(const std::string& chars);
+  /// Rebuilds a vocabulary saved with to_utf8(); throws pg::Error naming `who` unless `chars`
+  /// is valid UTF-8 and holds at least one character, none twice.
+  static CharVocab from_utf8(const std::string& chars, const std::string& who = "vocabulary");
   /// The characters in id order, as UTF-8 (what checkpoints store).
   std::string to_utf8() const;
   int64_t size() const { return static_cast<int64_t>(chars_.size()); }
@@ -41,6 +42,10 @@ struct TextCorpus {
 
 /// UTF-8 to code points; invalid bytes become U+FFFD.
 std::u32string utf8_decode(const std::string& bytes);
+/// Offset of the first byte where `bytes` stops being valid UTF-8 (a bad lead or continuation
+/// byte, a cut sequence, an overlong form, a surrogate or a code point above U+10FFFF), or
+/// std::string::npos when it is valid throughout.
+size_t utf8_error_offset(const std::string& bytes);
 /// Code points to UTF-8.
 std::string utf8_encode(const std::u32string& text);
 /// Reads a file, or every regular text file of a folder (sorted by name; skips fortune's

@@ -8,12 +8,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
 #include <vector>
 
+#include "kernels/factory.h"
 #include "nn/checkpoint.h"
+#include "nn/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -75,6 +78,17 @@ void check_one_line_error(const Result& r, const std::string& must_contain) {
   CHECK(r.err.find(must_contain) != std::string::npos);
   for (const char* crash : {"terminate called", "what()", "Aborted", "Segmentation", "#0 "})
     CHECK(r.err.find(crash) == std::string::npos);
+}
+
+// A failed command, strictly: exit status `code` (1: run-time error, 2: usage error), stderr
+// exactly one line "polygrad: error: ..." holding every one of `parts`.
+void check_error(const Result& r, int code, std::initializer_list<std::string> parts) {
+  INFO("stdout: " << r.out);
+  INFO("stderr: " << r.err);
+  CHECK(r.code == code);
+  CHECK(count_char(r.err, '\n') == 1);
+  CHECK(r.err.rfind("polygrad: error: ", 0) == 0);
+  for (const std::string& part : parts) CHECK(r.err.find(part) != std::string::npos);
 }
 
 void put_be32(std::string& s, uint32_t v) {
@@ -315,4 +329,237 @@ TEST_CASE("train gpt, sample from it, and resume to more steps") {
   check_one_line_error(run("train gpt --resume --steps 6 --data " + quote(other.string()) +
                            " --out " + quote(out.string()) + kGptModel),
                        "vocabulary");
+}
+
+TEST_CASE("usage errors: short messages, exit status 2, unknown subcommands named") {
+  const std::string safe = " --steps 1 --out " + quote((temp_root() / "usage_run").string());
+  Result r = run("train gpt --steps -1 --out " + quote((temp_root() / "usage_run").string()));
+  check_error(r, 2, {"--steps: -1 is negative (expected 0 or more)"});
+  CHECK(r.err.size() < 120);  // not CLI11's 300-digit range
+  check_error(run("bogus"), 2, {"'bogus'", "train, eval, sample, compare"});
+  check_error(run("train xyz"), 2, {"'xyz'", "'polygrad train'", "vit, gpt"});
+  check_error(run("train"), 2, {"'polygrad train' needs a subcommand", "vit, gpt"});
+  check_error(run("train gpt --warmup -2" + safe), 2, {"--warmup: -2", "-1 or more"});
+  check_error(run("train gpt --threads 100000" + safe), 2, {"--threads: 100000", "0 to 1024"});
+  check_error(run("train gpt --lr nan" + safe), 2, {"--lr: nan", "finite"});
+  check_error(run("train gpt --weight-decay -1" + safe), 2, {"--weight-decay: -1 is negative"});
+  check_error(run("train gpt --seed -1" + safe), 2, {"--seed: -1 is negative"});
+  check_error(run("train vit --epochs inf" + safe), 2, {"--epochs: inf", "finite"});
+  check_error(run("train gpt --dim 100000" + safe), 2, {"--dim: 100000 is too large", "65536"});
+  check_error(run("train vit --dropout 1.5" + safe), 2, {"--dropout: 1.5 is too large"});
+  check_error(run("train vit --pool max" + safe), 2, {"--pool: 'max' is not one of: cls, mean"});
+  check_error(run("compare --attn-list softmax poly:0" + safe), 2, {"--attn-list", "poly:0"});
+  check_error(run("compare --dim 0" + safe), 2, {"--dim: 0"});
+  fs::path any = write_text_file("usage.txt");
+  check_error(run("sample --ckpt " + quote(any.string()) + " --top-k -5"), 2, {"--top-k: -5"});
+  check_error(run("sample --ckpt " + quote(any.string()) + " --temperature inf"), 2,
+              {"--temperature: inf"});
+  check_error(run("sample --ckpt " + quote(any.string()) + " --tokens 10000000"), 2,
+              {"--tokens: 10000000"});
+}
+
+TEST_CASE("a batch that cannot fit in memory is refused up front, in one line") {
+  fs::path text = write_text_file("batch.txt");
+  check_error(run("train gpt --steps 1 --batch 100000000 --data " + quote(text.string()) +
+                  " --out " + quote((temp_root() / "batch_run").string()) +
+                  " --context 16 --dim 16 --layers 1 --heads 2 --threads 1"),
+              1, {"--batch", "100000000", "of memory"});
+}
+
+namespace {
+
+// One way of damaging a real checkpoint, and the commands that must refuse it.
+struct Damage {
+  std::string name;
+  std::function<void(pg::SafetensorsFile&)> edit;
+  std::vector<std::string> expect;  // besides the file's path
+  // e: eval, s: sample, r: train gpt --resume. Variants of one field that all three read
+  // through the same code run `eval` only, to keep the suite fast; the optimizer state matters
+  // to --resume only.
+  std::string commands = "esr";
+  std::function<void(std::string&)> bytes = {};  // then edits the file's bytes
+};
+
+void set_config(pg::SafetensorsFile& f, const std::string& key, const nlohmann::json& value) {
+  auto j = nlohmann::json::parse(f.metadata.at("config"));
+  j[key] = value;
+  f.metadata["config"] = j.dump();
+}
+
+std::vector<Damage> gpt_damages() {
+  using F = pg::SafetensorsFile;
+  auto meta = [](const std::string& key, const std::string& value) {
+    return [=](F& f) { f.metadata[key] = value; };
+  };
+  auto drop = [](const std::string& key) { return [=](F& f) { f.metadata.erase(key); }; };
+  auto config = [](const std::string& key, const nlohmann::json& value) {
+    return [=](F& f) { set_config(f, key, value); };
+  };
+  std::vector<Damage> d = {
+      {"no_format", drop("format"), {"'format'", "not a polygrad checkpoint"}, "e"},
+      {"format_unknown", meta("format", "polygrad-checkpoint-9"), {"'format'"}, "e"},
+      {"no_step", drop("step"), {"'step'"}, "e"},
+      {"step_negative", meta("step", "-5"), {"'step'", "'-5'", "negative"}},
+      {"step_text", meta("step", "seven"), {"'step'", "'seven'"}, "e"},
+      {"step_trailing", meta("step", "12abc"), {"'step'", "'12abc'"}},
+      {"step_spaces", meta("step", " 12"), {"'step'"}, "e"},
+      {"step_plus", meta("step", "+1"), {"'step'"}, "e"},
+      {"step_empty", meta("step", ""), {"'step'"}, "e"},
+      {"step_overflow", meta("step", "99999999999999999999"), {"'step'", "too large"}, "e"},
+      {"no_model", drop("model"), {"'model'"}},
+      {"model_unknown", meta("model", "bert"), {"'model'", "'bert'", "'gpt' or 'vit'"}},
+      {"model_vit", meta("model", "vit"), {"'model'", "'vit'"}},
+      {"no_config", drop("config"), {"'config'"}},
+      {"config_not_json", meta("config", "{\"dim\": 16,"), {"'config'", "not a JSON object"}},
+      {"config_array", meta("config", "[16]"), {"'config'", "not a JSON object"}, "e"},
+      {"config_no_dim",
+       [](F& f) {
+         auto j = nlohmann::json::parse(f.metadata.at("config"));
+         j.erase("dim");
+         f.metadata["config"] = j.dump();
+       },
+       {"'config'", "'dim'"}},
+      {"config_dim_text", config("dim", "wide"), {"'config'", "'dim'", "wrong type"}},
+      {"config_dim_float", config("dim", 16.5), {"'config'", "'dim'", "wrong type"}, "e"},
+      {"config_dim_huge", config("dim", 18446744073709551615ull), {"'config'", "'dim'"}, "e"},
+      {"config_dim_zero", config("dim", 0), {"'config'", "'dim' is 0"}, "e"},
+      {"config_heads", config("heads", 3), {"'config'", "'heads' is 3", "divide"}, "e"},
+      {"config_dropout", config("dropout", 1.0), {"'config'", "'dropout' is 1"}, "e"},
+      {"config_attn", config("attn", "poly:0"), {"'config'", "'attn'", "poly:0"}, "e"},
+      {"config_tie_text", config("tie_weights", "yes"), {"'config'", "'tie_weights'"}, "e"},
+      // Absurd sizes: over the parameter limit, or more than the file's tensors hold.
+      {"config_absurd",
+       [](F& f) {
+         set_config(f, "dim", 65536);
+         set_config(f, "layers", 1024);
+         set_config(f, "heads", 1);
+       },
+       {"'config'", "parameters", "2^32"}},
+      {"config_larger_than_file", config("context", 1 << 20), {"'config'", "file holds only"}},
+      {"no_vocab", drop("vocab"), {"'vocab'"}},
+      // JSON strings are UTF-8, so invalid bytes never reach the vocabulary: the header is
+      // refused (the library test checks CharVocab::from_utf8 itself).
+      {"vocab_not_utf8",
+       meta("vocab", "~~"),
+       {"header is not valid JSON"},
+       "e",
+       [](std::string& b) { b.replace(b.find("\"~~\""), 4, "\"\xff\xfe\""); }},
+      {"vocab_empty", meta("vocab", ""), {"'vocab'", "empty"}, "e"},
+      {"vocab_repeats",
+       [](F& f) { f.metadata["vocab"] = "a" + f.metadata.at("vocab").substr(1) + "a"; },
+       {"'vocab'", "twice"}},
+      {"vocab_size",
+       [](F& f) { f.metadata["vocab"] += "\xc3\xa9"; },
+       {"'vocab'", "vocab_size"},
+       "e"},
+      // The same number of characters as the training text, but not its characters.
+      {"vocab_other",
+       [](F& f) { f.metadata["vocab"] = "Z" + f.metadata.at("vocab").substr(1); },
+       {"different text"},
+       "er"},
+      {"model_tensor_shape",
+       [](F& f) {
+         f.tensors["model.ln_f.weight"] = pg::zeros({4, 4});
+       },
+       {"'model.*'", "'ln_f.weight'"}},
+      {"rng_missing", [](F& f) { f.tensors.erase("rng.state"); }, {"rng.state"}},
+      {"optim_missing",
+       [](F& f) {
+         for (auto it = f.tensors.begin(); it != f.tensors.end();)
+           it = it->first.rfind("optim.", 0) == 0 ? f.tensors.erase(it) : std::next(it);
+       },
+       {"'optim.*'", "missing entry 'step'"},
+       "r"},
+      {"optim_shape",
+       [](F& f) {
+         f.tensors["optim.state.0.0.exp_avg"] = pg::zeros({2, 2});
+       },
+       {"'optim.*'", "'state.0.0.exp_avg'", "[2, 2]"},
+       "r"},
+      {"optim_step_negative",
+       [](F& f) { f.tensors["optim.step"] = pg::scalar_tensor(-1, {pg::DType::I64}); },
+       {"'optim.*'", "'step'", ">= 0"},
+       "r"},
+      {"optim_step_mismatch",
+       [](F& f) { f.tensors["optim.step"] = pg::scalar_tensor(7, {pg::DType::I64}); },
+       {"'optim.step' is 7", "metadata 'step' is 1"},
+       "r"},
+  };
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "damaged GPT checkpoints: eval, sample and train --resume fail in one line naming "
+    "the file and the field") {
+  fs::path text = write_text_file("damage.txt");
+  fs::path base = temp_root() / "damage_base";
+  const std::string model = " --context 16 --dim 16 --layers 1 --heads 2 --batch 4 --threads 1";
+  Result made = run("train gpt --steps 1 --data " + quote(text.string()) + " --out " +
+                    quote(base.string()) + model);
+  REQUIRE(made.code == 0);
+  const pg::SafetensorsFile good = pg::load_safetensors((base / "checkpoint.safetensors").string());
+  REQUIRE(good.metadata.count("vocab"));
+  for (const Damage& d : gpt_damages()) {
+    CAPTURE(d.name);
+    fs::path dir = temp_root() / ("damaged_" + d.name);
+    fs::create_directories(dir);
+    const std::string path = (dir / "checkpoint.safetensors").string();
+    pg::SafetensorsFile f = good;
+    d.edit(f);
+    pg::save_safetensors(path, f.tensors, f.metadata);
+    if (d.bytes) {
+      std::string b = read_file(path);
+      d.bytes(b);
+      std::ofstream(path, std::ios::binary) << b;
+    }
+    auto check = [&](const Result& r) {
+      check_error(r, 1, {path});
+      for (const std::string& part : d.expect) CHECK(r.err.find(part) != std::string::npos);
+    };
+    if (d.commands.find('e') != std::string::npos)
+      check(run("eval --ckpt " + quote(path) + " --data " + quote(text.string())));
+    if (d.commands.find('s') != std::string::npos)
+      check(run("sample --tokens 3 --ckpt " + quote(path)));
+    if (d.commands.find('r') != std::string::npos)
+      check(run("train gpt --resume --steps 2 --data " + quote(text.string()) + " --out " +
+                quote(dir.string()) + model));
+  }
+}
+
+TEST_CASE("damaged ViT checkpoints: eval and train --resume fail in one line too") {
+  fs::path data = write_mnist_dir("mnist_damage", 20, 10);
+  fs::path base = temp_root() / "vit_damage_base";
+  const std::string model = " --batch 4" + kVitModel;
+  REQUIRE(run("train vit --steps 1 --data " + quote(data.string()) + " --out " +
+              quote(base.string()) + model)
+              .code == 0);
+  const pg::SafetensorsFile good = pg::load_safetensors((base / "checkpoint.safetensors").string());
+  struct Case {
+    std::string name;
+    std::function<void(pg::SafetensorsFile&)> edit;
+    std::string expect;
+  };
+  std::vector<Case> cases = {
+      {"patch", [](auto& f) { set_config(f, "patch", 3); }, "not a multiple of 'patch' 3"},
+      {"pool", [](auto& f) { set_config(f, "pool", "max"); }, "'pool' is 'max'"},
+      {"input_std", [](auto& f) { set_config(f, "input_std", -1.0); }, "'input_std' is -1"},
+      {"image_size", [](auto& f) { set_config(f, "image_size", 4); }, "'image_size'"},
+      {"model_gpt", [](auto& f) { f.metadata["model"] = "gpt"; }, "'model'"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    fs::path dir = temp_root() / ("vit_damaged_" + c.name);
+    fs::create_directories(dir);
+    const std::string path = (dir / "checkpoint.safetensors").string();
+    pg::SafetensorsFile f = good;
+    c.edit(f);
+    pg::save_safetensors(path, f.tensors, f.metadata);
+    check_error(run("eval --ckpt " + quote(path) + " --data " + quote(data.string())), 1,
+                {path, c.expect});
+    check_error(run("train vit --resume --steps 2 --data " + quote(data.string()) + " --out " +
+                    quote(dir.string()) + model),
+                1, {path, c.expect});
+  }
 }

@@ -206,8 +206,8 @@ TEST_CASE("configs round-trip through JSON; bad JSON is refused naming the field
   CHECK_PG_ERROR(VitConfig::from_json(""), "VitConfig", "not a JSON object");
   CHECK_PG_ERROR(GptConfig::from_json(R"({"dim": 3})"), "GptConfig", "'vocab_size'");
   // A ViT config is not a GPT config.
-  CHECK_PG_ERROR(GptConfig::from_json(v.to_json()), "GptConfig", "'vocab_size'");
-  CHECK_PG_ERROR(VitConfig::from_json(g.to_json()), "VitConfig", "'image_size'");
+  CHECK_PG_ERROR(GptConfig::from_json(v.to_json()), "GptConfig", "'model' is 'vit'");
+  CHECK_PG_ERROR(VitConfig::from_json(g.to_json()), "VitConfig", "'model' is 'gpt'");
   // Each missing field is named.
   for (std::string field : {"vocab_size", "context", "dim", "layers", "heads", "mlp_ratio",
                             "dropout", "attn", "tie_weights"}) {

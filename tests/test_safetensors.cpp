@@ -486,7 +486,7 @@ TEST_CASE("PyTorch-written fixture (tools/make_safetensors_fixture.py) loads wit
   CHECK(temp.item() == 0.7);
 }
 
-TEST_CASE("header padding, overlapping regions, overflowing sizes, odd files, invalid UTF-8") {
+TEST_CASE("header padding keeps the data 8-byte aligned; offsets in any order") {
   fs::path d = pgt::temp_dir("safetensors", "edge");
   // The header is padded with spaces so the data starts 8-byte aligned, as the reference
   // implementation does.
@@ -501,19 +501,71 @@ TEST_CASE("header padding, overlapping regions, overflowing sizes, odd files, in
     CHECK(bytes.size() == 8 + n + 4);
   }
 
-  // Regions that overlap or come out of order are accepted, and read within bounds.
+  // Regions listed in any order are read where their offsets say, zero-size tensors included,
+  // as long as they tile the data section.
   std::string data = words16({0x3c00, 0x4000, 0x4200, 0x4400});  // F16 1, 2, 3, 4
-  pgt::write_bytes(d / "overlap.safetensors",
+  pgt::write_bytes(d / "order.safetensors",
                    pgt::st_file(R"({"late":{"dtype":"F16","shape":[2],"data_offsets":[4,8]},)"
-                                R"("all":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},)"
-                                R"("mid":{"dtype":"F16","shape":[2],"data_offsets":[2,6]},)"
-                                R"("none":{"dtype":"F32","shape":[0,5],"data_offsets":[8,8]}})",
+                                R"("early":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},)"
+                                R"("none":{"dtype":"F32","shape":[0,5],"data_offsets":[4,4]}})",
                                 data));
-  SafetensorsFile f = load_safetensors((d / "overlap.safetensors").string());
+  SafetensorsFile f = load_safetensors((d / "order.safetensors").string());
   CHECK(f.tensors.at("late").to_vector<float>() == std::vector<float>{3, 4});
-  CHECK(f.tensors.at("mid").to_vector<float>() == std::vector<float>{2, 3});
-  CHECK(f.tensors.at("all").to_vector<float>() == std::vector<float>{1, 2, 3, 4});
+  CHECK(f.tensors.at("early").to_vector<float>() == std::vector<float>{1, 2});
   CHECK(f.tensors.at("none").shape() == Shape({0, 5}));
+}
+
+TEST_CASE("tensors must tile the data section: no overlap, no gap, nothing after the last") {
+  fs::path d = pgt::temp_dir("safetensors", "tiling");
+  const std::string data = words16({0x3c00, 0x4000, 0x4200, 0x4400});  // 8 bytes
+  auto load = [&](const std::string& name, const std::string& header, const std::string& bytes) {
+    pgt::write_bytes(d / name, pgt::st_file(header, bytes));
+    return pgt::error_message([&] { load_safetensors((d / name).string()); });
+  };
+  auto has = [](const std::string& msg, std::initializer_list<const char*> parts) {
+    for (const char* part : parts)
+      CHECK_MESSAGE(msg.find(part) != std::string::npos, "missing \"" << part << "\" in " << msg);
+  };
+  // Overlapping regions (the same bytes read as two tensors).
+  has(load("overlap.safetensors",
+           R"({"all":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},)"
+           R"("mid":{"dtype":"F16","shape":[2],"data_offsets":[2,6]}})",
+           data),
+      {"overlap.safetensors", "'all' [0, 8]", "'mid' [2, 6]", "overlap"});
+  has(load("same.safetensors",
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+           R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+           data),
+      {"same.safetensors", "'a' [0, 8]", "'b' [0, 8]", "overlap"});
+  // A gap between two tensors, and one before the first.
+  has(load("gap.safetensors",
+           R"({"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},)"
+           R"("b":{"dtype":"F16","shape":[2],"data_offsets":[4,8]}})",
+           data),
+      {"gap.safetensors", "gap of 2 bytes", "'b' [4, 8]", "after 'a' [0, 2]"});
+  has(load("late_start.safetensors", R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[4,8]}})",
+           data),
+      {"late_start.safetensors", "gap of 4 bytes", "'w' [4, 8]", "at the start"});
+  // Bytes after the last tensor, and data without any tensor.
+  has(load("tail.safetensors", R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", data),
+      {"tail.safetensors", "4 bytes after the last tensor 'w'", "ends at 4"});
+  has(load("no_tensors.safetensors", R"({"__metadata__":{"k":"v"}})", data),
+      {"no_tensors.safetensors", "8 bytes after the last tensor"});
+  // Our writer always tiles: many tensors of mixed dtypes, zero-size ones included.
+  std::string p = (d / "ours.safetensors").string();
+  save_safetensors(p, {{"a", ones({3})},
+                       {"b", zeros({0, 4})},
+                       {"c", ones({2, 2}, {DType::F64})},
+                       {"d", zeros({5}, {DType::I32})},
+                       {"e", zeros({}, {DType::I64})}});
+  CHECK(load_safetensors(p).tensors.size() == 5);
+  save_safetensors(p, {});
+  CHECK(load_safetensors(p).tensors.empty());
+}
+
+TEST_CASE("overflowing sizes, odd files, invalid UTF-8") {
+  fs::path d = pgt::temp_dir("safetensors", "odd");
+  std::string data = words16({0x3c00, 0x4000, 0x4200, 0x4400});  // F16 1, 2, 3, 4
 
   // A shape whose byte count wraps around 2^64 (2^61 doubles = 2^64 bytes) must not pass as
   // zero bytes.

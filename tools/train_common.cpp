@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -135,21 +136,24 @@ void write_tsv(const std::string& dir) {
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("step")) continue;
-    if (j.contains("loss")) {
+    // A line that is not one of ours (hand-edited, cut by a crash) is skipped, not fatal.
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number())
+      continue;
+    if (j.contains("loss") && j["loss"].is_number()) {
       double l = j["loss"].get<double>();
       ema = first ? l : 0.99 * ema + 0.01 * l;
       first = false;
       train << j["step"] << '\t' << l << '\t' << ema << '\n';
     }
-    if (j.contains("a_frob_sqrt_n") && !j["a_frob_sqrt_n"].empty()) {
+    if (j.contains("a_frob_sqrt_n") && j["a_frob_sqrt_n"].is_array() &&
+        !j["a_frob_sqrt_n"].empty()) {
       double m = 0;
-      for (auto& v : j["a_frob_sqrt_n"]) m += v.get<double>();
+      for (auto& v : j["a_frob_sqrt_n"]) m += v.is_number() ? v.get<double>() : NAN;
       afrob << j["step"] << '\t' << m / static_cast<double>(j["a_frob_sqrt_n"].size()) << '\n';
     }
     for (const char* key : {"test_loss", "val_loss"})
-      if (j.contains(key)) {
-        bool acc = j.contains("test_accuracy");
+      if (j.contains(key) && j[key].is_number()) {
+        bool acc = j.contains("test_accuracy") && j["test_accuracy"].is_number();
         has_acc = has_acc || acc;
         eval << j["step"] << '\t' << j[key] << '\t'
              << (acc ? j["test_accuracy"].get<double>() : 0.0) << '\n';

@@ -8,6 +8,7 @@
 #include "nn/optim.h"
 #include "nn/text.h"
 #include "polygrad.h"
+#include "tools/checkpoint_fields.h"
 #include "tools/train_common.h"
 #include "tools/train_programs.h"
 #include "tools/train_run.h"
@@ -38,14 +39,21 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   Checkpoint resumed;
   if (opt.resume) {
     resumed = load_checkpoint(ckpt_path);
-    cfg = GptConfig::from_json(resumed.metadata.at("config"));
-    PG_CHECK(resumed.metadata.at("vocab") == corpus.vocab.to_utf8(), ckpt_path,
+    cfg = gpt_config(resumed);  // every field checked, naming the file
+    PG_CHECK(gpt_vocab(resumed, cfg).to_utf8() == corpus.vocab.to_utf8(), ckpt_path,
              "was trained on a different text (vocabulary differs)");
   }
   cfg.vocab_size = corpus.vocab.size();
   cfg.attn = opt.resume ? cfg.attn : opt.attn;
   int64_t batch = opt.batch > 0 ? opt.batch : 32;
   int64_t total = opt.steps > 0 ? opt.steps : 2000;
+  cfg.check("GPT");  // before the memory estimate, which trusts the sizes
+  // A lower bound per token: each block's MLP activations (at least 2 bytes each, bf16 runs
+  // included) and the f32 logits.
+  check_step_memory(batch, cfg.context,
+                    static_cast<double>(cfg.layers * cfg.mlp_ratio * cfg.dim) * 2 +
+                        static_cast<double>(cfg.vocab_size) * 4,
+                    parse_device(opt.device));
 
   // --- model and optimizer ------------------------------------------------------------
   manual_seed(opt.seed);
@@ -55,7 +63,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.1);
-  if (opt.resume) restore_checkpoint(resumed, model, &optimizer);
+  if (opt.resume) restore_run(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   std::printf(
       "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "

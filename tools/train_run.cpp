@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/allocator.h"
 #include "kernels/backend.h"
 
 namespace pg::tools {
@@ -14,6 +15,16 @@ RunSetup::RunSetup(const TrainOptions& opt)
       checkpoint_path_(opt.out + "/checkpoint.safetensors") {
   if (opt.threads > 0) set_num_threads(opt.threads);
   std::filesystem::create_directories(opt.out);
+}
+
+void check_step_memory(int64_t batch, int64_t tokens, double bytes_per_token, Device device) {
+  const double ram = static_cast<double>(physical_memory_bytes());
+  const double need = static_cast<double>(batch) * static_cast<double>(tokens) * bytes_per_token;
+  if (!device.is_cpu() || ram == 0 || need <= ram) return;
+  throw Error("--batch", detail::concat("a batch of ", batch, " needs at least ",
+                                        format_bytes(need), " of activations per training step (",
+                                        tokens, " tokens per item), more than this machine's ",
+                                        format_bytes(ram), " of memory; use a smaller --batch"));
 }
 
 TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan plan,

@@ -30,6 +30,11 @@ class RunSetup {
   std::string checkpoint_path_;
 };
 
+/// Refuses a CPU run (pg::Error naming --batch) whose one step cannot fit in this machine's
+/// memory: `batch` sequences of `tokens` tokens, each needing at least `bytes_per_token` bytes
+/// of activations. A GPU run meets the device allocator's own error instead.
+void check_step_memory(int64_t batch, int64_t tokens, double bytes_per_token, Device device);
+
 /// What the skeleton needs to know of a program's run.
 struct RunPlan {
   int64_t first_step = 0;       ///< steps done before this run (a resumed run)

@@ -11,6 +11,7 @@
 #include "nn/mnist.h"
 #include "nn/optim.h"
 #include "polygrad.h"
+#include "tools/checkpoint_fields.h"
 #include "tools/train_common.h"
 #include "tools/train_programs.h"
 #include "tools/train_run.h"
@@ -130,15 +131,21 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   Checkpoint resumed;
   if (opt.resume) {
     resumed = load_checkpoint(ckpt_path);
-    cfg = VitConfig::from_json(resumed.metadata.at("config"));
+    cfg = vit_config(resumed);  // every field checked, naming the file
+    check_image_size(resumed, cfg, data.train);
   }
+  cfg.check("ViT");  // before the memory estimate, which trusts the sizes
+  // A lower bound per token: each block's MLP activations (at least 2 bytes each).
+  check_step_memory(batch, cfg.patches() + 1,
+                    static_cast<double>(cfg.layers * cfg.mlp_ratio * cfg.dim) * 2,
+                    parse_device(opt.device));
   Vit model(cfg);
   const Device device = parse_device(opt.device);
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}));
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.05);
-  if (opt.resume) restore_checkpoint(resumed, model, &optimizer);
+  if (opt.resume) restore_run(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   std::printf(
       "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "

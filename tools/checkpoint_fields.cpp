@@ -1,0 +1,69 @@
+#include "tools/checkpoint_fields.h"
+
+namespace pg::tools {
+
+namespace {
+
+// The kind a program needs, or a pg::Error saying what the file holds instead.
+void expect_kind(const Checkpoint& ck, const std::string& kind) {
+  const std::string found = model_kind(ck);
+  PG_CHECK(found == kind, ck.path, "is a ", found == "gpt" ? "GPT" : "ViT",
+           " checkpoint (metadata 'model' is '", found, "'), expected a ",
+           kind == "gpt" ? "GPT" : "ViT", " checkpoint");
+}
+
+// The model tensors hold every parameter at least once (a tied head twice), so a config that
+// needs more values than that cannot be the file's: refused before the model is allocated.
+void expect_values(const Checkpoint& ck, int64_t parameters) {
+  int64_t held = 0;
+  for (const auto& [name, t] : ck.model) held += t.numel();
+  PG_CHECK(parameters <= held, ck.source("config"), "config describes a model of ", parameters,
+           " parameters, but the file holds only ", held, " model values");
+}
+
+}  // namespace
+
+std::string model_kind(const Checkpoint& ck) {
+  const std::string& kind = ck.field("model");
+  PG_CHECK(kind == "gpt" || kind == "vit", ck.path, "checkpoint metadata 'model' is '",
+           kind.size() > 40 ? kind.substr(0, 40) + "..." : kind, "', expected 'gpt' or 'vit'");
+  return kind;
+}
+
+GptConfig gpt_config(const Checkpoint& ck) {
+  expect_kind(ck, "gpt");
+  GptConfig cfg = GptConfig::from_json(ck.field("config"), ck.source("config"));
+  expect_values(ck, cfg.parameter_count());
+  return cfg;
+}
+
+VitConfig vit_config(const Checkpoint& ck) {
+  expect_kind(ck, "vit");
+  VitConfig cfg = VitConfig::from_json(ck.field("config"), ck.source("config"));
+  expect_values(ck, cfg.parameter_count());
+  return cfg;
+}
+
+void check_image_size(const Checkpoint& ck, const VitConfig& cfg, const ImageSet& images) {
+  const int64_t h = images.images.size(1), w = images.images.size(2);
+  PG_CHECK(cfg.channels == 1 && cfg.image_size == h && cfg.image_size == w, ck.source("config"),
+           "the model takes ", cfg.channels, "x", cfg.image_size, "x", cfg.image_size,
+           " images (config fields 'channels', 'image_size'), but the data's images are 1x", h, "x",
+           w);
+}
+
+CharVocab gpt_vocab(const Checkpoint& ck, const GptConfig& cfg) {
+  CharVocab vocab = CharVocab::from_utf8(ck.field("vocab"), ck.source("vocab"));
+  PG_CHECK(vocab.size() == cfg.vocab_size, ck.source("vocab"), "vocabulary holds ", vocab.size(),
+           " characters, but config field 'vocab_size' is ", cfg.vocab_size);
+  return vocab;
+}
+
+void restore_run(const Checkpoint& ck, Module& model, Optimizer& optimizer) {
+  restore_checkpoint(ck, model, &optimizer);
+  PG_CHECK(optimizer.steps() == ck.step, ck.path, "optimizer state 'optim.step' is ",
+           optimizer.steps(), ", but metadata 'step' is ", ck.step,
+           " (save_checkpoint writes the two together)");
+}
+
+}  // namespace pg::tools

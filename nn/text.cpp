@@ -9,45 +9,44 @@
 
 namespace pg {
 
+namespace {
+
+// The code point of the well-formed UTF-8 sequence at s[i], and its length in bytes; length 0
+// when the bytes there are not one (truncated, a stray continuation byte, an overlong form, a
+// surrogate or a code point past Unicode's last). Decoding and validating share this rule, so a
+// vocabulary built from any text reads back from its UTF-8 form.
+std::pair<char32_t, int> decode_one(const std::string& s, size_t i) {
+  const unsigned char c = s[i];
+  const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (len == 0 || i + len > s.size()) return {0, 0};
+  char32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+  for (int k = 1; k < len; ++k) {
+    const unsigned char cc = s[i + k];
+    if ((cc >> 6) != 2) return {0, 0};
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  const char32_t least = len == 1 ? 0 : len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+  if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return {0, 0};
+  return {cp, len};
+}
+
+}  // namespace
+
 std::u32string utf8_decode(const std::string& s) {
   std::u32string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
-    unsigned char c = s[i];
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    char32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    bool ok = len > 0 && i + len <= s.size();
-    for (int k = 1; ok && k < len; ++k) {
-      unsigned char cc = s[i + k];
-      ok = (cc >> 6) == 2;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if (!ok) {
-      out.push_back(0xFFFD);
-      ++i;
-      continue;
-    }
-    out.push_back(cp);
-    i += len;
+    const auto [cp, len] = decode_one(s, i);
+    out.push_back(len ? cp : 0xFFFD);
+    i += len ? len : 1;
   }
   return out;
 }
 
 size_t utf8_error_offset(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
-    const unsigned char c = s[i];
-    const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return i;
-    char32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    for (int k = 1; k < len; ++k) {
-      const unsigned char cc = s[i + k];
-      if ((cc >> 6) != 2) return i;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    // The shortest form only (no overlong encodings), and no surrogates or code points past
-    // Unicode's last.
-    const char32_t least = len == 1 ? 0 : len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
-    if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    const int len = decode_one(s, i).second;
+    if (len == 0) return i;
     i += len;
   }
   return std::string::npos;

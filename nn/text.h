@@ -40,7 +40,7 @@ struct TextCorpus {
   std::vector<int32_t> train, val;
 };
 
-/// UTF-8 to code points; invalid bytes become U+FFFD.
+/// UTF-8 to code points; each byte where utf8_error_offset would stop becomes U+FFFD.
 std::u32string utf8_decode(const std::string& bytes);
 /// Offset of the first byte where `bytes` stops being valid UTF-8 (a bad lead or continuation
 /// byte, a cut sequence, an overlong form, a surrogate or a code point above U+10FFFF), or

@@ -114,6 +114,24 @@ TEST_CASE("text corpus: UTF-8 round trip, vocabulary from the training split, 90
   CHECK_THROWS_AS(read_text((d / "missing").string()), pg::Error);
 }
 
+TEST_CASE("text that is not UTF-8 decodes to U+FFFD, so its vocabulary always reads back") {
+  // A surrogate, a code point past U+10FFFF and an overlong '/': each byte becomes U+FFFD, as
+  // the validator of checkpoint vocabularies would refuse them (the fuzzer found the mismatch).
+  const std::string bad =
+      "a\xed\xa0\x80"
+      "b\xf4\x90\x80\x80"
+      "c\xc0\xaf";
+  const std::u32string fffd(1, 0xFFFD);
+  CHECK(utf8_decode(bad) ==
+        U"a" + fffd + fffd + fffd + U"b" + fffd + fffd + fffd + fffd + U"c" + fffd + fffd);
+  CHECK(utf8_error_offset(bad) == 1);
+  CHECK(utf8_error_offset(utf8_encode(utf8_decode(bad))) == std::string::npos);
+  fs::path f = pgt::temp_dir("data", "bad_utf8") / "text.txt";
+  std::ofstream(f) << bad << bad << "\n";
+  TextCorpus c = load_text_corpus(f.string(), 0.1);
+  CHECK(CharVocab::from_utf8(c.vocab.to_utf8()).to_utf8() == c.vocab.to_utf8());
+}
+
 TEST_CASE("batches depend only on (seed, step) and the prefetcher yields them in order") {
   std::vector<int32_t> tokens(1000);
   for (int i = 0; i < 1000; ++i) tokens[i] = i % 97;

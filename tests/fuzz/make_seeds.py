@@ -76,6 +76,8 @@ def text_seeds():
     write("text_corpus", "ascii", "A fortune a day.\n\t-- polygrad\n%\nTwo lines\nof text.\n")
     write("text_corpus", "utf8", "naïve café — ∑ x² ≤ 𝔼[y]\n日本語のテキスト\n")
     write("text_corpus", "invalid_utf8", b"ok \xff\xfe bad \xc3 \xe2\x82 end\n")
+    # A surrogate, a code point past U+10FFFF and an overlong '/': not characters.
+    write("text_corpus", "surrogate_overlong", b"ab\xed\xa0\x80cd\xf4\x90\x80\x80ef\xc0\xafgh\n")
 
 
 def checkpoint_seeds():

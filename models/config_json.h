@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "nn/attention_activation.h"
 
 namespace pg {
 
@@ -88,6 +89,24 @@ inline void check_config_parameters(const std::string& who, int64_t count) {
   PG_CHECK(count <= kMaxConfigParameters, who, "config describes ", count,
            " parameters, more than the limit of ", kMaxConfigParameters,
            " (2^32) that polygrad accepts");
+}
+
+/// The fields every transformer config shares: sizes within Config's caps, heads dividing
+/// dim, dropout in [0, 1) and an attention spec that parses.
+template <typename Config>
+void check_transformer_fields(const std::string& who, const Config& c) {
+  check_config_range(who, "dim", c.dim, 1, Config::kMaxDim);
+  check_config_range(who, "layers", c.layers, 1, Config::kMaxLayers);
+  check_config_range(who, "heads", c.heads, 1, c.dim);
+  PG_CHECK(c.dim % c.heads == 0, who, "config field 'heads' is ", c.heads,
+           ", which does not divide 'dim' ", c.dim);
+  check_config_range(who, "mlp_ratio", c.mlp_ratio, 1, Config::kMaxMlpRatio);
+  check_config_range(who, "dropout", c.dropout, 0.0, 1.0, false);
+  try {
+    AttentionActivation::parse(c.attn);
+  } catch (const Error& e) {
+    throw Error(who, std::string("config field 'attn': ") + e.what());
+  }
 }
 
 }  // namespace pg

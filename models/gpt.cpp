@@ -41,18 +41,7 @@ GptConfig GptConfig::from_json(const std::string& text, const std::string& who) 
 void GptConfig::check(const std::string& who) const {
   check_config_range(who, "vocab_size", vocab_size, 1, kMaxVocab);
   check_config_range(who, "context", context, 1, kMaxContext);
-  check_config_range(who, "dim", dim, 1, kMaxDim);
-  check_config_range(who, "layers", layers, 1, kMaxLayers);
-  check_config_range(who, "heads", heads, 1, dim);
-  PG_CHECK(dim % heads == 0, who, "config field 'heads' is ", heads,
-           ", which does not divide 'dim' ", dim);
-  check_config_range(who, "mlp_ratio", mlp_ratio, 1, kMaxMlpRatio);
-  check_config_range(who, "dropout", dropout, 0.0, 1.0, false);
-  try {
-    AttentionActivation::parse(attn);
-  } catch (const Error& e) {
-    throw Error(who, std::string("config field 'attn': ") + e.what());
-  }
+  check_transformer_fields(who, *this);
   check_config_parameters(who, parameter_count());
 }
 

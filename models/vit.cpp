@@ -59,18 +59,7 @@ void VitConfig::check(const std::string& who) const {
   PG_CHECK(patches() <= kMaxPatches, who, "config describes ", patches(),
            " patches per image, more than ", kMaxPatches);
   check_config_range(who, "classes", classes, 1, kMaxClasses);
-  check_config_range(who, "dim", dim, 1, kMaxDim);
-  check_config_range(who, "layers", layers, 1, kMaxLayers);
-  check_config_range(who, "heads", heads, 1, dim);
-  PG_CHECK(dim % heads == 0, who, "config field 'heads' is ", heads,
-           ", which does not divide 'dim' ", dim);
-  check_config_range(who, "mlp_ratio", mlp_ratio, 1, kMaxMlpRatio);
-  check_config_range(who, "dropout", dropout, 0.0, 1.0, false);
-  try {
-    AttentionActivation::parse(attn);
-  } catch (const Error& e) {
-    throw Error(who, std::string("config field 'attn': ") + e.what());
-  }
+  check_transformer_fields(who, *this);
   PG_CHECK(pool == "cls" || pool == "mean", who, "config field 'pool' is '", pool,
            "', expected 'cls' or 'mean'");
   PG_CHECK(std::isfinite(input_mean), who, "config field 'input_mean' is ", input_mean,

@@ -403,31 +403,3 @@ TEST_CASE("vocabularies: valid UTF-8, not empty, no character twice") {
   CHECK(utf8_error_offset("plain") == std::string::npos);
   CHECK(utf8_error_offset("ok\xed\xbf\xbf") == 2);  // U+DFFF, a surrogate
 }
-
-TEST_CASE(
-    "optimizer state: step counters whole, bounded and consistent; buffers of the "
-    "parameter's dtype") {
-  Tensor p = from_vector(std::vector<float>{1, 2, 3}, {3});
-  p.requires_grad_(true);
-  AdamW opt({{{p}, 0.1, 0.0}});
-  p.set_grad(from_vector(std::vector<float>{1, 1, 1}, {3}));
-  opt.step();
-  const StateDict good = opt.state_dict();
-  auto with = [&](const std::string& key, const Tensor& t) {
-    StateDict s = good;
-    s[key] = t;
-    return s;
-  };
-  CHECK_PG_ERROR(opt.load_state_dict(with("state.0.0.step", scalar_tensor(2, {DType::F64}))),
-                 "'state.0.0.step' is 2", "more than the optimizer's 'step' 1");
-  CHECK_PG_ERROR(opt.load_state_dict(with("step", scalar_tensor(1e300, {DType::F64}))), "'step'",
-                 "2^53");
-  CHECK_PG_ERROR(opt.load_state_dict(with("step", scalar_tensor(-1, {DType::I64}))), "'step'",
-                 ">= 0");
-  CHECK_PG_ERROR(opt.load_state_dict(with("state.0.0.step", scalar_tensor(0.5, {DType::F64}))),
-                 "'state.0.0.step'", "integer");
-  CHECK_PG_ERROR(opt.load_state_dict(with("state.0.0.exp_avg", zeros({3}, {DType::F64}))),
-                 "'state.0.0.exp_avg'", "f64", "f32");
-  CHECK_NOTHROW(opt.load_state_dict(good));
-  CHECK(opt.steps() == 1);
-}

@@ -388,6 +388,17 @@ TEST_CASE("load_state_dict is strict and leaves the optimizer unchanged on error
                  "'group.0.lr'");
   CHECK_PG_ERROR(opt.load_state_dict(with("group.0.lr", scalar_tensor(NAN, {DType::F64}))),
                  "'group.0.lr'");
+  // Step counters whole, bounded and consistent; buffers of the parameter's dtype.
+  CHECK_PG_ERROR(opt.load_state_dict(with("state.0.0.step", scalar_tensor(2, {DType::F64}))),
+                 "'state.0.0.step' is 2", "more than the optimizer's 'step' 1");
+  CHECK_PG_ERROR(opt.load_state_dict(with("step", scalar_tensor(1e300, {DType::F64}))), "'step'",
+                 "2^53");
+  CHECK_PG_ERROR(opt.load_state_dict(with("step", scalar_tensor(-1, {DType::I64}))), "'step'",
+                 ">= 0");
+  CHECK_PG_ERROR(opt.load_state_dict(with("state.0.0.step", scalar_tensor(0.5, {DType::F64}))),
+                 "'state.0.0.step'", "integer");
+  CHECK_PG_ERROR(opt.load_state_dict(with("state.0.0.exp_avg", zeros({3}, {DType::F32}))),
+                 "'state.0.0.exp_avg'", "f32", "f64");
   // An AdamW state is not an SGD state.
   SGD sgd({{{p}, 0.1, 0.0}, {{q}, 0.1, 0.0}}, 0.9);
   CHECK_PG_ERROR(sgd.load_state_dict(good), "unexpected entry", "for SGD");

@@ -3,6 +3,7 @@
 #include <unordered_map>
 
 #include "autograd/grad_mode.h"
+#include "autograd/grad_ready.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
 
@@ -54,19 +55,24 @@ void run_backward(const Tensor& output, const Tensor& grad_output, bool retain_g
     leaf->grad = (create_graph ? ng : ng.detach()).impl_ptr();
   };
 
+  // Leaves with grad-ready hooks hear once their last incoming edge has been processed.
+  const bool hooks = !captures && detail::any_grad_ready_hooks();
   if (!output.grad_fn()) {
     deliver_leaf(output.impl_ptr(), root_grad);
+    if (hooks) detail::run_grad_ready_hooks(output.impl_ptr());
     return;
   }
 
   // Count, for every reachable node, how many edges point at it.
   std::unordered_map<Node*, int> deps;
+  std::unordered_map<TensorImpl*, int> leaf_deps;  // only counted when hooks are registered
   std::vector<Node*> stack{output.grad_fn().get()};
   deps[stack.back()] = 0;
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->next()) {
+      if (hooks && e.leaf) ++leaf_deps[e.leaf.get()];
       if (!e.fn) continue;
       auto [it, fresh] = deps.try_emplace(e.fn.get(), 0);
       ++it->second;
@@ -105,8 +111,9 @@ void run_backward(const Tensor& output, const Tensor& grad_output, bool retain_g
       if (e.fn) {
         if (gi.defined()) grads[e.fn.get()] = accumulate(grads[e.fn.get()], gi);
         if (--deps[e.fn.get()] == 0) ready.push_back(e.fn.get());
-      } else if (e.leaf && gi.defined()) {
-        deliver_leaf(e.leaf, gi);
+      } else if (e.leaf) {
+        if (gi.defined()) deliver_leaf(e.leaf, gi);
+        if (hooks && --leaf_deps[e.leaf.get()] == 0) detail::run_grad_ready_hooks(e.leaf);
       }
     }
     if (!retain_graph) n->release();

@@ -117,6 +117,16 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
   app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)")
       ->check(kNonNegative);
+  app->add_option("--dist-timeout", o.dist_timeout,
+                  "under mpirun: seconds a collective may wait for the other ranks before the "
+                  "job ends (0: no limit)")
+      ->capture_default_str()
+      ->check(number_in(0, 1e6));
+  app->add_option("--bucket-mb", o.bucket_mb, "under mpirun: gradient bucket size in MiB")
+      ->capture_default_str()
+      ->check(number_in(0.001, 1024));
+  app->add_flag("!--no-overlap", o.overlap,
+                "under mpirun: all-reduce the gradients after backward instead of during it");
   app->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0: at the end)")
       ->check(kNonNegative);
   app->add_option("--label-smoothing", o.label_smoothing, "ViT: label smoothing of the loss")

@@ -5,10 +5,12 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <optional>
 #include <sstream>
 
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
+#include "dist/dist.h"
 #include "kernels/factory.h"
 #include "nn/attention_activation.h"
 #include "nn/checkpoint.h"
@@ -34,10 +36,16 @@ std::string one_line(std::string text) {
   return text;
 }
 
-// Prints "polygrad: error: MESSAGE[SUFFIX]" as one line and returns `code`.
+// Prints "polygrad: error: MESSAGE[SUFFIX]" as one line and returns `code`. Under mpirun the
+// line names the rank, and the whole job ends here: the other ranks may be waiting for this one.
 int report(const std::string& message, int code, const char* suffix = "") {
-  std::fprintf(stderr, "polygrad: error: %s%s\n", one_line(message).c_str(), suffix);
-  return code;
+  if (pg::dist::world_size() == 1) {
+    std::fprintf(stderr, "polygrad: error: %s%s\n", one_line(message).c_str(), suffix);
+    return code;
+  }
+  std::fprintf(stderr, "polygrad: rank %d/%d: error: %s%s\n", pg::dist::rank(),
+               pg::dist::world_size(), one_line(message).c_str(), suffix);
+  pg::dist::abort_job(code);
 }
 
 // CLI11 says only "A subcommand is required" for `polygrad fly` or `polygrad train`: this names
@@ -117,6 +125,17 @@ int run_sample(const std::string& ckpt_path, const std::string& prompt, int64_t 
 
 int main(int argc, char** argv) {
   pg::tools::ensure_passive_omp_wait(argv);
+  // Under `mpirun -np N` (N > 1): MPI, until main returns; otherwise nothing.
+  std::optional<pg::dist::Session> session;
+  try {
+    session.emplace();
+    // Ranks started with different flags would train different things, or hang.
+    std::string command_line;
+    for (int i = 1; i < argc; ++i) command_line += (i > 1 ? " " : "") + std::string(argv[i]);
+    pg::dist::check_same_on_all_ranks("the command line", command_line);
+  } catch (const pg::Error& e) {
+    return report(e.what(), 1);
+  }
   CLI::App app{"polygrad: transformers with a pluggable attention activation"};
   app.require_subcommand(1);
   TrainOptions train_opt;
@@ -189,6 +208,10 @@ int main(int argc, char** argv) {
   }
   // Run-time errors: one line, exit status 1, whatever was thrown.
   try {
+    PG_CHECK(pg::dist::world_size() == 1 || train_vit_cmd->parsed() || train_gpt_cmd->parsed(),
+             "mpirun",
+             "only `polygrad train` runs on several processes; start eval, sample and "
+             "compare without mpirun");
     if (train_vit_cmd->parsed())
       train_vit(train_opt, vit);
     else if (train_gpt_cmd->parsed())

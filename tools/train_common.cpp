@@ -193,9 +193,9 @@ void write_curves(const std::string& dir) {
   std::remove(script.c_str());
 }
 
-Device parse_device(const std::string& text) {
+Device parse_device(const std::string& text, int local_rank) {
   if (text == "cpu") return Device::cpu();
-  if (text == "cuda") return Device::cuda(0);
+  if (text == "cuda") return Device::cuda(local_rank);
   if (text.starts_with("cuda:") && text.size() > 5 &&
       text.find_first_not_of("0123456789", 5) == std::string::npos && text.size() < 9)
     return Device::cuda(std::stoi(text.substr(5)));

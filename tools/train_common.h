@@ -45,8 +45,9 @@ void install_stop_handler();
 /// True once Ctrl-C was pressed.
 bool stop_requested();
 
-/// "cpu", "cuda" or "cuda:N" as a Device; anything else is a pg::Error listing these.
-Device parse_device(const std::string& text);
+/// "cpu", "cuda" or "cuda:N" as a Device; anything else is a pg::Error listing these. Plain
+/// "cuda" is the GPU numbered `local_rank` (under mpirun: one GPU per process of a machine).
+Device parse_device(const std::string& text, int local_rank = 0);
 
 /// Draws curves with gnuplot into `png`: each series is (title, data file, x column, y column).
 /// Returns false (and prints why) when gnuplot is missing or fails.

@@ -2,6 +2,8 @@
 // Read top to bottom: it is also the worked example of polygrad's API.
 #include <cstdio>
 
+#include "dist/data_parallel.h"
+#include "dist/dist.h"
 #include "models/gpt.h"
 #include "nn/checkpoint.h"
 #include "nn/data_loader.h"
@@ -15,19 +17,22 @@
 
 namespace pg::tools {
 
-// Mean validation loss in nats per character over `batches` fixed windows.
+// Mean validation loss in nats per character over `batches` fixed windows. Under mpirun the
+// ranks share the batches (batch i on rank i mod N), so each batch's loss is the one a single
+// process computes.
 double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch,
                        int64_t batches) {
   NoGradGuard no_grad;
   model.eval();
   const Device device = model.parameters().front().device();
-  double total = 0;
-  for (int64_t i = 0; i < batches; ++i) {
+  std::vector<double> total{0};
+  for (int64_t i = dist::rank(); i < batches; i += dist::world_size()) {
     Batch b = text_batch(val, batch, model.config().context, 0xe7a1, i);
-    total += cross_entropy(model(b.inputs.to(device)), b.targets.to(device)).item();
+    total[0] += cross_entropy(model(b.inputs.to(device)), b.targets.to(device)).item();
   }
+  dist::all_reduce(total);
   model.train();
-  return total / static_cast<double>(batches);
+  return total[0] / static_cast<double>(batches);
 }
 
 RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
@@ -47,10 +52,11 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   cfg.attn = opt.resume ? cfg.attn : opt.attn;
   int64_t batch = opt.batch > 0 ? opt.batch : 32;
   int64_t total = opt.steps > 0 ? opt.steps : 2000;
-  cfg.check("GPT");  // before the memory estimate, which trusts the sizes
+  cfg.check("GPT");            // before the memory estimate, which trusts the sizes
+  check_batch_divides(batch);  // under mpirun each process takes batch / N rows
   // A lower bound per token: each block's MLP activations (at least 2 bytes each, bf16 runs
   // included) and the f32 logits.
-  check_step_memory(batch, cfg.context,
+  check_step_memory(batch / dist::world_size(), cfg.context,
                     static_cast<double>(cfg.layers * cfg.mlp_ratio * cfg.dim) * 2 +
                         static_cast<double>(cfg.vocab_size) * 4,
                     parse_device(opt.device));
@@ -58,19 +64,22 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   // --- model and optimizer ------------------------------------------------------------
   manual_seed(opt.seed);
   Gpt model(cfg);
-  const Device device = parse_device(opt.device);
+  const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.1);
   if (opt.resume) restore_run(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
-  std::printf(
-      "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
-      "tokens, %d threads, %s, %s matmuls\n",
-      cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
-      corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
-      get_num_threads(), device.str().c_str(), opt.precision.c_str());
+  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
+  dist::DataParallel replicas(model, data_parallel_options(opt));
+  if (dist::rank() == 0)
+    std::printf(
+        "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
+        "tokens, %s, %s, %s matmuls\n",
+        cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
+        corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
+        processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
   auto save = [&](int64_t step) {
     save_checkpoint(
         ckpt_path, model, &optimizer, step,
@@ -79,7 +88,9 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
 
   // --- training loop ------------------------------------------------------------------
   Prefetcher loader(
-      [&](int64_t s) { return text_batch(corpus.train, batch, cfg.context, opt.seed, s); },
+      [&](int64_t s) {
+        return local_rows(text_batch(corpus.train, batch, cfg.context, opt.seed, s));
+      },
       first_step);
   TrainingRun run(opt, setup,
                   {.first_step = first_step,
@@ -87,7 +98,8 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
                    .evals = 10,
                    .unit = "tok",
                    .items_per_step = batch * cfg.context,
-                   .lower_is_better = true},
+                   .lower_is_better = true,
+                   .replicas = model.parameters()},
                   save);
   while (run.step() < total) {
     Batch b = loader.next();
@@ -96,6 +108,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     Tensor loss = cross_entropy(model(b.inputs.to(device)), b.targets.to(device));
     optimizer.zero_grad();
     loss.backward();
+    replicas.sync_gradients();  // the mean over ranks, before the norm is taken
     double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
     optimizer.step();
     run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
@@ -108,6 +121,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   RunSummary summary = run.finish(attention_norms(model.blocks()));
 
   // --- results ------------------------------------------------------------------------
+  if (dist::rank() != 0) return summary;
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);
   if (!opt.quiet) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/allocator.h"
+#include "dist/dist.h"
 #include "kernels/backend.h"
 
 namespace pg::tools {
@@ -14,7 +15,37 @@ RunSetup::RunSetup(const TrainOptions& opt)
     : precision_(parse_matmul_precision(opt.precision)),
       checkpoint_path_(opt.out + "/checkpoint.safetensors") {
   if (opt.threads > 0) set_num_threads(opt.threads);
-  std::filesystem::create_directories(opt.out);
+  dist::set_timeout(opt.dist_timeout);
+  if (dist::rank() == 0) std::filesystem::create_directories(opt.out);
+}
+
+dist::DataParallelOptions data_parallel_options(const TrainOptions& opt) {
+  dist::DataParallelOptions o;
+  o.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(opt.bucket_mb * (1 << 20)));
+  o.first_bucket_bytes = std::min(o.first_bucket_bytes, o.bucket_bytes);
+  o.overlap = opt.overlap;
+  return o;
+}
+
+std::string processes_and_threads() {
+  const int threads = get_num_threads(), world = dist::world_size();
+  const std::string t = detail::concat(threads, threads == 1 ? " thread" : " threads");
+  return world == 1 ? t : detail::concat(world, " processes x ", t);
+}
+
+void check_batch_divides(int64_t batch) {
+  const int world = dist::world_size();
+  PG_CHECK(batch % world == 0, "--batch",
+           detail::concat("the global batch of ", batch, " does not split evenly over ", world,
+                          " processes; use a multiple of ", world));
+}
+
+Batch local_rows(const Batch& global) {
+  const int world = dist::world_size();
+  if (world == 1) return global;
+  const int64_t rows = global.inputs.size(0) / world, first = rows * dist::rank();
+  return {global.inputs.narrow(0, first, rows).contiguous(),
+          global.targets.narrow(0, first, rows).contiguous()};
 }
 
 void check_step_memory(int64_t batch, int64_t tokens, double bytes_per_token, Device device) {
@@ -36,8 +67,12 @@ TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan
       eval_every_(opt.eval_every > 0 ? opt.eval_every
                                      : std::max<int64_t>(1, plan_.total / plan_.evals)),
       step_(plan_.first_step),
-      metrics_(opt.out + "/metrics.jsonl", opt.resume),
-      progress_(plan_.first_step, plan_.total, plan_.unit) {
+      lead_(dist::rank() == 0) {
+  if (lead_) {
+    metrics_.emplace(opt.out + "/metrics.jsonl", opt.resume);
+    progress_.emplace(plan_.first_step, plan_.total, plan_.unit);
+  }
+  dist::set_context(detail::concat("step ", step_ + 1));
   install_stop_handler();
   summary_.best_metric = plan_.lower_is_better ? INFINITY : 0;
   start_ = std::chrono::steady_clock::now();
@@ -45,40 +80,56 @@ TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan
 
 void TrainingRun::end_step(double loss, double lr, double grad_norm,
                            const std::vector<double>& a_frob_sqrt_n) {
+  // One message per step: the mean loss, and whether any rank was asked to stop (mpirun
+  // forwards Ctrl-C to every rank, but they may see it at different steps).
+  std::vector<double> agreed{loss, stop_requested() ? 1.0 : 0.0};
+  dist::all_reduce(agreed, dist::ReduceOp::Sum);
+  loss = agreed[0] / dist::world_size();
+  stop_ = agreed[1] > 0;
   ++step_;
-  metrics_.write({{"step", step_},
-                  {"loss", loss},
-                  {"lr", lr},
-                  {"grad_norm", grad_norm},
-                  {"a_frob_sqrt_n", a_frob_sqrt_n}});
-  progress_.update(step_, loss, plan_.items_per_step);
+  dist::set_context(detail::concat("step ", step_ + 1));
+  if (!lead_) return;
+  metrics_->write({{"step", step_},
+                   {"loss", loss},
+                   {"lr", lr},
+                   {"grad_norm", grad_norm},
+                   {"a_frob_sqrt_n", a_frob_sqrt_n}});
+  progress_->update(step_, loss, plan_.items_per_step);
+}
+
+void TrainingRun::save(int64_t step) {
+  dist::check_replicas(plan_.replicas, "the parameters");
+  if (lead_) save_(step);  // atomically (a temporary file, then a rename)
+  dist::barrier();
 }
 
 bool TrainingRun::eval_due() const { return step_ % eval_every_ == 0 || step_ == plan_.total; }
 
 void TrainingRun::record_eval(nlohmann::json record, double metric) {
   record["step"] = step_;
-  metrics_.write(record);
+  if (lead_) metrics_->write(record);
   summary_.best_metric = plan_.lower_is_better ? std::min(summary_.best_metric, metric)
                                                : std::max(summary_.best_metric, metric);
   summary_.final_metric = metric;
 }
 
 bool TrainingRun::save_or_stop() {
-  if (ckpt_every_ > 0 && step_ % ckpt_every_ == 0) save_(step_);
-  if (!stop_requested()) return false;
-  progress_.finish();
-  save_(step_);
-  std::printf("interrupted at step %lld: checkpoint saved to %s (continue with --resume)\n",
-              (long long)step_, checkpoint_path_.c_str());
+  if (ckpt_every_ > 0 && step_ % ckpt_every_ == 0) save(step_);
+  if (dist::world_size() == 1) stop_ = stop_requested();  // no one to agree with: the latest
+  if (!stop_) return false;
+  if (lead_) progress_->finish();
+  save(step_);
+  if (lead_)
+    std::printf("interrupted at step %lld: checkpoint saved to %s (continue with --resume)\n",
+                (long long)step_, checkpoint_path_.c_str());
   summary_.steps = step_;
   return true;
 }
 
 RunSummary TrainingRun::finish(std::vector<double> a_frob_sqrt_n) {
-  progress_.finish();
+  if (lead_) progress_->finish();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  save_(step_);
+  save(step_);
   const int64_t done = step_ - plan_.first_step;
   summary_.steps = step_;
   summary_.ms_per_step = 1e3 * seconds / std::max<int64_t>(done, 1);

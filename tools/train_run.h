@@ -7,11 +7,14 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "dist/data_parallel.h"
 #include "kernels/matmul_precision.h"
 #include "nn/attention.h"
+#include "nn/data_loader.h"
 #include "tools/train_common.h"
 #include "tools/train_options.h"
 
@@ -37,16 +40,29 @@ void check_step_memory(int64_t batch, int64_t tokens, double bytes_per_token, De
 
 /// What the skeleton needs to know of a program's run.
 struct RunPlan {
-  int64_t first_step = 0;       ///< steps done before this run (a resumed run)
-  int64_t total = 0;            ///< steps done at its end
-  int64_t evals = 10;           ///< evaluations per run unless --eval-every says how often
-  std::string unit;             ///< what the throughput counts: "tok", "img"
-  int64_t items_per_step = 0;   ///< units one step processes
-  bool lower_is_better = true;  ///< of the evaluation metric: a loss (true), an accuracy (false)
+  int64_t first_step = 0;        ///< steps done before this run (a resumed run)
+  int64_t total = 0;             ///< steps done at its end
+  int64_t evals = 10;            ///< evaluations per run unless --eval-every says how often
+  std::string unit;              ///< what the throughput counts: "tok", "img"
+  int64_t items_per_step = 0;    ///< units one step processes
+  bool lower_is_better = true;   ///< of the evaluation metric: a loss (true), an accuracy (false)
+  std::vector<Tensor> replicas;  ///< under mpirun: checked identical on every rank at each save
 };
+
+/// The gradient buckets and overlap the flags ask for.
+dist::DataParallelOptions data_parallel_options(const TrainOptions& opt);
+/// "2 threads", or under mpirun "2 processes x 1 thread".
+std::string processes_and_threads();
+/// Refuses (pg::Error naming --batch) a global batch the processes cannot share equally.
+void check_batch_divides(int64_t batch);
+/// This process's rows [rB/N, (r+1)B/N) of global batch B, for N processes (all in a world of
+/// one): every rank slices the same global batch, so the data is that of one process.
+Batch local_rows(const Batch& global);
 
 /// The bookkeeping around a training loop that the program writes itself. Per step, in order:
 /// end_step() after the optimizer step, record_eval() when eval_due(), then save_or_stop().
+/// Under mpirun every rank runs it: rank 0 alone prints, writes metrics and saves (then all
+/// wait for it), and the ranks agree on the reported loss and on stopping.
 class TrainingRun {
  public:
   /// Opens OUT/metrics.jsonl (appended to when resuming), starts the progress line, the Ctrl-C
@@ -55,8 +71,9 @@ class TrainingRun {
               std::function<void(int64_t step)> save);
   /// Optimizer steps finished so far (first_step at the start).
   int64_t step() const { return step_; }
-  /// Counts a finished optimizer step and records it: a metrics line with its loss, learning
-  /// rate, gradient norm and each layer's ||A||_F/sqrt(N), and the progress line.
+  /// Counts a finished optimizer step and records it: a metrics line with its loss (this
+  /// rank's, averaged over the ranks), learning rate, gradient norm and each layer's
+  /// ||A||_F/sqrt(N), and the progress line.
   void end_step(double loss, double lr, double grad_norm, const std::vector<double>& a_frob_sqrt_n);
   /// True when the step just finished is due an evaluation: every eval_every steps, and the last.
   bool eval_due() const;
@@ -73,12 +90,16 @@ class TrainingRun {
   RunSummary finish(std::vector<double> a_frob_sqrt_n);
 
  private:
+  void save(int64_t step);  // rank 0 writes, every rank waits for it
+
   RunPlan plan_;
   std::function<void(int64_t)> save_;
   std::string checkpoint_path_;
   int64_t ckpt_every_, eval_every_, step_;
-  MetricsWriter metrics_;
-  ProgressLine progress_;
+  bool lead_;          // rank 0: the one that prints and writes
+  bool stop_ = false;  // some rank saw Ctrl-C
+  std::optional<MetricsWriter> metrics_;
+  std::optional<ProgressLine> progress_;
   RunSummary summary_;
   std::chrono::steady_clock::time_point start_;
 };

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "dist/data_parallel.h"
+#include "dist/dist.h"
 #include "models/vit.h"
 #include "nn/checkpoint.h"
 #include "nn/data_loader.h"
@@ -77,28 +79,38 @@ void show_results(const ImageSet& test, const EvalResult& r, int64_t classes) {
 
 }  // namespace
 
-// Loss and accuracy over a whole split, in batches, without recording a graph.
+// Loss and accuracy over a whole split, in batches of 500, without recording a graph. Under
+// mpirun the ranks share the batches (batch i on rank i mod N): each image's logits are those of
+// a single process, and the sums and predictions are combined.
 EvalResult evaluate(Vit& model, const ImageSet& split) {
   NoGradGuard no_grad;
   model.eval();
   const Device device = model.parameters().front().device();
-  EvalResult r;
-  int64_t n = split.images.size(0), bs = 500, correct = 0;
-  int64_t h = split.images.size(1), w = split.images.size(2);
-  for (int64_t i = 0; i < n; i += bs) {
+  const int64_t n = split.images.size(0), bs = 500;
+  const int64_t h = split.images.size(1), w = split.images.size(2);
+  std::vector<double> sums{0, 0};  // loss, correct
+  Tensor predictions = zeros({n}, {DType::I64});
+  int64_t* pred_out = predictions.data<int64_t>();
+  for (int64_t i = bs * dist::rank(); i < n; i += bs * dist::world_size()) {
     int64_t m = std::min(bs, n - i);
     Tensor x = split.images.narrow(0, i, m).reshape({m, 1, h, w}).to(device);
     Tensor y = split.labels.narrow(0, i, m).to(device);
     Tensor logits = model(x);
-    r.loss += cross_entropy(logits, y).item() * static_cast<double>(m);
+    sums[0] += cross_entropy(logits, y).item() * static_cast<double>(m);
     auto pred = argmax(logits, 1).to_vector<int64_t>();
     auto truth = y.to_vector<int64_t>();
-    for (int64_t j = 0; j < m; ++j) correct += pred[j] == truth[j];
-    r.predictions.insert(r.predictions.end(), pred.begin(), pred.end());
+    for (int64_t j = 0; j < m; ++j) {
+      sums[1] += pred[j] == truth[j];
+      pred_out[i + j] = pred[j];
+    }
   }
+  dist::all_reduce(sums);
+  dist::all_reduce({predictions});  // each image's prediction comes from one rank, zeros elsewhere
   model.train();
-  r.loss /= static_cast<double>(n);
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  EvalResult r;
+  r.loss = sums[0] / static_cast<double>(n);
+  r.accuracy = sums[1] / static_cast<double>(n);
+  r.predictions = predictions.to_vector<int64_t>();
   return r;
 }
 
@@ -134,39 +146,44 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     cfg = vit_config(resumed);  // every field checked, naming the file
     check_image_size(resumed, cfg, data.train);
   }
-  cfg.check("ViT");  // before the memory estimate, which trusts the sizes
+  cfg.check("ViT");            // before the memory estimate, which trusts the sizes
+  check_batch_divides(batch);  // under mpirun each process takes batch / N images
   // A lower bound per token: each block's MLP activations (at least 2 bytes each).
-  check_step_memory(batch, cfg.patches() + 1,
+  check_step_memory(batch / dist::world_size(), cfg.patches() + 1,
                     static_cast<double>(cfg.layers * cfg.mlp_ratio * cfg.dim) * 2,
                     parse_device(opt.device));
   Vit model(cfg);
-  const Device device = parse_device(opt.device);
+  const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}));
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.05);
   if (opt.resume) restore_run(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
-  std::printf(
-      "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
-      "%d threads, %s, %s matmuls\n",
-      cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(), (long long)total,
-      (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(), get_num_threads(),
-      device.str().c_str(), opt.precision.c_str());
+  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
+  dist::DataParallel replicas(model, data_parallel_options(opt));
+  if (dist::rank() == 0)
+    std::printf(
+        "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
+        "%s, %s, %s matmuls\n",
+        cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(),
+        (long long)total, (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(),
+        processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
   auto save = [&](int64_t step) {
     save_checkpoint(ckpt_path, model, &optimizer, step,
                     {{"model", "vit"}, {"config", cfg.to_json()}});
   };
 
   // --- training loop --------------------------------------------------------------------
-  Prefetcher loader([&](int64_t s) { return batcher.batch(s); }, first_step);
+  Prefetcher loader([&](int64_t s) { return local_rows(batcher.batch(s)); }, first_step);
   TrainingRun run(opt, setup,
                   {.first_step = first_step,
                    .total = total,
                    .evals = 5,
                    .unit = "img",
                    .items_per_step = batch,
-                   .lower_is_better = false},
+                   .lower_is_better = false,
+                   .replicas = model.parameters()},
                   save);
   while (run.step() < total) {
     Batch b = loader.next();
@@ -176,13 +193,14 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
         cross_entropy(model(b.inputs.to(device)), b.targets.to(device), -100, opt.label_smoothing);
     optimizer.zero_grad();
     loss.backward();
+    replicas.sync_gradients();  // the mean over ranks, before the norm is taken
     double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
     optimizer.step();
     run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
       EvalResult ev = evaluate(model, data.test);
       run.record_eval({{"test_loss", ev.loss}, {"test_accuracy", ev.accuracy}}, ev.accuracy);
-      if (!opt.quiet && run.step() != total)
+      if (!opt.quiet && run.step() != total && dist::rank() == 0)
         std::printf("%sstep %lld: test accuracy %.2f%%, test loss %.4f\n", isatty(1) ? "\n" : "",
                     (long long)run.step(), 100 * ev.accuracy, ev.loss);
       std::fflush(stdout);
@@ -195,6 +213,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   EvalResult final_eval = evaluate(model, data.test);
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);
+  if (dist::rank() != 0) return summary;
   std::printf("test accuracy %.2f%% (best %.2f%%), test loss %.4f, %.1f ms/step, %.0f img/s\n",
               100 * final_eval.accuracy, 100 * summary.best_metric, final_eval.loss,
               summary.ms_per_step, summary.items_per_s);

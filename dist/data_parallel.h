@@ -1,0 +1,105 @@
+// DataParallel: one model replica per process, gradients averaged across processes in buckets
+// while backward runs (the role of PyTorch's DistributedDataParallel).
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "autograd/grad_ready.h"
+#include "nn/module.h"
+
+namespace pg::dist {
+
+/// How gradients are grouped and when they are sent.
+struct DataParallelOptions {
+  /// Largest bucket: gradients are copied into flat buffers of about this size and each buffer
+  /// is all-reduced as one message.
+  int64_t bucket_bytes = int64_t(4) << 20;
+  /// The first bucket (the last layers' gradients, ready first) is smaller, so that
+  /// communication starts early in backward.
+  int64_t first_bucket_bytes = int64_t(1) << 20;
+  /// All-reduce each bucket on the communication thread as soon as backward has filled it;
+  /// false: all of them after backward, in sync_gradients() (for measuring the overlap).
+  bool overlap = true;
+};
+
+/// Keeps a Module's replicas identical across the processes of a job. Construction (on every
+/// rank, collectively) checks that every rank built the same model and broadcasts rank 0's
+/// parameters and buffers. Then, per step: backward() on each rank's own slice of the batch,
+/// sync_gradients(), and every rank holds the mean gradient (bit-identical on all ranks), so
+/// gradient clipping and the optimizer step stay identical too. In a world of one it does
+/// nothing. After sync_gradients() a parameter's .grad views a bucket until the next backward.
+class DataParallel {
+ public:
+  explicit DataParallel(Module& module, DataParallelOptions options = {});
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  /// Waits for every bucket's all-reduce (sending, after backward, those whose parameters got
+  /// no gradient: as zeros) and sets each parameter's .grad to the mean over ranks. A
+  /// parameter no rank computed a gradient for keeps an undefined .grad on every rank.
+  void sync_gradients();
+
+  /// While alive, backward passes only accumulate into .grad locally (gradient accumulation):
+  /// the backward after it sends the accumulated gradients.
+  class NoSync {
+   public:
+    explicit NoSync(DataParallel& dp) : dp_(dp), was_(dp.enabled_) { dp_.enabled_ = false; }
+    ~NoSync() { dp_.enabled_ = was_; }
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+
+   private:
+    DataParallel& dp_;
+    bool was_;
+  };
+  /// See NoSync.
+  [[nodiscard]] NoSync no_sync() { return NoSync(*this); }
+
+  /// Time accounting, summed over sync_gradients() calls.
+  struct Stats {
+    int64_t syncs = 0;
+    double comm_seconds = 0;     ///< inside the all-reduces
+    double exposed_seconds = 0;  ///< sync_gradients() waiting: communication not hidden
+  };
+  const Stats& stats() const { return stats_; }
+  /// Number of buckets (0 in a world of one).
+  int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+
+ private:
+  struct Bucket {
+    Tensor flat;  // the gradients, then one presence count per parameter
+    std::vector<size_t> params;
+    std::vector<int64_t> offsets;
+    int64_t values = 0;  // elements before the presence counts
+    int pending = 0;     // parameters not yet copied in this round
+    bool done = false;
+  };
+  void on_ready(size_t param);
+  void fill(size_t param);  // copies the parameter's gradient (or zeros) into its bucket
+  void communicate();       // the communication thread
+  void reduce(Bucket& b, size_t index);
+
+  std::vector<Tensor> params_;
+  std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
+  std::vector<Bucket> buckets_;
+  std::vector<GradReadyHookHandle> hooks_;
+  DataParallelOptions options_;
+  bool enabled_ = true;
+  Stats stats_;
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<bool> filled_;
+  size_t next_ = 0;  // next bucket to send: buckets go out in index order on every rank
+  bool shutdown_ = false;
+  std::exception_ptr failure_;
+  std::thread thread_;
+};
+
+}  // namespace pg::dist

@@ -1,0 +1,397 @@
+#include "dist/dist.h"
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "autograd/grad_mode.h"
+#include "dist/nccl.h"
+#include "kernels/backend.h"
+
+#ifdef PG_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace pg::dist {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct State {
+  bool active = false;  // MPI initialised by the Session: more than one process
+  int rank = 0, world = 1, local_rank = 0;
+  std::mutex mpi;  // one collective at a time, issued in program order on every rank
+
+  // The watchdog: which collective is waiting, since when, and what the program was doing.
+  std::mutex watch;
+  std::string context, in_flight;
+  Clock::time_point since;
+  bool busy = false;
+  std::atomic<double> timeout{0};
+  std::thread watchdog;
+  std::atomic<bool> stop{false};
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+thread_local std::string t_label;
+
+// The world size mpirun (Open MPI) or an MPICH/Slurm launcher gave this process, 1 without one.
+int launched_world_size() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* v = std::getenv(var)) return std::max(1, std::atoi(v));
+  return 1;
+}
+
+// Marks a collective as in flight for the watchdog while it lives.
+class InFlight {
+ public:
+  explicit InFlight(std::string what) {
+    State& s = state();
+    std::lock_guard lock(s.watch);
+    s.in_flight = t_label.empty() ? std::move(what) : std::move(what) + " of " + t_label;
+    s.since = Clock::now();
+    s.busy = true;
+  }
+  ~InFlight() {
+    State& s = state();
+    std::lock_guard lock(s.watch);
+    s.busy = false;
+  }
+};
+
+#ifdef PG_WITH_MPI
+void watchdog_loop() {
+  State& s = state();
+  while (!s.stop.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const double limit = s.timeout.load();
+    if (limit <= 0) continue;
+    std::lock_guard lock(s.watch);
+    if (!s.busy) continue;
+    const double waited = std::chrono::duration<double>(Clock::now() - s.since).count();
+    if (waited < limit) continue;
+    std::fprintf(stderr,
+                 "polygrad: rank %d/%d: error: %s%s%s has waited %.0f s for the other ranks "
+                 "(--dist-timeout %g): a rank stalled, or the ranks took different paths; "
+                 "ending the job\n",
+                 s.rank, s.world, s.in_flight.c_str(), s.context.empty() ? "" : " at ",
+                 s.context.c_str(), waited, limit);
+    std::fflush(stderr);
+    abort_job(3);
+  }
+}
+
+void check_mpi(int code, const char* call) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, text, &len);
+  throw Error("dist", detail::concat(call, " failed on rank ", state().rank, ": ",
+                                     std::string(text, static_cast<size_t>(len))));
+}
+
+MPI_Datatype mpi_type(DType dt, const char* op) {
+  switch (dt) {
+    case DType::F32:
+      return MPI_FLOAT;
+    case DType::F64:
+      return MPI_DOUBLE;
+    case DType::I64:
+      return MPI_INT64_T;
+    case DType::I32:
+      return MPI_INT32_T;
+    default:
+      break;
+  }
+  throw Error(op, detail::concat("cannot send ", dtype_name(dt),
+                                 " tensors (expected f32, f64, i32 or i64)"));
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Max:
+      return MPI_MAX;
+    case ReduceOp::Min:
+      return MPI_MIN;
+    default:
+      return MPI_SUM;
+  }
+}
+
+std::string bytes_text(int64_t bytes) {
+  std::ostringstream os;
+  if (bytes >= (1 << 20))
+    os << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else
+    os << bytes << " B";
+  return os.str();
+}
+
+// MPI counts are ints: a tensor past 2^31 - 1 elements goes in pieces.
+template <class F>
+void in_chunks(char* data, int64_t count, size_t elem, F&& f) {
+  while (count > 0) {
+    const int n = static_cast<int>(std::min<int64_t>(count, INT_MAX));
+    f(data, n);
+    data += static_cast<size_t>(n) * elem;
+    count -= n;
+  }
+}
+#endif
+
+void check_contiguous(const Tensor& t, const char* op) {
+  PG_CHECK(t.defined(), op, "got an undefined tensor");
+  PG_CHECK(t.is_contiguous(), op, "expected contiguous tensors, got shape ", shape_str(t.shape()),
+           " with strides ", shape_str(t.strides()));
+}
+
+}  // namespace
+
+Session::Session() {
+  const int launched = launched_world_size();
+  if (launched <= 1) return;  // a world of one: no MPI call at all
+#ifdef PG_WITH_MPI
+  State& s = state();
+  int provided = 0;
+  check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+  s.active = true;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &s.world);
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, s.rank, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &s.local_rank);
+  MPI_Comm_free(&local);
+  if (provided < MPI_THREAD_MULTIPLE)
+    throw Error("dist", detail::concat("this MPI library offers thread level ", provided,
+                                       "; polygrad's communication thread needs "
+                                       "MPI_THREAD_MULTIPLE (Open MPI 4.1 has it)"));
+  s.watchdog = std::thread(watchdog_loop);
+#else
+  throw Error("dist", detail::concat("mpirun started ", launched,
+                                     " processes, but this polygrad was built without MPI "
+                                     "(install libopenmpi-dev and rebuild with -DPG_MPI=ON)"));
+#endif
+}
+
+Session::~Session() {
+  State& s = state();
+  if (!s.active) return;
+  s.stop = true;
+  if (s.watchdog.joinable()) s.watchdog.join();
+  nccl_finalize();
+#ifdef PG_WITH_MPI
+  MPI_Finalize();
+#endif
+  s.active = false;
+}
+
+int rank() { return state().rank; }
+int world_size() { return state().world; }
+int local_rank() { return state().local_rank; }
+bool mpi_built() {
+#ifdef PG_WITH_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+void all_reduce(const std::vector<Tensor>& tensors, ReduceOp op) {
+  for (const Tensor& t : tensors) {
+    check_contiguous(t, "all_reduce");
+    PG_CHECK(op != ReduceOp::Mean || t.dtype() == DType::F32 || t.dtype() == DType::F64,
+             "all_reduce", "Mean needs floating tensors, got ", dtype_name(t.dtype()));
+  }
+  State& s = state();
+  if (!s.active) return;
+#ifdef PG_WITH_MPI
+  for (const Tensor& t : tensors) {
+    if (t.numel() == 0) continue;
+    InFlight flight("all_reduce (" + bytes_text(t.numel() * int64_t(dtype_size(t.dtype()))) + ")");
+    if (t.device().is_cuda() && nccl_all_reduce(t, op == ReduceOp::Mean ? ReduceOp::Sum : op)) {
+    } else {
+      // Host-staged for CUDA tensors without NCCL; in place for CPU ones.
+      Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+      const MPI_Datatype type = mpi_type(t.dtype(), "all_reduce");
+      std::lock_guard lock(s.mpi);
+      in_chunks(static_cast<char*>(host.raw_data()), host.numel(), dtype_size(t.dtype()),
+                [&](char* p, int n) {
+                  check_mpi(MPI_Allreduce(MPI_IN_PLACE, p, n, type, mpi_op(op), MPI_COMM_WORLD),
+                            "MPI_Allreduce");
+                });
+      if (!t.device().is_cpu()) {
+        Tensor dst = t;
+        dst.copy_(host);
+      }
+    }
+    if (op == ReduceOp::Mean) {
+      NoGradGuard no_grad;
+      std::vector<Tensor> xs{t};
+      backend_for(t.device()).scale(xs, 1.0 / s.world, xs);
+    }
+  }
+#endif
+}
+
+void all_reduce(std::vector<double>& values, ReduceOp op) {
+  if (!state().active || values.empty()) return;
+  Tensor t = empty({static_cast<int64_t>(values.size())}, {DType::F64});
+  std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(double));
+  all_reduce({t}, op);
+  std::memcpy(values.data(), t.raw_data(), values.size() * sizeof(double));
+}
+
+void broadcast(const std::vector<Tensor>& tensors, int root) {
+  for (const Tensor& t : tensors) check_contiguous(t, "broadcast");
+  State& s = state();
+  PG_CHECK(root >= 0 && root < s.world, "broadcast", "root ", root, " is not a rank (world of ",
+           s.world, ")");
+  if (!s.active) return;
+#ifdef PG_WITH_MPI
+  for (const Tensor& t : tensors) {
+    if (t.numel() == 0) continue;
+    InFlight flight("broadcast (" + bytes_text(t.numel() * int64_t(dtype_size(t.dtype()))) + ")");
+    Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+    const MPI_Datatype type = mpi_type(t.dtype(), "broadcast");
+    {
+      std::lock_guard lock(s.mpi);
+      in_chunks(static_cast<char*>(host.raw_data()), host.numel(), dtype_size(t.dtype()),
+                [&](char* p, int n) {
+                  check_mpi(MPI_Bcast(p, n, type, root, MPI_COMM_WORLD), "MPI_Bcast");
+                });
+    }
+    if (!t.device().is_cpu()) {
+      Tensor dst = t;
+      dst.copy_(host);
+    }
+  }
+#endif
+}
+
+void barrier() {
+  State& s = state();
+  if (!s.active) return;
+#ifdef PG_WITH_MPI
+  InFlight flight("barrier");
+  std::lock_guard lock(s.mpi);
+  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+#endif
+}
+
+std::vector<std::string> all_gather(const std::string& value) {
+  State& s = state();
+  if (!s.active) return {value};
+  std::vector<std::string> out(static_cast<size_t>(s.world));
+#ifdef PG_WITH_MPI
+  InFlight flight("all_gather");
+  std::lock_guard lock(s.mpi);
+  PG_CHECK(value.size() < INT_MAX, "all_gather", "a value of ", value.size(), " bytes is too long");
+  int len = static_cast<int>(value.size());
+  std::vector<int> lens(out.size()), offsets(out.size());
+  check_mpi(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD),
+            "MPI_Allgather");
+  int64_t total = 0;
+  for (size_t r = 0; r < out.size(); ++r) {
+    offsets[r] = static_cast<int>(total);
+    total += lens[r];
+  }
+  PG_CHECK(total < INT_MAX, "all_gather", "the ranks' values add up to ", total,
+           " bytes, too many");
+  std::string all(static_cast<size_t>(total), '\0');
+  check_mpi(MPI_Allgatherv(value.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(),
+                           MPI_CHAR, MPI_COMM_WORLD),
+            "MPI_Allgatherv");
+  for (size_t r = 0; r < out.size(); ++r)
+    out[r] = all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lens[r]));
+#endif
+  return out;
+}
+
+void check_same_on_all_ranks(const std::string& what, const std::string& value) {
+  if (world_size() == 1) return;
+  std::vector<std::string> values = all_gather(value);
+  for (size_t r = 1; r < values.size(); ++r) {
+    if (values[r] == values[0]) continue;
+    // Name the first line that differs: a model description or a command line is long.
+    std::istringstream a(values[0]), b(values[r]);
+    std::string la, lb;
+    while (true) {
+      const bool more_a = static_cast<bool>(std::getline(a, la));
+      const bool more_b = static_cast<bool>(std::getline(b, lb));
+      if (!more_a) la = "(nothing)";
+      if (!more_b) lb = "(nothing)";
+      if (la != lb || (!more_a && !more_b)) break;
+    }
+    throw Error("dist",
+                detail::concat(what, " differs between ranks: rank 0 has '", la, "' where rank ", r,
+                               " has '", lb, "' (every rank must run the same program)"));
+  }
+}
+
+uint64_t fingerprint(const std::vector<Tensor>& tensors) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  auto mix = [&](const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) {
+      mix("undefined", 9);
+      continue;
+    }
+    Tensor c = t.to(Device::cpu()).contiguous();
+    mix(t.shape().data(), t.shape().size() * sizeof(int64_t));
+    const auto dt = static_cast<uint8_t>(t.dtype());
+    mix(&dt, 1);
+    mix(c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+  }
+  return h;
+}
+
+void check_replicas(const std::vector<Tensor>& tensors, const std::string& what) {
+  if (world_size() == 1) return;
+  std::vector<std::string> prints = all_gather(std::to_string(fingerprint(tensors)));
+  for (size_t r = 1; r < prints.size(); ++r)
+    PG_CHECK(prints[r] == prints[0], "dist",
+             detail::concat(what, " of rank ", r, " differ from rank 0's (fingerprint ", prints[r],
+                            " vs ", prints[0], "): the replicas have drifted apart"));
+}
+
+void set_timeout(double seconds) {
+  PG_CHECK(seconds >= 0, "--dist-timeout", "expected 0 or more seconds, got ", seconds);
+  state().timeout = seconds;
+}
+
+void set_context(const std::string& context) {
+  State& s = state();
+  std::lock_guard lock(s.watch);
+  s.context = context;
+}
+
+CollectiveLabel::CollectiveLabel(std::string label) : previous_(std::move(t_label)) {
+  t_label = std::move(label);
+}
+CollectiveLabel::~CollectiveLabel() { t_label = std::move(previous_); }
+
+void abort_job(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+#ifdef PG_WITH_MPI
+  if (state().active) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::_Exit(code);
+}
+
+}  // namespace pg::dist

@@ -1,0 +1,79 @@
+// pg::dist: the processes of a data-parallel job and the collectives between them, on MPI
+// (`mpirun -np N ...`). Started without mpirun (or with one process) the job is a world of one:
+// every call below works and none of them touches MPI. Sits above nn/: the library below it
+// never calls it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace pg::dist {
+
+/// How all_reduce combines the ranks' values.
+enum class ReduceOp { Sum, Mean, Max, Min };
+
+/// The process's membership of the job, for main()'s lifetime: initialises MPI (thread level
+/// MULTIPLE) when mpirun started more than one process, finalizes it on destruction. One per
+/// process; a build without MPI started by mpirun with several processes is a pg::Error.
+class Session {
+ public:
+  Session();
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+};
+
+/// This process's rank in [0, world_size()).
+int rank();
+/// Number of processes in the job (1 without mpirun).
+int world_size();
+/// Rank among the processes on this machine (picks the GPU of a CUDA run).
+int local_rank();
+/// True when this build can run several processes (built with MPI).
+bool mpi_built();
+
+/// Combines each tensor element-wise across ranks, in place; every rank gets the same bytes.
+/// Tensors must be contiguous; CUDA tensors go through NCCL where built, else through the host.
+void all_reduce(const std::vector<Tensor>& tensors, ReduceOp op = ReduceOp::Sum);
+/// Combines doubles across ranks in place (losses, counts, flags).
+void all_reduce(std::vector<double>& values, ReduceOp op = ReduceOp::Sum);
+/// Copies root's values into each tensor on every other rank.
+void broadcast(const std::vector<Tensor>& tensors, int root = 0);
+/// Waits until every rank arrives.
+void barrier();
+/// Every rank's `value`, indexed by rank.
+std::vector<std::string> all_gather(const std::string& value);
+
+/// Throws the same pg::Error on every rank when `value` (e.g. the flags of the run) differs
+/// between ranks, naming `what`, the first differing rank and both values; call on all ranks.
+void check_same_on_all_ranks(const std::string& what, const std::string& value);
+
+/// A 64-bit hash of the tensors' bytes (shapes and dtypes included), for replica checks.
+uint64_t fingerprint(const std::vector<Tensor>& tensors);
+/// Throws the same pg::Error on every rank unless every rank's tensors have the same bytes.
+void check_replicas(const std::vector<Tensor>& tensors, const std::string& what);
+
+/// Seconds a collective may take before the watchdog prints what it was waiting for and ends
+/// the job (0: no watchdog, the default).
+void set_timeout(double seconds);
+/// What the next collectives belong to, for the watchdog's message ("step 17").
+void set_context(const std::string& context);
+
+/// Names the collectives this thread issues while it lives ("bucket 2 of 5"), for the watchdog.
+class CollectiveLabel {
+ public:
+  explicit CollectiveLabel(std::string label);
+  ~CollectiveLabel();
+  CollectiveLabel(const CollectiveLabel&) = delete;
+  CollectiveLabel& operator=(const CollectiveLabel&) = delete;
+
+ private:
+  std::string previous_;
+};
+
+/// Ends the whole job with `code` (MPI_Abort when several processes run, else exit).
+[[noreturn]] void abort_job(int code);
+
+}  // namespace pg::dist

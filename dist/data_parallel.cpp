@@ -174,8 +174,8 @@ void DataParallel::communicate() {
 }
 
 void DataParallel::sync_gradients() {
-  if (world_size() == 1) return;
   PG_CHECK(enabled_, "DataParallel", "sync_gradients() inside no_sync()");
+  if (world_size() == 1) return;
   const auto t0 = Clock::now();
   if (!options_.overlap) {
     for (size_t i = 0; i < params_.size(); ++i) fill(i);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 
+#include "autograd/grad_ready.h"
 #include "core/allocator.h"
 #include "helpers.h"
 
@@ -331,4 +332,42 @@ TEST_CASE("a backward keeps only the operands its rule reads") {
   // The rule of mul reads t when the other operand needs a gradient: then t stays.
   Tensor v = other.detach().requires_grad_();
   CHECK(held([&](const Tensor& t) { return mul(t, v); }) == 2 * y_bytes);
+}
+
+TEST_CASE("grad-ready hooks: once per backward, after the leaf's last contribution") {
+  Tensor a = full({3}, 2.0).requires_grad_();
+  Tensor b = full({3}, 5.0).requires_grad_();
+  Tensor unused = full({3}, 1.0).requires_grad_();
+  std::vector<std::pair<std::string, float>> calls;  // which leaf, and its .grad[0] then
+  auto record = [&](const std::string& name) {
+    return [&calls, name](const Tensor& leaf) {
+      calls.emplace_back(name, leaf.grad().defined() ? leaf.grad().to_vector<float>()[0] : -1);
+    };
+  };
+  auto ha = add_grad_ready_hook(a, record("a"));
+  auto hb = add_grad_ready_hook(b, record("b"));
+  auto hu = add_grad_ready_hook(unused, record("unused"));
+  // `a` reaches the loss along three paths: its hook runs once, with all three summed.
+  Tensor loss = sum(add(mul(mul(a, a), b), a));
+  loss.backward();
+  REQUIRE(calls.size() == 2);
+  for (const auto& [name, g] : calls) {
+    if (name == "a") CHECK(g == 2 * 2 * 5 + 1);  // d/da (a^2 b + a)
+    if (name == "b") CHECK(g == 4);
+  }
+  // Accumulating into an existing .grad: the hook sees the sum.
+  calls.clear();
+  sum(mul(a, 3.0)).backward();
+  REQUIRE(calls.size() == 1);
+  CHECK(calls[0].second == 21 + 3);
+  // Removed with its handle; grad() runs no hooks.
+  ha.reset();
+  calls.clear();
+  sum(mul(a, b)).backward();
+  REQUIRE(calls.size() == 1);
+  CHECK(calls[0].first == "b");
+  calls.clear();
+  grad(sum(mul(a, b)), {b});
+  CHECK(calls.empty());
+  CHECK_THROWS_AS(add_grad_ready_hook(mul(a, 2.0), record("x")), pg::Error);  // not a leaf
 }

@@ -1,0 +1,325 @@
+// Data-parallel training (DataParallel) under `mpirun -np 2`: N ranks on B/N rows each must
+// equal one process accumulating the same N slices bit for bit, replicas must stay identical,
+// and against one process on the whole batch the difference must stay at the rounding noise of
+// reordering that batch. Also runs as a world of one, where DataParallel does nothing.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "dist/data_parallel.h"
+#include "dist/dist.h"
+#include "models/gpt.h"
+#include "models/vit.h"
+#include "nn/optim.h"
+#include "polygrad.h"
+
+using namespace pg;
+
+namespace {
+
+// A model, its synthetic data and its loss: one for each demo model.
+struct Task {
+  std::string name;
+  std::function<std::shared_ptr<Module>(uint64_t seed)> make;
+  std::function<Tensor(Module&, const Tensor& inputs, const Tensor& targets)> loss;
+  Tensor inputs, targets;  // all steps' global batches: [steps * B, ...]
+};
+
+constexpr int64_t kBatch = 8, kSteps = 20;
+
+Task gpt_task() {
+  GptConfig cfg;
+  cfg.vocab_size = 11;
+  cfg.context = 8;
+  cfg.dim = 16;
+  cfg.layers = 2;
+  cfg.heads = 2;
+  Generator gen(7);
+  Tensor tokens =
+      randint(0, cfg.vocab_size, {kSteps * kBatch, cfg.context + 1}, {DType::I64}, &gen);
+  return {"gpt",
+          [cfg](uint64_t seed) {
+            manual_seed(seed);
+            return std::make_shared<Gpt>(cfg);
+          },
+          [](Module& m, const Tensor& x, const Tensor& y) { return cross_entropy(m(x), y); },
+          tokens.narrow(1, 0, cfg.context).contiguous(),
+          tokens.narrow(1, 1, cfg.context).contiguous()};
+}
+
+Task vit_task() {
+  VitConfig cfg;
+  cfg.image_size = 8;
+  cfg.patch = 4;
+  cfg.classes = 3;
+  cfg.dim = 16;
+  cfg.layers = 2;
+  cfg.heads = 2;
+  Generator gen(8);
+  return {"vit",
+          [cfg](uint64_t seed) {
+            manual_seed(seed);
+            return std::make_shared<Vit>(cfg);
+          },
+          [](Module& m, const Tensor& x, const Tensor& y) { return cross_entropy(m(x), y); },
+          randn({kSteps * kBatch, 1, 8, 8}, {}, &gen),
+          randint(0, 3, {kSteps * kBatch}, {DType::I64}, &gen)};
+}
+
+// How a run splits each global batch.
+enum class Mode {
+  Distributed,  // DataParallel: rank r takes rows [rB/N, (r+1)B/N)
+  SameRows,     // DataParallel, but every rank takes rank 0's rows: the negative control
+  Accumulate,   // one process: the N slices one after the other, gradients summed, then / N
+  FullBatch,    // one process, the whole batch at once
+  Permuted,     // the same, rows in another order: the rounding noise floor
+};
+
+// What a run leaves: each step's loss and the final parameters and optimizer state.
+struct Trace {
+  std::vector<double> losses;
+  std::vector<Tensor> state;
+  int64_t clipped = 0;  // steps whose gradient norm exceeded the clip
+};
+
+// The rows of a batch in reverse order.
+Tensor reversed(const Tensor& t) {
+  TensorList rows;
+  for (int64_t i = t.size(0) - 1; i >= 0; --i) rows.push_back(t.narrow(0, i, 1));
+  return cat(rows, 0);
+}
+
+std::vector<Tensor> optimizer_state(const Optimizer& opt) {
+  std::vector<Tensor> out;
+  for (const auto& [name, t] : opt.state_dict()) out.push_back(t);
+  return out;
+}
+
+Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
+            uint64_t seed = 1) {
+  const int world = dist::world_size(), rank = dist::rank();
+  auto model = task.make(seed);
+  AdamW opt(decay_groups(*model, 1e-2, 0.1));
+  const bool ddp = mode == Mode::Distributed || mode == Mode::SameRows;
+  std::optional<dist::DataParallel> replicas;
+  if (ddp) replicas.emplace(*model, options);
+  const int64_t rows = kBatch / world;
+  const double clip = 0.05;  // small enough to be active at every step
+  Trace trace;
+  for (int64_t s = 0; s < kSteps; ++s) {
+    Tensor x = task.inputs.narrow(0, s * kBatch, kBatch),
+           y = task.targets.narrow(0, s * kBatch, kBatch);
+    opt.zero_grad();
+    double loss = 0;
+    if (ddp) {
+      const int64_t first = mode == Mode::SameRows ? 0 : rank * rows;
+      Tensor l = task.loss(*model, x.narrow(0, first, rows).contiguous(),
+                           y.narrow(0, first, rows).contiguous());
+      l.backward();
+      replicas->sync_gradients();
+      std::vector<double> v{l.item()};
+      dist::all_reduce(v);
+      loss = v[0] / world;
+    } else if (mode == Mode::Accumulate) {
+      double sum = 0;
+      for (int k = 0; k < world; ++k) {
+        Tensor l = task.loss(*model, x.narrow(0, k * rows, rows).contiguous(),
+                             y.narrow(0, k * rows, rows).contiguous());
+        l.backward();
+        sum += l.item();
+      }
+      loss = sum / world;
+      for (Tensor p : model->parameters())
+        if (p.grad().defined()) p.set_grad(mul(p.grad(), 1.0 / world));
+    } else {
+      Tensor l = mode == Mode::Permuted ? task.loss(*model, reversed(x), reversed(y))
+                                        : task.loss(*model, x, y);
+      l.backward();
+      loss = l.item();
+    }
+    trace.clipped += clip_grad_norm(model->parameters(), clip) > clip;
+    opt.step();
+    trace.losses.push_back(loss);
+    if (ddp) {
+      std::vector<Tensor> everything = model->parameters();
+      for (const Tensor& t : optimizer_state(opt)) everything.push_back(t);
+      dist::check_replicas(everything,
+                           "parameters and optimizer state after step " + std::to_string(s + 1));
+    }
+  }
+  trace.state = model->parameters();
+  for (const Tensor& t : optimizer_state(opt)) trace.state.push_back(t);
+  return trace;
+}
+
+bool same_bits(const Trace& a, const Trace& b) {
+  if (a.losses != b.losses || a.state.size() != b.state.size()) return false;
+  return dist::fingerprint(a.state) == dist::fingerprint(b.state);
+}
+
+// Largest |a - b| over the parameters, relative to the largest |b|.
+double relative_difference(const Trace& a, const Trace& b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.state.size(); ++i) {
+    auto x = a.state[i].to(DType::F64).to_vector<double>();
+    auto y = b.state[i].to(DType::F64).to_vector<double>();
+    for (size_t k = 0; k < x.size(); ++k) {
+      diff = std::max(diff, std::abs(x[k] - y[k]));
+      scale = std::max(scale, std::abs(y[k]));
+    }
+  }
+  return diff / scale;
+}
+
+}  // namespace
+
+TEST_CASE("N ranks x B/N rows equal one process accumulating the N slices, bit for bit") {
+  for (const Task& task : {gpt_task(), vit_task()}) {
+    CAPTURE(task.name);
+    Trace reference = train(task, Mode::Accumulate);
+    CHECK(reference.clipped == kSteps);  // clipping acted on every step
+    // One bucket per parameter group size, then buckets of about 1 KiB (many, filled in a
+    // different order than backward finishes them), then everything after backward.
+    dist::DataParallelOptions many;
+    many.bucket_bytes = many.first_bucket_bytes = 1024;
+    dist::DataParallelOptions after;
+    after.overlap = false;
+    for (const auto& options : {dist::DataParallelOptions{}, many, after}) {
+      CAPTURE(options.bucket_bytes);
+      CAPTURE(options.overlap);
+      Trace ddp = train(task, Mode::Distributed, options);
+      CHECK(same_bits(ddp, reference));
+    }
+  }
+}
+
+TEST_CASE("ranks seeded differently hold rank 0's parameters after construction") {
+  auto model = gpt_task().make(100 + dist::rank());
+  auto rank0 = gpt_task().make(100);
+  dist::DataParallel replicas(*model);
+  CHECK(dist::fingerprint(model->parameters()) == dist::fingerprint(rank0->parameters()));
+  CHECK_NOTHROW(dist::check_replicas(model->parameters(), "parameters"));
+}
+
+TEST_CASE("N ranks x B/N rows against one process x B: within the noise of reordering B") {
+  if (dist::world_size() == 1) return;  // the same computation there
+  for (const Task& task : {gpt_task(), vit_task()}) {
+    CAPTURE(task.name);
+    Trace full = train(task, Mode::FullBatch);
+    const double floor = relative_difference(train(task, Mode::Permuted), full);
+    const double ddp = relative_difference(train(task, Mode::Distributed), full);
+    const double wrong = relative_difference(train(task, Mode::SameRows), full);
+    MESSAGE(task.name, ": noise floor ", floor, ", N ranks ", ddp, ", same rows on every rank ",
+            wrong, " (relative parameter difference after ", kSteps, " steps)");
+    const double tolerance = 10 * floor;
+    CHECK(floor > 0);
+    CHECK(ddp <= tolerance);
+    CHECK(wrong > tolerance);  // the test can fail
+    double loss_gap = 0;
+    Trace d = train(task, Mode::Distributed);
+    for (int64_t s = 0; s < kSteps; ++s)
+      loss_gap = std::max(loss_gap, std::abs(d.losses[s] - full.losses[s]) / full.losses[s]);
+    CHECK(loss_gap <= tolerance);
+  }
+}
+
+TEST_CASE("no_sync accumulates locally; the next backward sends the sums") {
+  auto model = gpt_task().make(3);
+  Task task = gpt_task();
+  const int world = dist::world_size(), rank = dist::rank();
+  const int64_t rows = kBatch / world / 2;
+  auto micro = [&](int r, int k) {
+    const int64_t first = (2 * r + k) * rows;
+    return task.loss(*model, task.inputs.narrow(0, first, rows).contiguous(),
+                     task.targets.narrow(0, first, rows).contiguous());
+  };
+  // Reference, on every rank: each rank's two micro-batches summed, then the ranks' sums.
+  std::vector<Tensor> expected;
+  for (int r = 0; r < world; ++r) {
+    model->zero_grad();
+    micro(r, 0).backward();
+    micro(r, 1).backward();
+    std::vector<Tensor> sums;
+    for (const Tensor& p : model->parameters()) sums.push_back(p.grad());
+    if (expected.empty())
+      expected = sums;
+    else
+      for (size_t i = 0; i < sums.size(); ++i) expected[i] = add(expected[i], sums[i]);
+  }
+  for (Tensor& e : expected) e = mul(e, 1.0 / world);
+
+  dist::DataParallel replicas(*model);
+  model->zero_grad();
+  {
+    auto guard = replicas.no_sync();
+    micro(rank, 0).backward();
+    CHECK_THROWS_AS(replicas.sync_gradients(), pg::Error);  // not inside no_sync
+  }
+  micro(rank, 1).backward();
+  replicas.sync_gradients();
+  std::vector<Tensor> got;
+  for (const Tensor& p : model->parameters()) got.push_back(p.grad());
+  CHECK(dist::fingerprint(got) == dist::fingerprint(expected));
+}
+
+namespace {
+// Three parameters: `a` used by every rank, `b` only by rank 1, `c` by none.
+struct ThreePaths : Module {
+  Tensor a, b, c;
+  ThreePaths() {
+    a = ones({4});
+    b = ones({4});
+    c = ones({4});
+    register_parameter("a", &a);
+    register_parameter("b", &b);
+    register_parameter("c", &c);
+  }
+  Tensor forward(const Tensor& x) override {
+    Tensor y = mul(x, a);
+    if (dist::rank() == 1) y = add(y, mul(x, b));
+    return sum(y);
+  }
+};
+}  // namespace
+
+TEST_CASE("parameters without a gradient are sent as zeros; no rank's grad goes missing") {
+  ThreePaths model;
+  dist::DataParallel replicas(model);
+  const int world = dist::world_size();
+  Tensor x = full({4}, 2.0 + dist::rank());
+  model(x).backward();
+  replicas.sync_gradients();
+  // d/da = x: the mean of 2, 3, ... over the ranks.
+  double mean_x = 0;
+  for (int r = 0; r < world; ++r) mean_x += (2.0 + r) / world;
+  CHECK(model.a.grad().to_vector<float>()[0] == doctest::Approx(mean_x));
+  if (world > 1) {
+    REQUIRE(model.b.grad().defined());  // defined on rank 0 too: rank 1 computed one
+    CHECK(model.b.grad().to_vector<float>()[0] == doctest::Approx(3.0 / world));
+  } else {
+    CHECK_FALSE(model.b.grad().defined());
+  }
+  CHECK_FALSE(model.c.grad().defined());  // no rank computed one
+  if (world > 1)  // a world of one has nothing to send, so nothing to get wrong
+    CHECK_THROWS_AS(
+        {
+          model(x).backward();
+          model(x).backward();  // a second backward before sync_gradients()
+        },
+        pg::Error);
+}
+
+TEST_CASE("ranks that built different models get the same error, not a hang") {
+  if (dist::world_size() == 1) return;
+  GptConfig cfg;
+  cfg.vocab_size = 11;
+  cfg.context = 8;
+  cfg.dim = dist::rank() == 0 ? 16 : 32;
+  cfg.layers = 1;
+  cfg.heads = 2;
+  Gpt model(cfg);
+  CHECK_THROWS_WITH_AS(dist::DataParallel{model},
+                       doctest::Contains("the model differs between ranks"), pg::Error);
+}

@@ -129,9 +129,11 @@ int main(int argc, char** argv) {
   std::optional<pg::dist::Session> session;
   try {
     session.emplace();
-    // Ranks started with different flags would train different things, or hang.
+    // Ranks started with different flags would train different things, or hang. One line per
+    // argument, with the one before it: the error quotes the first pair that differs.
     std::string command_line;
-    for (int i = 1; i < argc; ++i) command_line += (i > 1 ? " " : "") + std::string(argv[i]);
+    for (int i = 1; i < argc; ++i)
+      command_line += (i > 1 ? std::string(argv[i - 1]) + " " : "") + argv[i] + "\n";
     pg::dist::check_same_on_all_ranks("the command line", command_line);
   } catch (const pg::Error& e) {
     return report(e.what(), 1);

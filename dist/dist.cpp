@@ -31,7 +31,9 @@ struct State {
 
   // The watchdog: which collective is waiting, since when, and what the program was doing.
   std::mutex watch;
-  std::string context, in_flight;
+  std::string context, label;  // label: the thread's CollectiveLabel when it started
+  const char* in_flight = "";  // the collective
+  int64_t bytes = -1;          // its message size (-1: none)
   Clock::time_point since;
   bool busy = false;
   std::atomic<double> timeout{0};
@@ -56,10 +58,13 @@ int launched_world_size() {
 // Marks a collective as in flight for the watchdog while it lives.
 class InFlight {
  public:
-  explicit InFlight(std::string what) {
+  // Cheap: the watchdog formats the message only if it fires.
+  explicit InFlight(const char* what, int64_t bytes = -1) {
     State& s = state();
     std::lock_guard lock(s.watch);
-    s.in_flight = t_label.empty() ? std::move(what) : std::move(what) + " of " + t_label;
+    s.in_flight = what;
+    s.bytes = bytes;
+    if (s.label != t_label) s.label = t_label;
     s.since = Clock::now();
     s.busy = true;
   }
@@ -71,6 +76,15 @@ class InFlight {
 };
 
 #ifdef PG_WITH_MPI
+std::string bytes_text(int64_t bytes) {
+  std::ostringstream os;
+  if (bytes >= (1 << 20))
+    os << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else
+    os << bytes << " B";
+  return os.str();
+}
+
 void watchdog_loop() {
   State& s = state();
   while (!s.stop.load()) {
@@ -85,8 +99,11 @@ void watchdog_loop() {
                  "polygrad: rank %d/%d: error: %s%s%s has waited %.0f s for the other ranks "
                  "(--dist-timeout %g): a rank stalled, or the ranks took different paths; "
                  "ending the job\n",
-                 s.rank, s.world, s.in_flight.c_str(), s.context.empty() ? "" : " at ",
-                 s.context.c_str(), waited, limit);
+                 s.rank, s.world,
+                 detail::concat(s.in_flight, s.bytes >= 0 ? " (" + bytes_text(s.bytes) + ")" : "",
+                                s.label.empty() ? "" : " of " + s.label)
+                     .c_str(),
+                 s.context.empty() ? "" : " at ", s.context.c_str(), waited, limit);
     std::fflush(stderr);
     abort_job(3);
   }
@@ -127,15 +144,6 @@ MPI_Op mpi_op(ReduceOp op) {
     default:
       return MPI_SUM;
   }
-}
-
-std::string bytes_text(int64_t bytes) {
-  std::ostringstream os;
-  if (bytes >= (1 << 20))
-    os << static_cast<double>(bytes) / (1 << 20) << " MiB";
-  else
-    os << bytes << " B";
-  return os.str();
 }
 
 // MPI counts are ints: a tensor past 2^31 - 1 elements goes in pieces.
@@ -219,7 +227,7 @@ void all_reduce(const std::vector<Tensor>& tensors, ReduceOp op) {
 #ifdef PG_WITH_MPI
   for (const Tensor& t : tensors) {
     if (t.numel() == 0) continue;
-    InFlight flight("all_reduce (" + bytes_text(t.numel() * int64_t(dtype_size(t.dtype()))) + ")");
+    InFlight flight("all_reduce", t.numel() * int64_t(dtype_size(t.dtype())));
     if (t.device().is_cuda() && nccl_all_reduce(t, op == ReduceOp::Mean ? ReduceOp::Sum : op)) {
     } else {
       // Host-staged for CUDA tensors without NCCL; in place for CPU ones.
@@ -262,7 +270,7 @@ void broadcast(const std::vector<Tensor>& tensors, int root) {
 #ifdef PG_WITH_MPI
   for (const Tensor& t : tensors) {
     if (t.numel() == 0) continue;
-    InFlight flight("broadcast (" + bytes_text(t.numel() * int64_t(dtype_size(t.dtype()))) + ")");
+    InFlight flight("broadcast", t.numel() * int64_t(dtype_size(t.dtype())));
     Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
     const MPI_Datatype type = mpi_type(t.dtype(), "broadcast");
     {

@@ -122,6 +122,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
 
   // --- results ------------------------------------------------------------------------
   if (dist::rank() != 0) return summary;
+  report_gradient_sync(replicas, opt.overlap);
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);
   if (!opt.quiet) {

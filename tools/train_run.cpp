@@ -33,6 +33,16 @@ std::string processes_and_threads() {
   return world == 1 ? t : detail::concat(world, " processes x ", t);
 }
 
+void report_gradient_sync(const dist::DataParallel& replicas, bool overlap) {
+  const auto& st = replicas.stats();
+  if (dist::rank() != 0 || st.syncs == 0) return;
+  std::printf(
+      "gradient all-reduce: %lld buckets, %.2f ms/step in all-reduce, %.2f ms/step exposed "
+      "(overlap %s)\n",
+      (long long)replicas.num_buckets(), 1e3 * st.comm_seconds / st.syncs,
+      1e3 * st.exposed_seconds / st.syncs, overlap ? "on" : "off");
+}
+
 void check_batch_divides(int64_t batch) {
   const int world = dist::world_size();
   PG_CHECK(batch % world == 0, "--batch",
@@ -89,7 +99,10 @@ void TrainingRun::end_step(double loss, double lr, double grad_norm,
   ++step_;
   dist::set_context(detail::concat("step ", step_ + 1));
   if (!lead_) return;
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   metrics_->write({{"step", step_},
+                   {"time_s", elapsed},
                    {"loss", loss},
                    {"lr", lr},
                    {"grad_norm", grad_norm},

@@ -53,6 +53,9 @@ struct RunPlan {
 dist::DataParallelOptions data_parallel_options(const TrainOptions& opt);
 /// "2 threads", or under mpirun "2 processes x 1 thread".
 std::string processes_and_threads();
+/// Under mpirun, rank 0 prints the gradient all-reduce's cost per step: buckets, time inside
+/// the all-reduces and the part of it backward did not hide.
+void report_gradient_sync(const dist::DataParallel& replicas, bool overlap);
 /// Refuses (pg::Error naming --batch) a global batch the processes cannot share equally.
 void check_batch_divides(int64_t batch);
 /// This process's rows [rB/N, (r+1)B/N) of global batch B, for N processes (all in a world of
@@ -72,8 +75,8 @@ class TrainingRun {
   /// Optimizer steps finished so far (first_step at the start).
   int64_t step() const { return step_; }
   /// Counts a finished optimizer step and records it: a metrics line with its loss (this
-  /// rank's, averaged over the ranks), learning rate, gradient norm and each layer's
-  /// ||A||_F/sqrt(N), and the progress line.
+  /// rank's, averaged over the ranks), seconds since the run started, learning rate, gradient
+  /// norm and each layer's ||A||_F/sqrt(N), and the progress line.
   void end_step(double loss, double lr, double grad_norm, const std::vector<double>& a_frob_sqrt_n);
   /// True when the step just finished is due an evaluation: every eval_every steps, and the last.
   bool eval_due() const;

@@ -214,6 +214,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);
   if (dist::rank() != 0) return summary;
+  report_gradient_sync(replicas, opt.overlap);
   std::printf("test accuracy %.2f%% (best %.2f%%), test loss %.4f, %.1f ms/step, %.0f img/s\n",
               100 * final_eval.accuracy, 100 * summary.best_metric, final_eval.loss,
               summary.ms_per_step, summary.items_per_s);

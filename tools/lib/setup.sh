@@ -5,8 +5,9 @@ PG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PG_BUILD_DIR="${PG_BUILD_DIR:-$PG_ROOT/build}"
 
 # Packages polygrad needs to build and test (all from Debian's archive).
+# Open MPI: data-parallel training (`mpirun -np N build/polygrad train ...`) and its tests.
 PG_PACKAGES=(g++ cmake ninja-build pkg-config libopenblas-dev libopenblas-openmp-dev
-  doctest-dev zlib1g-dev nlohmann-json3-dev libcli11-dev)
+  doctest-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libopenmpi-dev openmpi-bin)
 
 # Packages the documented commands need at run time: the default data of `polygrad train vit`
 # and `eval` (Fashion-MNIST) and of `train gpt` (the fortunes text), and gnuplot for the plots

@@ -200,6 +200,21 @@ Finished interrupt(const std::vector<std::string>& argv, const fs::path& run, in
   return wait(job);
 }
 
+// Starts 2 ranks on a long run into `run` with `flags`, waits for `lines` metrics lines, sends
+// `signal` to rank 1 and returns how the job ended, timed from the signal.
+Finished signal_rank_1(const Setup& s, const fs::path& run, std::vector<std::string> flags,
+                       int lines, int signal) {
+  flags.insert(flags.begin(), {"--steps", "100000"});
+  Job job = start(train(s, 2, run, flags), s.dir, run.filename().string());
+  REQUIRE(wait_until([&] { return count_lines(run / "metrics.jsonl") >= lines; }));
+  auto ranks = rank_pids(job.pid);
+  REQUIRE(ranks.count(1) == 1);
+  kill(ranks[1], signal);
+  Finished f = wait(job);
+  kill(ranks[1], SIGKILL);  // a stopped rank that outlived the job
+  return f;
+}
+
 }  // namespace
 
 TEST_CASE("2 processes train as 1 does; resume 2->2 bit for bit, 2->1 and 1->2 within noise") {
@@ -263,12 +278,7 @@ TEST_CASE("2 processes train as 1 does; resume 2->2 bit for bit, 2->1 and 1->2 w
 TEST_CASE("kill -9 of one rank ends the job, names the rank, and the run resumes") {
   Setup s;
   const fs::path run = s.dir / "killed";
-  Job job = start(train(s, 2, run, {"--steps", "100000", "--ckpt-every", "5"}), s.dir, "killed");
-  REQUIRE(wait_until([&] { return count_lines(run / "metrics.jsonl") >= 12; }));
-  auto ranks = rank_pids(job.pid);
-  REQUIRE(ranks.count(1) == 1);
-  kill(ranks[1], SIGKILL);
-  Finished f = wait(job);
+  Finished f = signal_rank_1(s, run, {"--ckpt-every", "5"}, 12, SIGKILL);
   MESSAGE("kill -9 of rank 1 to the end of the job: ", f.seconds, " s");
   INFO("stderr: ", f.err);
   CHECK(f.code != 0);
@@ -285,14 +295,7 @@ TEST_CASE("kill -9 of one rank ends the job, names the rank, and the run resumes
 
 TEST_CASE("a stalled rank: the watchdog names rank, step and collective, and ends the job") {
   Setup s;
-  const fs::path run = s.dir / "stalled";
-  Job job = start(train(s, 2, run, {"--steps", "100000", "--dist-timeout", "2"}), s.dir, "stalled");
-  REQUIRE(wait_until([&] { return count_lines(run / "metrics.jsonl") >= 5; }));
-  auto ranks = rank_pids(job.pid);
-  REQUIRE(ranks.count(1) == 1);
-  kill(ranks[1], SIGSTOP);
-  Finished f = wait(job);
-  kill(ranks[1], SIGKILL);  // if it outlived the job
+  Finished f = signal_rank_1(s, s.dir / "stalled", {"--dist-timeout", "2"}, 5, SIGSTOP);
   MESSAGE("SIGSTOP of rank 1 to the end of the job (--dist-timeout 2): ", f.seconds, " s");
   INFO("stderr: ", f.err);
   CHECK(f.code != 0);

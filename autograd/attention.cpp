@@ -114,7 +114,8 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   if (stats) {
     stats->a_frob_sq = frob;
     stats->keys = S;
-    stats->grad_frob_sq = Tensor();  // a new A: no backward through it yet
+    stats->row_sq = stats->row_sum = Tensor();  // only the composite path has A to count rows
+    stats->grad_frob_sq = Tensor();             // a new A: no backward through it yet
   }
   return out;
 }

@@ -14,6 +14,9 @@ struct AttentionStats {
   Tensor a_frob_sq;     ///< sum(A^2) per (batch, head) of the last forward: f64 [B*H]
   Tensor grad_frob_sq;  ///< sum((dL/dA)^2) per (batch, head) of the last backward, if any
   int64_t keys = 0;     ///< N, the number of keys of the last forward
+  /// Per query row i, summed over batch and heads: sum_j A_ij^2 and sum_j A_ij, f64 [T]. Only
+  /// the composite path records them (it holds A); the fused kernels leave them undefined.
+  Tensor row_sq, row_sum;
 
   /// ||A||_F, mean over batch and heads (0 before any forward).
   double a_frob() const;

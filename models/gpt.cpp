@@ -94,19 +94,39 @@ Tensor Gpt::forward(const Tensor& tokens) {
   return (*head_)((*ln_f_)(x));
 }
 
+Tensor Gpt::forward_cached(const Tensor& tokens, std::vector<KvCache>& caches) {
+  PG_CHECK(tokens.dim() == 2, "Gpt", "expected token ids [B, T], got ", shape_str(tokens.shape()));
+  if (caches.empty()) caches.resize(blocks_.size());
+  PG_CHECK(caches.size() == blocks_.size(), "Gpt", "expected ", blocks_.size(),
+           " caches (one per block), got ", caches.size());
+  const int64_t start = caches.front().length, T = tokens.size(1);
+  PG_CHECK(start + T <= config_.context, "Gpt", "positions ", start, " to ", start + T - 1,
+           " are past the context of ", config_.context);
+  Tensor positions = arange(static_cast<double>(start), static_cast<double>(start + T), 1,
+                            {DType::I64, tokens.device()});
+  Tensor x = add((*tok_)(tokens), (*pos_)(positions));
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    x = blocks_[i]->forward_cached(x, caches[i], config_.context);
+  return (*head_)((*ln_f_)(x));
+}
+
 std::vector<int32_t> Gpt::generate(std::vector<int32_t> ids, int64_t count, double temperature,
                                    int64_t top_k, Generator& gen) {
   PG_CHECK(!ids.empty(), "generate", "the prompt must hold at least one token");
   NoGradGuard no_grad;
   bool was_training = is_training();
   eval();
+  const Device device = parameters().front().device();
+  std::vector<KvCache> caches;
+  // Reads the last `n` tokens as a prompt into fresh caches; the logits of the last one.
+  auto prompt = [&](int64_t n) {
+    caches.clear();
+    std::vector<int64_t> window(ids.end() - n, ids.end());
+    return forward_cached(from_vector(window, {1, n}, device), caches);
+  };
+  Tensor out = prompt(std::min<int64_t>(static_cast<int64_t>(ids.size()), config_.context));
   for (int64_t n = 0; n < count; ++n) {
-    int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - config_.context);
-    std::vector<int64_t> window(ids.begin() + start, ids.end());
-    Tensor x = from_vector(window, {1, static_cast<int64_t>(window.size())},
-                           parameters().front().device());
-    Tensor logits = forward(x).select(1, -1).select(0, 0).contiguous();
-    std::vector<float> l = logits.to_vector<float>();
+    std::vector<float> l = out.select(1, -1).select(0, 0).contiguous().to_vector<float>();
     int32_t next;
     if (temperature <= 0) {
       next = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
@@ -127,6 +147,10 @@ std::vector<int32_t> Gpt::generate(std::vector<int32_t> ids, int64_t count, doub
       next = order[i];
     }
     ids.push_back(next);
+    if (n + 1 == count) break;
+    out = caches.front().length < config_.context
+              ? forward_cached(from_vector(std::vector<int64_t>{next}, {1, 1}, device), caches)
+              : prompt(std::max<int64_t>(1, config_.context / 2));
   }
   train(was_training);
   return ids;

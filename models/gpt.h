@@ -49,8 +49,16 @@ class Gpt : public Module {
   Tensor forward(const Tensor& tokens) override;
   std::string type_name() const override { return "Gpt"; }
   const GptConfig& config() const { return config_; }
+  /// Logits [B, t, vocab] of tokens [B, t] at positions caches[0].length ... (eval mode),
+  /// appending their keys and values to `caches` (one per block, sized by the first call):
+  /// incremental decoding, equal to forward() on a context-long window that starts with the
+  /// sequence (the activation's N is that of training: see MultiHeadAttention::forward_cached).
+  Tensor forward_cached(const Tensor& tokens, std::vector<KvCache>& caches);
   /// Continues `prompt` by `count` tokens sampled at `temperature` from the top_k most likely
-  /// (top_k <= 0: all); temperature 0 picks the most likely token.
+  /// (top_k <= 0: all); temperature 0 picks the most likely token. Each token costs one cached
+  /// step (forward_cached); when the sequence fills the context, the last context / 2 tokens
+  /// are read again as a new prompt (learned positions cannot slide), so a token sees between
+  /// context / 2 and context tokens before it.
   std::vector<int32_t> generate(std::vector<int32_t> prompt, int64_t count, double temperature,
                                 int64_t top_k, Generator& gen);
   /// The attention blocks, for diagnostics.

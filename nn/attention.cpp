@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "kernels/factory.h"
 
 namespace pg {
 
@@ -43,6 +44,41 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& key_padding_ma
   return (*proj)(reshape(transpose(out, 1, 2), {B, T, config_.dim}));
 }
 
+Tensor MultiHeadAttention::forward_cached(const Tensor& x, KvCache& cache, int64_t capacity) {
+  PG_CHECK(x.dim() == 3 && x.size(2) == config_.dim, "MultiHeadAttention", "expected input [B, T, ",
+           config_.dim, "], got ", shape_str(x.shape()));
+  const int64_t B = x.size(0), t = x.size(1), H = config_.heads, hd = config_.dim / H;
+  PG_CHECK(cache.length == 0 || t == 1, "MultiHeadAttention",
+           "a cache that holds positions takes one new token at a time, got ", t);
+  PG_CHECK(cache.length + t <= capacity, "MultiHeadAttention", "the cache holds ", capacity,
+           " positions; ", cache.length, " are used and ", t, " more do not fit");
+  Tensor heads = permute(reshape((*qkv)(x), {B, t, 3, H, hd}), {2, 0, 3, 1, 4});
+  Tensor q = heads.select(0, 0), k = heads.select(0, 1);
+  if (q_norm) q = (*q_norm)(q), k = (*k_norm)(k);
+  if (cache.length == 0) {
+    cache.k = zeros({B, H, capacity, hd}, {x.dtype(), x.device()});
+    cache.v = zeros({B, H, capacity, hd}, {x.dtype(), x.device()});
+  }
+  PG_CHECK(cache.k.size(0) == B && cache.k.size(2) == capacity, "MultiHeadAttention",
+           "the cache was made for batch ", cache.k.size(0), " and ", cache.k.size(2),
+           " positions, not ", B, " and ", capacity);
+  cache.k.narrow(2, cache.length, t).copy_(k);
+  cache.v.narrow(2, cache.length, t).copy_(heads.select(0, 2));
+  cache.length += t;
+  // The whole cache, the positions not written yet masked off: a row then has the N of a
+  // training window of `capacity` keys (the context), or with n=visible the keys it sees, as
+  // in forward() over a full window, where no row depends on the tokens after it.
+  Tensor written = lt(arange(0, static_cast<double>(capacity), 1, {x.dtype(), x.device()}),
+                      full({}, static_cast<double>(cache.length), {x.dtype(), x.device()}));
+  Tensor visible = expand(reshape(written, {1, capacity}), {B, capacity}).contiguous();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const auto path = config_.use_fused ? AttentionPath::Auto : AttentionPath::Composite;
+  // A prompt (rows 0 .. t-1) is causal; a new token is the last row and sees every written key.
+  Tensor out = attention(q, cache.k, cache.v, config_.activation, config_.causal && t > 1, scale,
+                         visible, config_.record_stats ? stats_ : nullptr, path);
+  return (*proj)(reshape(transpose(out, 1, 2), {B, t, config_.dim}));
+}
+
 TransformerBlock::TransformerBlock(const AttentionConfig& attention, int64_t mlp_hidden,
                                    double dropout) {
   ln1 = register_module("ln1", std::make_shared<LayerNorm>(attention.dim));
@@ -54,6 +90,11 @@ TransformerBlock::TransformerBlock(const AttentionConfig& attention, int64_t mlp
 
 Tensor TransformerBlock::forward(const Tensor& x, const Tensor& key_padding_mask) {
   Tensor h = add(x, (*drop)(attn->forward((*ln1)(x), key_padding_mask)));
+  return add(h, (*mlp)((*ln2)(h)));
+}
+
+Tensor TransformerBlock::forward_cached(const Tensor& x, KvCache& cache, int64_t capacity) {
+  Tensor h = add(x, attn->forward_cached((*ln1)(x), cache, capacity));
   return add(h, (*mlp)((*ln2)(h)));
 }
 

@@ -19,6 +19,12 @@ struct AttentionConfig {
   bool record_stats = true;  ///< keep ||A||_F diagnostics of the last forward/backward
 };
 
+/// The keys and values of the tokens a MultiHeadAttention has seen, for incremental decoding.
+struct KvCache {
+  Tensor k, v;         ///< [B, H, capacity, head dim], allocated by the first forward_cached
+  int64_t length = 0;  ///< positions filled
+};
+
 /// Self-attention: qkv projection, per-head attention with the policy, output projection.
 class MultiHeadAttention : public Module {
  public:
@@ -26,8 +32,17 @@ class MultiHeadAttention : public Module {
   /// x [B, T, dim] -> [B, T, dim]; key_padding_mask [B, T] (non-zero = visible) optional.
   Tensor forward(const Tensor& x, const Tensor& key_padding_mask);
   Tensor forward(const Tensor& x) override { return forward(x, Tensor()); }
+  /// Incremental decoding: x [B, t, dim] holds the tokens at positions cache.length ...; their
+  /// keys and values are appended to `cache` (of `capacity` positions) and their queries attend
+  /// to every cached position up to their own. N is what forward() uses on a full window of
+  /// `capacity` tokens (a training window): `capacity`, or with n=visible the keys the row
+  /// sees. Either the cache is empty (a prompt, t >= 1) or t == 1 (one new token).
+  Tensor forward_cached(const Tensor& x, KvCache& cache, int64_t capacity);
   std::string type_name() const override { return "MultiHeadAttention"; }
   const AttentionConfig& config() const { return config_; }
+  /// Switches between the fused kernel (where the activation has one) and the composite path,
+  /// which alone records AttentionStats' per-row diagnostics.
+  void set_use_fused(bool on) { config_.use_fused = on; }
   /// Diagnostics of the last forward (and of the backward through it, once run).
   const AttentionStats& stats() const { return *stats_; }
 
@@ -45,6 +60,8 @@ class TransformerBlock : public Module {
   TransformerBlock(const AttentionConfig& attention, int64_t mlp_hidden, double dropout = 0.0);
   Tensor forward(const Tensor& x, const Tensor& key_padding_mask);
   Tensor forward(const Tensor& x) override { return forward(x, Tensor()); }
+  /// forward() for incremental decoding (see MultiHeadAttention::forward_cached; eval mode).
+  Tensor forward_cached(const Tensor& x, KvCache& cache, int64_t capacity);
   std::string type_name() const override { return "TransformerBlock"; }
 
   std::shared_ptr<LayerNorm> ln1, ln2;

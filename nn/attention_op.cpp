@@ -33,6 +33,8 @@ Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   if (stats) {
     NoGradGuard ng;
     stats->a_frob_sq = reshape(sum(mul(a, a), {2, 3}), {-1}).to(DType::F64);
+    stats->row_sq = sum(mul(a, a), {0, 1, 3}).to(DType::F64);
+    stats->row_sum = sum(a, {0, 1, 3}).to(DType::F64);
     stats->keys = S;
     stats->grad_frob_sq = Tensor();  // the composite path records no gradient diagnostic
   }

@@ -269,6 +269,41 @@ TEST_CASE("train vit on a tiny MNIST-layout directory, then eval its checkpoint"
   check_one_line_error(run("sample --ckpt " + quote(ckpt.string())), "GPT");
 }
 
+TEST_CASE("compare --seeds: mean ± std, seeds, paired differences; existing runs are reused") {
+  fs::path text = write_text_file("corpus.txt");
+  fs::path out = temp_root() / "compare_seeds";
+  fs::remove_all(out);
+  const std::string args = "compare --model gpt --seeds 2 --steps 2 --attn-list softmax poly:2" +
+                           kGptModel + " --data " + quote(text.string()) + " --out " +
+                           quote(out.string());
+  Result r = run(args);
+  INFO("stdout: " << r.out);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.code == 0);
+  for (const char* dir :
+       {"softmax/seed-1337", "softmax/seed-1338", "poly_2/seed-1337", "poly_2/seed-1338"})
+    CHECK(fs::exists(out / dir / "checkpoint.safetensors"));
+  const std::string report = read_file(out / "report.md");
+  for (const char* part :
+       {"2 seeds (1337 to 1338)", "paired difference to `softmax`", " ± ", "## Per seed",
+        "| activation | seed 1337 | seed 1338 |", "| `poly:2` |", "## Attention per row position",
+        "| i = 0 | i = 1 | i = 3 | i = 7 | i = 15 |"})
+    CHECK_MESSAGE(report.find(part) != std::string::npos, part);
+  CHECK(fs::exists(out / "softmax" / "rows.tsv"));
+  // Continued: nothing retrains, and the report is the same.
+  Result again = run(args);
+  CHECK(again.code == 0);
+  CHECK(count_char(again.out, '\n') > 0);
+  int reused = 0;
+  for (size_t at = again.out.find("already trained to step 2 of 2"); at != std::string::npos;
+       at = again.out.find("already trained to step 2 of 2", at + 1))
+    ++reused;
+  CHECK(reused == 4);
+  CHECK(read_file(out / "report.md") == report);
+  // Continued with other flags: refused, naming the flag.
+  check_one_line_error(run(args + " --lr 0.01"), "compare.json");
+}
+
 TEST_CASE("train gpt, sample from it, and resume to more steps") {
   fs::path text = write_text_file("corpus.txt");
   fs::path out = temp_root() / "gpt_run";
@@ -297,7 +332,8 @@ TEST_CASE("train gpt, sample from it, and resume to more steps") {
   INFO("sample stdout: " << s.out);
   INFO("sample stderr: " << s.err);
   CHECK(s.code == 0);
-  CHECK(s.err.empty());
+  CHECK(s.err.rfind("polygrad: 20 tokens in ", 0) == 0);  // and the speed, on stderr only
+  CHECK(count_char(s.err, '\n') == 1);
   REQUIRE(s.out.size() == 22);  // "\n" + 20 characters + "\n"
   CHECK(s.out.front() == '\n');
   CHECK(s.out.back() == '\n');

@@ -503,18 +503,23 @@ TEST_CASE("GPT generate: greedy is deterministic, lengths, top_k = 1 equals gree
     CHECK(t < 11);
   }
   CHECK(model.is_training());  // generate restores the mode
-  // Greedy decoding by hand: argmax of the last position over a window of at most `context`.
+  // Greedy decoding by hand, with full forwards over context-long (8) windows (padded after
+  // the text, which causal attention cannot see): argmax at the last token of a window that
+  // grows to 8 tokens and then starts again from the last 4.
   {
     NoGradGuard ng;
     model.eval();
     std::vector<int32_t> ids = prompt;
+    size_t start = 0;
     for (int n = 0; n < 12; ++n) {
-      size_t start = ids.size() > 8 ? ids.size() - 8 : 0;
       std::vector<int64_t> window(ids.begin() + static_cast<long>(start), ids.end());
-      Tensor logits = model(from_vector(window, {1, static_cast<int64_t>(window.size())}));
-      auto last = logits.select(1, -1).select(0, 0).contiguous().to_vector<float>();
+      const int64_t last_pos = static_cast<int64_t>(window.size()) - 1;
+      window.resize(8, 0);
+      Tensor logits = model(from_vector(window, {1, 8}));
+      auto last = logits.select(1, last_pos).select(0, 0).contiguous().to_vector<float>();
       ids.push_back(
           static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin()));
+      if (ids.size() - start > 8) start = ids.size() - 4;
     }
     CHECK(ids == a);
     model.train();
@@ -535,4 +540,84 @@ TEST_CASE("GPT generate: greedy is deterministic, lengths, top_k = 1 equals gree
   CHECK(model.generate(long_prompt, 5, 0.0, 0, g1).size() == 25);
   CHECK(model.generate(prompt, 0, 0.0, 0, g1) == prompt);
   CHECK_PG_ERROR(model.generate({}, 3, 0.0, 0, g1), "generate", "prompt");
+}
+
+TEST_CASE("KV cache: incremental logits equal the full forward, every built-in activation") {
+  std::vector<std::string> specs = pgt::builtin_specs();
+  for (const char* extra : {"poly:1", "poly:2", "poly:3,n=visible", "relu:n=visible",
+                            "sigmoid:n=visible", "poly:p=2,scale=n^-1"})
+    specs.push_back(extra);
+  Generator gen(5);
+  Tensor tokens = randint(0, 11, {2, 8}, {DType::I64}, &gen);  // batch 2, the whole context
+  for (const std::string& spec : specs) {
+    CAPTURE(spec);
+    manual_seed(2);
+    Gpt model(tiny_gpt(spec));
+    model.eval();
+    NoGradGuard ng;
+    // Each position's logits from the full forward over the whole context-long window, where
+    // (causal, N fixed by the window) no row depends on the tokens after it.
+    Tensor whole = model(tokens);
+    auto full = [&](int64_t upto) { return whole.narrow(1, 0, upto).narrow(1, upto - 1, 1); };
+    auto close = [](const Tensor& a, const Tensor& b) {
+      auto x = a.contiguous().to_vector<float>(), y = b.contiguous().to_vector<float>();
+      double worst = 0, scale = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        worst = std::max(worst, std::abs(double(x[i]) - y[i]));
+        scale = std::max(scale, std::abs(double(y[i])));
+      }
+      const bool ok = x.size() == y.size() && worst <= 1e-5 * std::max(1.0, scale);
+      if (!ok) MESSAGE("largest difference ", worst, " of logits up to ", scale);
+      return ok;  // f32 rounding
+    };
+    std::vector<KvCache> caches;
+    Tensor prompt = model.forward_cached(tokens.narrow(1, 0, 3).contiguous(), caches);
+    CHECK(close(prompt, whole.narrow(1, 0, 3)));
+    CHECK(caches.size() == 2);
+    CHECK(caches[0].length == 3);
+    for (int64_t i = 3; i < 8; ++i) {
+      CAPTURE(i);
+      Tensor step = model.forward_cached(tokens.narrow(1, i, 1).contiguous(), caches);
+      CHECK(close(step, full(i + 1)));
+    }
+    // Full: another token is past the context; several new tokens at once are refused.
+    CHECK_PG_ERROR(model.forward_cached(tokens.narrow(1, 0, 1).contiguous(), caches), "Gpt",
+                   "past the context");
+  }
+  manual_seed(2);
+  Gpt model(tiny_gpt("softmax"));
+  model.eval();
+  std::vector<KvCache> caches;
+  model.forward_cached(tokens.narrow(1, 0, 2).contiguous(), caches);
+  CHECK_PG_ERROR(model.forward_cached(tokens.narrow(1, 2, 2).contiguous(), caches),
+                 "MultiHeadAttention", "one new token at a time");
+}
+
+TEST_CASE("KV cache: a custom activation through TransformerBlock, with the composite path") {
+  AttentionConfig cfg;
+  cfg.dim = 8;
+  cfg.heads = 2;
+  cfg.causal = true;
+  // Squared scores, masked like the built-ins (zeroed where not visible).
+  cfg.activation = AttentionActivation::custom("square", [](const Tensor& s) { return mul(s, s); });
+  manual_seed(4);
+  TransformerBlock block(cfg, 16);
+  block.eval();
+  NoGradGuard ng;
+  Tensor x = randn({2, 6, 8});
+  KvCache cache;
+  Tensor got = block.forward_cached(x.narrow(1, 0, 2).contiguous(), cache, 6);
+  for (int64_t i = 2; i < 6; ++i) {
+    Tensor step = block.forward_cached(x.narrow(1, i, 1).contiguous(), cache, 6);
+    got = cat({got, step}, 1);
+  }
+  // Row i of the full forward.
+  Tensor whole = block(x);
+  for (int64_t i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    Tensor want = whole.narrow(1, i, 1);
+    auto a = got.narrow(1, i, 1).contiguous().to_vector<float>();
+    auto b = want.contiguous().to_vector<float>();
+    for (size_t k = 0; k < a.size(); ++k) CHECK(a[k] == doctest::Approx(b[k]).epsilon(1e-5));
+  }
 }

@@ -1,10 +1,19 @@
 #include "tools/compare.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "nn/checkpoint.h"
+#include "nn/text.h"
+#include "tools/attention_rows.h"
+#include "tools/checkpoint_fields.h"
 #include "tools/train_common.h"
+
+namespace fs = std::filesystem;
 
 namespace pg::tools {
 
@@ -17,58 +26,311 @@ std::string dir_name(std::string spec) {
   return spec;
 }
 
+std::string run_dir(const CompareOptions& o, const std::string& spec, uint64_t seed) {
+  return o.train.out + "/" + dir_name(spec) + "/seed-" + std::to_string(seed);
+}
+
+// The flags that decide what a run computes: a comparison continued in the same OUT must use
+// the same ones (threads, device and OUT itself may change).
+nlohmann::json comparison_flags(const CompareOptions& o) {
+  const TrainOptions& t = o.train;
+  return {{"model", o.model},
+          {"steps", t.steps},
+          {"epochs", t.epochs},
+          {"batch", t.batch},
+          {"lr", t.lr},
+          {"warmup", t.warmup},
+          {"weight_decay", t.weight_decay},
+          {"grad_clip", t.grad_clip},
+          {"label_smoothing", t.label_smoothing},
+          {"flip", t.flip},
+          {"shift", t.shift},
+          {"normalize", t.normalize},
+          {"precision", t.precision},
+          {"data", t.data},
+          {"config", o.model == "vit" ? o.vit.to_json() : o.gpt.to_json()}};
+}
+
+// Writes OUT/compare.json on the first run; later runs must match it.
+void check_same_comparison(const CompareOptions& o) {
+  const std::string path = o.train.out + "/compare.json";
+  const nlohmann::json flags = comparison_flags(o);
+  if (!fs::exists(path)) {
+    std::ofstream(path) << flags.dump(2) << "\n";
+    return;
+  }
+  std::ifstream in(path);
+  nlohmann::json old = nlohmann::json::parse(in, nullptr, false);
+  PG_CHECK(!old.is_discarded() && old.is_object(), path, "is not the JSON object compare writes");
+  for (const auto& [key, value] : flags.items())
+    PG_CHECK(old.contains(key) && old[key] == value, path,
+             "this folder holds a comparison made with ", key, " = ",
+             old.contains(key) ? old[key].dump() : "(absent)", ", not ", value.dump(),
+             "; use another --out, or the same flags to continue it");
+}
+
+// A run's results, read back from its metrics.jsonl (so runs made earlier, or by
+// `polygrad train` with the same flags, count the same as runs made now).
+RunSummary summarize(const std::string& dir, bool vit) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  PG_CHECK(in.good(), dir, "has no metrics.jsonl");
+  RunSummary r;
+  r.best_metric = vit ? 0 : INFINITY;
+  double seconds = 0, segment = 0;
+  bool evaluated = false;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step")) continue;
+    const char* key = vit ? "test_accuracy" : "val_loss";
+    if (j.contains(key) && j[key].is_number()) {
+      r.final_metric = j[key].get<double>();
+      r.best_metric =
+          vit ? std::max(r.best_metric, r.final_metric) : std::min(r.best_metric, r.final_metric);
+      evaluated = true;
+    }
+    if (j.contains("loss")) {
+      r.steps = j["step"].get<int64_t>();
+      if (j.contains("time_s")) {
+        const double t = j["time_s"].get<double>();
+        if (t < segment) seconds += segment;  // a resumed run restarts its clock
+        segment = t;
+      }
+      if (j.contains("a_frob_sqrt_n"))
+        r.a_frob_sqrt_n = j["a_frob_sqrt_n"].get<std::vector<double>>();
+    }
+  }
+  PG_CHECK(evaluated, dir, "/metrics.jsonl has no evaluation: the run did not finish");
+  r.ms_per_step = 1e3 * (seconds + segment) / static_cast<double>(std::max<int64_t>(r.steps, 1));
+  return r;
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+// Sample standard deviation (n - 1); 0 for a single value.
+double stddev(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  double m = mean(v), s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / static_cast<double>(v.size() - 1));
+}
+
+std::string format(double x, bool percent) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, percent ? "%.2f%%" : "%.4f", percent ? 100 * x : x);
+  return buf;
+}
+
+std::string mean_std(const std::vector<double>& v, bool percent, bool sign = false) {
+  std::string m = format(mean(v), percent);
+  if (sign && mean(v) >= 0) m = "+" + m;
+  return v.size() < 2 ? m : m + " ± " + format(stddev(v), percent);
+}
+
+// Column `col` (1-based, tab-separated, '#' lines skipped) of a tsv file, keyed by step.
+std::vector<std::pair<double, double>> read_column(const std::string& file, int col) {
+  std::ifstream in(file);
+  std::vector<std::pair<double, double>> out;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<double> cells;
+    size_t at = 0;
+    while (at <= line.size()) {
+      size_t tab = line.find('\t', at);
+      cells.push_back(std::atof(line.substr(at, tab - at).c_str()));
+      if (tab == std::string::npos) break;
+      at = tab + 1;
+    }
+    if (static_cast<int>(cells.size()) >= col) out.emplace_back(cells[0], cells[col - 1]);
+  }
+  return out;
+}
+
+// The mean and standard deviation over seeds of one column of each seed's tsv, per step (the
+// steps all seeds have), as OUT/<activation>/<name>: "step mean std".
+std::string write_band(const std::vector<std::string>& dirs, const std::string& file, int col,
+                       const std::string& out) {
+  std::vector<std::vector<std::pair<double, double>>> runs;
+  for (const auto& d : dirs) runs.push_back(read_column(d + "/" + file, col));
+  size_t n = runs.front().size();
+  for (const auto& r : runs) n = std::min(n, r.size());
+  std::ofstream o(out);
+  o << "# step\tmean over seeds\tstandard deviation\n";
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<double> v;
+    for (const auto& r : runs) v.push_back(r[i].second);
+    o << runs.front()[i].first << '\t' << mean(v) << '\t' << stddev(v) << '\n';
+  }
+  return out;
+}
+
+// Rows 0, 1, 3, 7, ... (powers of two minus one) and the last one.
+std::vector<size_t> sampled_rows(size_t count) {
+  std::vector<size_t> rows;
+  for (size_t r = 1; r <= count; r *= 2) rows.push_back(r - 1);
+  if (rows.back() != count - 1) rows.push_back(count - 1);
+  return rows;
+}
+
+// The per-row diagnostic of each activation's first-seed GPT: OUT/<activation>/rows.tsv and a
+// report section.
+void write_rows(const CompareOptions& o, std::ostream& md) {
+  TextCorpus corpus = load_text_corpus(o.train.data.empty() ? kFortunesDir : o.train.data, 0.1);
+  md << "\n## Attention per row position\n\nRow i of causal attention sees i + 1 keys. Per "
+        "query position, the RMS over batch, heads and layers of ||A_i||_2 (whose RMS over rows "
+        "is ||A||_F/sqrt(N)), and in brackets the row's mass sum_j A_ij (1 for softmax), on the "
+        "validation windows, for the final model of seed "
+     << o.train.seed << ".\n\n| activation |";
+  std::vector<std::string> lines;
+  std::vector<size_t> shown;
+  std::vector<PlotSeries> norm_plot, mass_plot;
+  for (const auto& spec : o.activations) {
+    const std::string dir = run_dir(o, spec, o.train.seed);
+    Checkpoint ck = load_checkpoint(dir + "/checkpoint.safetensors");
+    GptConfig cfg = gpt_config(ck);
+    Gpt model(cfg);
+    restore_checkpoint(ck, model, nullptr);
+    AttentionRows rows = attention_rows(model, corpus.val, 32, 8);
+    const size_t T = rows.norm.front().size(), L = rows.norm.size();
+    std::ofstream tsv(o.train.out + "/" + dir_name(spec) + "/rows.tsv");
+    tsv << "# row\tRMS over layers of ||A_i||_2\tmean over layers of sum_j A_ij\n";
+    std::vector<double> norm(T), mass(T);
+    for (size_t r = 0; r < T; ++r) {
+      for (size_t l = 0; l < L; ++l) {
+        norm[r] += rows.norm[l][r] * rows.norm[l][r] / static_cast<double>(L);
+        mass[r] += rows.mass[l][r] / static_cast<double>(L);
+      }
+      norm[r] = std::sqrt(norm[r]);
+      tsv << r << '\t' << norm[r] << '\t' << mass[r] << '\n';
+    }
+    if (shown.empty()) shown = sampled_rows(T);
+    std::string line = "| `" + spec + "` |";
+    for (size_t r : shown) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, " %.3f (%.3g) |", norm[r], mass[r]);
+      line += buf;
+    }
+    lines.push_back(line);
+    const std::string file = o.train.out + "/" + dir_name(spec) + "/rows.tsv";
+    norm_plot.push_back({spec, file, 1, 2});
+    mass_plot.push_back({spec, file, 1, 3});
+  }
+  for (size_t r : shown) md << " i = " << r << " |";
+  md << "\n|---|";
+  for (size_t i = 0; i < shown.size(); ++i) md << "---|";
+  md << "\n";
+  for (const auto& l : lines) md << l << "\n";
+  md << "\n![||A_i|| per row](rows.png)\n\n![row mass](row_mass.png)\n";
+  plot_png(o.train.out + "/rows.png", "RMS of ||A_i||_2 per query position (final models)",
+           "query position i", "", norm_plot, true);
+  plot_png(o.train.out + "/row_mass.png", "row mass sum_j A_ij per query position",
+           "query position i", "", mass_plot, true);
+}
+
 }  // namespace
 
 int run_compare(const CompareOptions& o) {
-  std::filesystem::create_directories(o.train.out);
-  bool vit = o.model == "vit";
-  std::vector<RunSummary> results;
+  PG_CHECK(o.seeds >= 1, "--seeds", "expected 1 or more, got ", o.seeds);
+  fs::create_directories(o.train.out);
+  check_same_comparison(o);
+  const bool vit = o.model == "vit";
+  // results[a][k]: activation a, seed seed + k.
+  std::vector<std::vector<RunSummary>> results;
   for (const auto& spec : o.activations) {
-    TrainOptions t = o.train;
-    t.attn = spec;
-    t.out = o.train.out + "/" + dir_name(spec);
-    t.quiet = true;
-    if (vit && t.steps == 0 && t.epochs == 0) t.epochs = 1;
-    std::printf("\n=== %s ===\n", spec.c_str());
-    results.push_back(vit ? train_vit(t, o.vit) : train_gpt(t, o.gpt));
-    write_tsv(t.out);
+    results.emplace_back();
+    for (int64_t k = 0; k < o.seeds; ++k) {
+      TrainOptions t = o.train;
+      t.attn = spec;
+      t.seed = o.train.seed + static_cast<uint64_t>(k);
+      t.out = run_dir(o, spec, t.seed);
+      t.quiet = true;
+      if (vit && t.steps == 0 && t.epochs == 0) t.epochs = 1;
+      // A run that exists continues (or, finished, only evaluates again): a long comparison
+      // can be stopped and started again.
+      t.resume = fs::exists(t.out + "/checkpoint.safetensors");
+      const std::string note = t.resume ? " (continuing the run in " + t.out + ")" : "";
+      std::printf("\n=== %s, seed %llu%s ===\n", spec.c_str(), (unsigned long long)t.seed,
+                  note.c_str());
+      if (vit)
+        train_vit(t, o.vit);
+      else
+        train_gpt(t, o.gpt);
+      write_tsv(t.out);
+      results.back().push_back(summarize(t.out, vit));
+    }
   }
-  std::string report = o.train.out + "/report.md";
+
+  const std::string report = o.train.out + "/report.md";
   std::ofstream md(report);
+  const std::string metric = vit ? "test accuracy" : "val loss";
   md << "# Attention activations compared (" << (vit ? "ViT on Fashion-MNIST" : "GPT on text")
-     << ")\n\nSame seed (" << o.train.seed << "), data order and budget (" << results.front().steps
-     << " steps) for every activation.\n\n";
-  md << "| activation | "
-     << (vit ? "final test acc | best test acc" : "final val loss | best val loss")
-     << " | ms/step | ||A||_F/sqrt(N) per layer (end) |\n|---|---|---|---|---|\n";
-  for (size_t i = 0; i < results.size(); ++i) {
-    const auto& r = results[i];
-    char buf[160];
-    if (vit)
-      std::snprintf(buf, sizeof buf, "%.2f%% | %.2f%%", 100 * r.final_metric, 100 * r.best_metric);
-    else
-      std::snprintf(buf, sizeof buf, "%.4f | %.4f", r.final_metric, r.best_metric);
-    md << "| `" << o.activations[i] << "` | " << buf << " | ";
-    std::snprintf(buf, sizeof buf, "%.1f", r.ms_per_step);
-    md << buf << " | ";
-    for (size_t l = 0; l < r.a_frob_sqrt_n.size(); ++l) {
-      std::snprintf(buf, sizeof buf, "%s%.3f", l ? ", " : "", r.a_frob_sqrt_n[l]);
+     << ")\n\n"
+     << o.seeds << (o.seeds == 1 ? " seed (" : " seeds (") << o.train.seed;
+  if (o.seeds > 1) md << " to " << o.train.seed + static_cast<uint64_t>(o.seeds - 1);
+  md << "), the same data order per seed and the same budget (" << results.front().front().steps
+     << " steps) for every activation; mean ± standard deviation over the seeds. The paired "
+        "difference is each seed's final "
+     << metric << " minus that of `" << o.activations.front() << "` with the same seed.\n\n";
+  md << "| activation | final " << metric << " | best " << metric << " | paired difference to `"
+     << o.activations.front() << "` | ms/step | ||A||_F/sqrt(N) per layer (end, mean) |\n"
+     << "|---|---|---|---|---|---|\n";
+  for (size_t a = 0; a < results.size(); ++a) {
+    std::vector<double> final_m, best_m, diff, ms;
+    std::vector<double> afrob(results[a].front().a_frob_sqrt_n.size(), 0.0);
+    for (size_t k = 0; k < results[a].size(); ++k) {
+      const RunSummary& r = results[a][k];
+      final_m.push_back(r.final_metric);
+      best_m.push_back(r.best_metric);
+      diff.push_back(r.final_metric - results[0][k].final_metric);
+      ms.push_back(r.ms_per_step);
+      for (size_t l = 0; l < afrob.size() && l < r.a_frob_sqrt_n.size(); ++l)
+        afrob[l] += r.a_frob_sqrt_n[l] / static_cast<double>(results[a].size());
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", mean(ms));
+    md << "| `" << o.activations[a] << "` | " << mean_std(final_m, vit) << " | "
+       << mean_std(best_m, vit) << " | " << (a == 0 ? "–" : mean_std(diff, vit, true)) << " | "
+       << buf << " | ";
+    for (size_t l = 0; l < afrob.size(); ++l) {
+      std::snprintf(buf, sizeof buf, "%s%.3f", l ? ", " : "", afrob[l]);
       md << buf;
     }
     md << " |\n";
   }
+  if (o.seeds > 1) {
+    md << "\n## Per seed (final " << metric << ")\n\n| activation |";
+    for (int64_t k = 0; k < o.seeds; ++k) md << " seed " << o.train.seed + uint64_t(k) << " |";
+    md << "\n|---|";
+    for (int64_t k = 0; k < o.seeds; ++k) md << "---|";
+    md << "\n";
+    for (size_t a = 0; a < results.size(); ++a) {
+      md << "| `" << o.activations[a] << "` |";
+      for (const RunSummary& r : results[a]) md << " " << format(r.final_metric, vit) << " |";
+      md << "\n";
+    }
+  }
   md << "\n![loss](loss.png)\n\n![||A||_F/sqrt(N)](afrob.png)\n";
-  md.close();
   std::vector<PlotSeries> loss, afrob;
   for (const auto& spec : o.activations) {
-    std::string d = o.train.out + "/" + dir_name(spec);
-    loss.push_back({spec, d + "/train.tsv", 1, 3});
-    afrob.push_back({spec, d + "/afrob.tsv", 1, 2});
+    std::vector<std::string> dirs;
+    for (int64_t k = 0; k < o.seeds; ++k)
+      dirs.push_back(run_dir(o, spec, o.train.seed + static_cast<uint64_t>(k)));
+    const std::string base = o.train.out + "/" + dir_name(spec);
+    loss.push_back({spec, write_band(dirs, "train.tsv", 3, base + "/loss_band.tsv"), 1, 2});
+    afrob.push_back({spec, write_band(dirs, "afrob.tsv", 2, base + "/afrob_band.tsv"), 1, 2});
   }
-  plot_png(o.train.out + "/loss.png", "training loss (moving average over ~100 steps)", "step",
-           "loss", loss, true);
-  plot_png(o.train.out + "/afrob.png", "||A||_F / sqrt(N), mean over layers", "step", "", afrob,
-           true);
+  if (!vit) write_rows(o, md);
+  md.close();
+  const char* band = o.seeds > 1 ? ", band: ± one standard deviation over the seeds" : "";
+  plot_png(o.train.out + "/loss.png",
+           std::string("training loss (moving average over ~100 steps") + band + ")", "step",
+           "loss", loss, true, o.seeds > 1);
+  plot_png(o.train.out + "/afrob.png",
+           std::string("||A||_F / sqrt(N), mean over layers") + (o.seeds > 1 ? band : ""), "step",
+           "", afrob, true, o.seeds > 1);
   std::printf("\nreport: %s\n", report.c_str());
   std::ifstream in(report);
   std::printf("%s", std::string(std::istreambuf_iterator<char>(in), {}).c_str());

@@ -12,13 +12,18 @@ struct CompareOptions {
   std::string model = "vit";
   std::vector<std::string> activations = {"softmax", "poly:1", "poly:2",
                                           "poly:3",  "relu",   "sigmoid"};
+  int64_t seeds = 1;  ///< runs per activation, with seeds train.seed, train.seed + 1, ...
   TrainOptions train;
   VitConfig vit;
   GptConfig gpt;
 };
 
-/// Trains the model once per activation (same seed, data order and budget), then writes
-/// OUT/report.md and the plots OUT/loss.png and OUT/afrob.png.
+/// Trains the model once per activation and seed (same data order per seed, same budget) into
+/// OUT/<activation>/seed-<s>, continuing runs that exist there, then writes OUT/report.md
+/// (mean ± std over seeds, per-seed values, paired differences to the first activation; for
+/// the GPT, attention per row position) and the plots OUT/loss.png, OUT/afrob.png (means with
+/// a ± std band) and OUT/rows.png, OUT/row_mass.png. OUT/compare.json records the flags: a
+/// comparison continued with other ones is a pg::Error.
 int run_compare(const CompareOptions& options);
 
 }  // namespace pg::tools

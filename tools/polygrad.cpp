@@ -1,5 +1,7 @@
 // The `polygrad` command: train, eval, sample and compare.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -115,9 +117,14 @@ int run_sample(const std::string& ckpt_path, const std::string& prompt, int64_t 
   for (char32_t c : p)
     if (vocab.contains(c)) kept.push_back(c);
   PG_CHECK(!kept.empty(), "sample", "no character of the prompt is in the model's vocabulary");
-  std::printf(
-      "%s\n",
-      vocab.decode(model.generate(vocab.encode(kept), tokens, temperature, top_k, gen)).c_str());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int32_t> ids = model.generate(vocab.encode(kept), tokens, temperature, top_k, gen);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s\n", vocab.decode(ids).c_str());
+  // On stderr: stdout is the text alone, for pipes.
+  std::fprintf(stderr, "polygrad: %lld tokens in %.3f s (%.1f tokens/s)\n", (long long)tokens,
+               seconds, static_cast<double>(tokens) / std::max(seconds, 1e-9));
   return 0;
 }
 
@@ -179,6 +186,9 @@ int main(int argc, char** argv) {
   CompareOptions cmp;
   auto* compare = app.add_subcommand("compare", "train once per activation and write a report");
   add_train_flags(compare, cmp.train);
+  compare->add_option("--seeds", cmp.seeds, "runs per activation, seeds SEED, SEED+1, ...")
+      ->capture_default_str()
+      ->check(number_in(1, 1000));
   compare->add_option("--model", cmp.model, "vit or gpt")
       ->capture_default_str()
       ->check(one_of({"vit", "gpt"}));
@@ -186,13 +196,19 @@ int main(int argc, char** argv) {
   compare->add_option("--attn-list", cmp.activations, "activation specs, space-separated")
       ->capture_default_str()
       ->check(kAttnSpec);
+  compare->add_option("--context", cmp.gpt.context, "GPT context length")
+      ->capture_default_str()
+      ->check(number_in(1, static_cast<double>(GptConfig::kMaxContext)));
+  compare->add_option("--heads", cmp.gpt.heads, "attention heads (ViT and GPT)")
+      ->capture_default_str()
+      ->check(number_in(1, static_cast<double>(GptConfig::kMaxDim)));
   compare->add_option("--patch", cmp.vit.patch, "ViT patch size")
       ->capture_default_str()
       ->check(number_in(1, static_cast<double>(VitConfig::kMaxImageSize)));
-  compare->add_option("--dim", cmp.vit.dim, "ViT width")
+  compare->add_option("--dim", cmp.vit.dim, "width (ViT; and GPT when given)")
       ->capture_default_str()
       ->check(number_in(1, static_cast<double>(VitConfig::kMaxDim)));
-  compare->add_option("--layers", cmp.vit.layers, "ViT blocks")
+  compare->add_option("--layers", cmp.vit.layers, "blocks (ViT; and GPT when given)")
       ->capture_default_str()
       ->check(number_in(1, static_cast<double>(VitConfig::kMaxLayers)));
 
@@ -208,6 +224,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return report(e.what(), 2, "; see --help");
   }
+  // compare's size flags: the ViT's defaults, and the GPT's only when given.
+  if (compare->count("--dim")) cmp.gpt.dim = cmp.vit.dim;
+  if (compare->count("--layers")) cmp.gpt.layers = cmp.vit.layers;
+  cmp.vit.heads = cmp.gpt.heads;
   // Run-time errors: one line, exit status 1, whatever was thrown.
   try {
     PG_CHECK(pg::dist::world_size() == 1 || train_vit_cmd->parsed() || train_gpt_cmd->parsed(),

@@ -85,7 +85,8 @@ void install_stop_handler() {
 bool stop_requested() { return g_stop; }
 
 bool plot_png(const std::string& png, const std::string& title, const std::string& xlabel,
-              const std::string& ylabel, const std::vector<PlotSeries>& series, bool log_y) {
+              const std::string& ylabel, const std::vector<PlotSeries>& series, bool log_y,
+              bool band) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     std::printf("gnuplot not found (apt-get install gnuplot-nox): no plot %s\n", png.c_str());
     return false;
@@ -96,9 +97,18 @@ bool plot_png(const std::string& png, const std::string& title, const std::strin
      << "'\nset grid\nset key outside right\n";
   if (log_y) gp << "set logscale y\n";
   gp << "plot ";
-  for (size_t i = 0; i < series.size(); ++i)
-    gp << (i ? ", " : "") << "'" << series[i].file << "' using " << series[i].x_col << ":"
-       << series[i].y_col << " with lines lw 2 title '" << series[i].title << "'";
+  for (size_t i = 0; i < series.size(); ++i) {
+    const PlotSeries& p = series[i];
+    if (band) {  // y - spread, clamped above zero for log scales, to y + spread
+      std::ostringstream lo;
+      lo << "$" << p.y_col << "-$" << p.y_col + 1;
+      gp << (i ? ", " : "") << "'" << p.file << "' using " << p.x_col << ":(" << lo.str()
+         << " > 1e-9 ? " << lo.str() << " : 1e-9):($" << p.y_col << "+$" << p.y_col + 1
+         << ") with filledcurves fs transparent solid 0.15 noborder lc " << i + 1 << " notitle";
+    }
+    gp << ((i || band) ? ", " : "") << "'" << p.file << "' using " << p.x_col << ":" << p.y_col
+       << " with lines lw 2 lc " << i + 1 << " title '" << p.title << "'";
+  }
   gp << "\n";
   std::string script = png + ".gp";
   {

@@ -50,13 +50,15 @@ bool stop_requested();
 Device parse_device(const std::string& text, int local_rank = 0);
 
 /// Draws curves with gnuplot into `png`: each series is (title, data file, x column, y column).
-/// Returns false (and prints why) when gnuplot is missing or fails.
+/// With `band`, column y + 1 holds a spread drawn as a shaded band y ± spread. Returns false
+/// (and prints why) when gnuplot is missing or fails.
 struct PlotSeries {
   std::string title, file;
   int x_col, y_col;
 };
 bool plot_png(const std::string& png, const std::string& title, const std::string& xlabel,
-              const std::string& ylabel, const std::vector<PlotSeries>& series, bool log_y = false);
+              const std::string& ylabel, const std::vector<PlotSeries>& series, bool log_y = false,
+              bool band = false);
 
 }  // namespace pg::tools
 

@@ -166,7 +166,6 @@ void DataParallel::communicate() {
     }
     {
       std::lock_guard lock(mutex_);
-      buckets_[index].done = true;
       ++next_;
     }
     cv_.notify_all();
@@ -204,10 +203,7 @@ void DataParallel::sync_gradients() {
     std::lock_guard lock(mutex_);
     failure = failure_;
     failure_ = nullptr;
-    for (Bucket& b : buckets_) {
-      b.pending = static_cast<int>(b.params.size());
-      b.done = false;
-    }
+    for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
     filled_.assign(params_.size(), false);
     next_ = 0;
   }

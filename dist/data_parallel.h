@@ -79,7 +79,6 @@ class DataParallel {
     std::vector<int64_t> offsets;
     int64_t values = 0;  // elements before the presence counts
     int pending = 0;     // parameters not yet copied in this round
-    bool done = false;
   };
   void on_ready(size_t param);
   void fill(size_t param);  // copies the parameter's gradient (or zeros) into its bucket

@@ -101,12 +101,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
                    .lower_is_better = true,
                    .replicas = model.parameters()},
                   save);
-  if (run.step() >= total) {  // --resume of a finished run (compare continuing a comparison)
-    if (dist::rank() == 0)
-      std::printf("%s: already trained to step %lld of %lld\n", ckpt_path.c_str(),
-                  (long long)run.step(), (long long)total);
-    return run.summary();
-  }
+  if (run.finished_before()) return run.summary();
   while (run.step() < total) {
     Batch b = loader.next();
     const double step_lr = schedule.lr_at(run.step());

@@ -88,6 +88,14 @@ TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan
   start_ = std::chrono::steady_clock::now();
 }
 
+bool TrainingRun::finished_before() const {
+  if (step_ < plan_.total) return false;
+  if (lead_)
+    std::printf("%s: already trained to step %lld of %lld\n", checkpoint_path_.c_str(),
+                (long long)step_, (long long)plan_.total);
+  return true;
+}
+
 void TrainingRun::end_step(double loss, double lr, double grad_norm,
                            const std::vector<double>& a_frob_sqrt_n) {
   // One message per step: the mean loss, and whether any rank was asked to stop (mpirun

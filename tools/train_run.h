@@ -74,6 +74,9 @@ class TrainingRun {
               std::function<void(int64_t step)> save);
   /// Optimizer steps finished so far (first_step at the start).
   int64_t step() const { return step_; }
+  /// True for a --resume of a run that had already reached its last step (compare continuing
+  /// a comparison), after saying so on rank 0: the program then returns summary().
+  bool finished_before() const;
   /// Counts a finished optimizer step and records it: a metrics line with its loss (this
   /// rank's, averaged over the ranks), seconds since the run started, learning rate, gradient
   /// norm and each layer's ||A||_F/sqrt(N), and the progress line.

@@ -97,6 +97,7 @@ bool plot_png(const std::string& png, const std::string& title, const std::strin
      << "'\nset grid\nset key outside right\n";
   if (log_y) gp << "set logscale y\n";
   gp << "plot ";
+  // gnuplot cycles through 8 colours: series 9 and on are told apart by their dashes.
   for (size_t i = 0; i < series.size(); ++i) {
     const PlotSeries& p = series[i];
     if (band) {  // y - spread, clamped above zero for log scales, to y + spread
@@ -107,7 +108,7 @@ bool plot_png(const std::string& png, const std::string& title, const std::strin
          << ") with filledcurves fs transparent solid 0.15 noborder lc " << i + 1 << " notitle";
     }
     gp << ((i || band) ? ", " : "") << "'" << p.file << "' using " << p.x_col << ":" << p.y_col
-       << " with lines lw 2 lc " << i + 1 << " title '" << p.title << "'";
+       << " with lines lw 2 lc " << i + 1 << " dt " << i / 8 + 1 << " title '" << p.title << "'";
   }
   gp << "\n";
   std::string script = png + ".gp";

@@ -104,18 +104,22 @@ Checkpoint load_checkpoint(const std::string& path) {
 
 void restore_checkpoint(const Checkpoint& ckpt, Module& model, Optimizer* optimizer) {
   const std::string who = ckpt.path.empty() ? "checkpoint" : ckpt.path;
+  // Every part is checked before any is loaded: a damaged optimizer section must not leave the
+  // model holding the checkpoint's weights and the optimizer its old state.
   try {
-    model.load_state_dict(ckpt.model);
+    model.check_state_dict(ckpt.model);
   } catch (const Error& e) {
     throw Error(who, std::string("model tensors 'model.*': ") + e.what());
   }
   if (optimizer) {
     try {
-      optimizer->load_state_dict(ckpt.optimizer);
+      optimizer->check_state_dict(ckpt.optimizer);
     } catch (const Error& e) {
       throw Error(who, std::string("optimizer state 'optim.*': ") + e.what());
     }
   }
+  model.load_state_dict(ckpt.model);
+  if (optimizer) optimizer->load_state_dict(ckpt.optimizer);
   default_generator().set_state(ckpt.rng);
 }
 

@@ -33,8 +33,8 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
 /// The other metadata entries are the writer's: read them with Checkpoint::field.
 Checkpoint load_checkpoint(const std::string& path);
 /// Loads the checkpoint's tensors into `model` and `optimizer` (strict) and restores the RNG;
-/// a mismatch is a pg::Error naming the file and the tensor (each load_state_dict checks all
-/// its entries before it copies any).
+/// a mismatch is a pg::Error naming the file and the tensor. Both parts are checked before
+/// either is loaded, so a refused checkpoint leaves model, optimizer and generator unchanged.
 void restore_checkpoint(const Checkpoint& ckpt, Module& model, Optimizer* optimizer);
 
 }  // namespace pg

@@ -132,7 +132,8 @@ StateDict Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const StateDict& state, bool strict) {
+std::vector<std::pair<Tensor*, Tensor>> Module::plan_load(const StateDict& state,
+                                                          bool strict) const {
   std::vector<std::pair<Tensor*, Tensor>> plan;
   std::set<std::string> used;
   std::string missing;
@@ -161,8 +162,16 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     PG_CHECK(unexpected.empty(), "load_state_dict", "unexpected tensor(s) ", unexpected, " (",
              type_name(), " has no such parameter or buffer)");
   }
+  return plan;
+}
+
+void Module::check_state_dict(const StateDict& state, bool strict) const {
+  (void)plan_load(state, strict);
+}
+
+void Module::load_state_dict(const StateDict& state, bool strict) {
   NoGradGuard no_grad;
-  for (auto& [t, src] : plan) t->copy_(src.detach().to(t->device()));
+  for (auto& [t, src] : plan_load(state, strict)) t->copy_(src.detach().to(t->device()));
 }
 
 }  // namespace pg

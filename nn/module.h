@@ -66,6 +66,9 @@ class Module {
   /// a missing or unexpected name is a pg::Error; a wrong shape always is. Everything is
   /// checked before anything is copied, so a refused load leaves the module unchanged.
   void load_state_dict(const StateDict& state, bool strict = true);
+  /// The checks of load_state_dict alone: a pg::Error where it would refuse `state`, and no
+  /// change to the module either way.
+  void check_state_dict(const StateDict& state, bool strict = true) const;
 
  protected:
   /// Registers a tensor member as a trainable parameter (turns on requires_grad).
@@ -92,6 +95,8 @@ class Module {
   /// Calls f(dotted name, slot) for every parameter and/or buffer, depth first.
   void visit_slots(const std::function<void(const std::string&, const Slot&)>& f,
                    const std::string& prefix = "") const;
+  /// What load_state_dict copies, (module tensor, value), once every check has passed.
+  std::vector<std::pair<Tensor*, Tensor>> plan_load(const StateDict& state, bool strict) const;
   /// Replaces every slot by convert(slot), keeping tied slots tied; all or nothing.
   void replace_slots(const std::function<Tensor(const Tensor&)>& convert);
 

@@ -63,6 +63,12 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, const char* name)
 }
 
 void Optimizer::check_groups() {
+  validate_groups();
+  state_.resize(groups_.size());
+  for (size_t g = 0; g < groups_.size(); ++g) state_[g].resize(groups_[g].params.size());
+}
+
+void Optimizer::validate_groups() const {
   std::set<const TensorImpl*> seen;
   for (size_t g = 0; g < groups_.size(); ++g) {
     const ParamGroup& group = groups_[g];
@@ -84,8 +90,6 @@ void Optimizer::check_groups() {
                " appears more than once in the parameter groups");
     }
   }
-  state_.resize(groups_.size());
-  for (size_t g = 0; g < groups_.size(); ++g) state_[g].resize(groups_[g].params.size());
 }
 
 void Optimizer::step() {
@@ -137,14 +141,14 @@ StateDict Optimizer::state_dict() const {
   return out;
 }
 
-void Optimizer::load_state_dict(const StateDict& state) {
-  check_groups();
+Optimizer::Staged Optimizer::stage(const StateDict& state) const {
+  validate_groups();
   auto need = [&](const std::string& key) -> const Tensor& {
     auto it = state.find(key);
     PG_CHECK(it != state.end(), kLoad, "missing entry '", key, "'");
     return it->second;
   };
-  // Everything is read into locals first, so a bad entry leaves the optimizer unchanged.
+  // Everything is checked before load_state_dict changes anything.
   const double steps = step_entry("step", need("step"));
   std::vector<double> lrs;
   for (size_t g = 0; g < groups_.size(); ++g) {
@@ -183,9 +187,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
       // Copying would convert silently; a buffer of another dtype was not saved for this model.
       PG_CHECK(t.dtype() == p.dtype(), kLoad, "entry '", key, "' is ", dtype_name(t.dtype()),
                " but its parameter is ", dtype_name(p.dtype()));
-      Tensor c = empty_like(p);
-      c.copy_(t.detach().to(p.device()));
-      loaded[g][i][buf] = c;
+      loaded[g][i][buf] = t;
     }
   }
   // A parameter has either no state (never updated) or all of it.
@@ -195,9 +197,26 @@ void Optimizer::load_state_dict(const StateDict& state) {
       for (const std::string& buf : names)
         PG_CHECK(loaded[g][i].count(buf), kLoad, "missing entry 'state.", g, ".", i, ".", buf, "'");
     }
-  for (size_t g = 0; g < groups_.size(); ++g) groups_[g].lr = lrs[g];
-  state_ = std::move(loaded);
-  steps_ = static_cast<int64_t>(steps);
+  return {steps, std::move(lrs), std::move(loaded)};
+}
+
+void Optimizer::check_state_dict(const StateDict& state) const { (void)stage(state); }
+
+void Optimizer::load_state_dict(const StateDict& state) {
+  Staged staged = stage(state);
+  check_groups();
+  // Copies, on the parameters' devices: the state must not share storage with `state`.
+  for (size_t g = 0; g < groups_.size(); ++g)
+    for (size_t i = 0; i < groups_[g].params.size(); ++i)
+      for (auto& [buf, t] : staged.state[g][i]) {
+        if (buf == "step") continue;  // already a fresh scalar
+        Tensor c = empty_like(groups_[g].params[i]);
+        c.copy_(t.detach().to(c.device()));
+        t = c;
+      }
+  for (size_t g = 0; g < groups_.size(); ++g) groups_[g].lr = staged.lrs[g];
+  state_ = std::move(staged.state);
+  steps_ = static_cast<int64_t>(staged.steps);
 }
 
 }  // namespace pg

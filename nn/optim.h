@@ -47,6 +47,9 @@ class Optimizer {
   /// Restores state_dict(); strict: a missing, unexpected or wrongly shaped entry raises a
   /// pg::Error naming it, and the optimizer is left unchanged.
   void load_state_dict(const StateDict& state);
+  /// The checks of load_state_dict alone: a pg::Error where it would refuse `state`, and no
+  /// change to the optimizer either way.
+  void check_state_dict(const StateDict& state) const;
 
  protected:
   /// Same, with the optimizer's name for error messages (a base constructor cannot ask a
@@ -70,6 +73,16 @@ class Optimizer {
  private:
   /// Validates the groups (they may have been edited) and sizes the state to match.
   void check_groups();
+  /// The checks of check_groups alone.
+  void validate_groups() const;
+  /// A checked state dict, not yet applied: the step, each group's lr, and per parameter the
+  /// entries of `state` for its buffers (not yet copied).
+  struct Staged {
+    double steps;
+    std::vector<double> lrs;
+    std::vector<std::vector<std::map<std::string, Tensor>>> state;
+  };
+  Staged stage(const StateDict& state) const;
 
   const char* name_;
   std::vector<ParamGroup> groups_;

@@ -276,7 +276,29 @@ TEST_CASE("load_checkpoint checks format, step and rng.state, naming the file an
   no_optim.optimizer.clear();
   CHECK_PG_ERROR(restore_checkpoint(no_optim, same, &opt), good.c_str(), "'optim.*'",
                  "missing entry 'step'");
+  // Refused at the optimizer, a fresh model is left as it was: nothing is loaded before
+  // everything is checked. (A damaged moment buffer; the model part alone is fine.)
+  Gpt fresh(GptConfig::from_json(ck.field("config")));
+  AdamW fresh_opt(decay_groups(fresh, 1e-2, 0.01));
+  std::map<std::string, std::vector<float>> values;
+  for (const auto& [name, t] : fresh.state_dict()) values[name] = t.contiguous().to_vector<float>();
+  REQUIRE(values.at("tok.weight") != ck.model.at("tok.weight").to_vector<float>());
+  Checkpoint bad_moment = ck;
+  bool damaged = false;
+  for (auto& [key, t] : bad_moment.optimizer)
+    if (!damaged && key.ends_with(".exp_avg")) {
+      t = zeros({t.numel() + 1});
+      damaged = true;
+    }
+  REQUIRE(damaged);
+  CHECK_PG_ERROR(restore_checkpoint(bad_moment, fresh, &fresh_opt), good.c_str(), "'optim.*'",
+                 "exp_avg");
+  for (const auto& [name, t] : fresh.state_dict())
+    CHECK_MESSAGE(t.contiguous().to_vector<float>() == values[name], name, " was changed");
+  CHECK(fresh_opt.steps() == 0);
   CHECK_NOTHROW(restore_checkpoint(ck, same, &opt));
+  CHECK(same.state_dict().at("tok.weight").to_vector<float>() ==
+        ck.model.at("tok.weight").to_vector<float>());
 }
 
 TEST_CASE("configs: types, ranges and absurd sizes are refused naming who and the field") {

@@ -2,7 +2,9 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <utility>
 #include <vector>
 
 #include "kernels/factory.h"
@@ -11,40 +13,83 @@ namespace pg {
 
 namespace {
 
-// Whole file, decompressed if gzipped (gzread passes plain files through unchanged).
-std::vector<unsigned char> read_maybe_gzipped(const std::string& path) {
-  PG_CHECK(std::filesystem::is_regular_file(path), path, "no such file");
-  gzFile f = gzopen(path.c_str(), "rb");
-  PG_CHECK(f != nullptr, path, "cannot open file");
-  std::vector<unsigned char> data;
-  unsigned char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) data.insert(data.end(), buf, buf + n);
-  int err = 0;
-  const char* msg = gzerror(f, &err);
-  std::string why = err < 0 ? msg : "";
-  gzclose(f);
-  PG_CHECK(n == 0 && err >= 0, path, "corrupt or truncated gzip data (", why, ")");
-  return data;
-}
-
 uint32_t be32(const std::vector<unsigned char>& d, size_t at) {
   return (uint32_t(d[at]) << 24) | (uint32_t(d[at + 1]) << 16) | (uint32_t(d[at + 2]) << 8) |
          uint32_t(d[at + 3]);
 }
 
+// A file read through zlib, decompressed if gzipped (gzread passes plain files through).
+class GzReader {
+ public:
+  explicit GzReader(const std::string& path) : path_(path) {
+    PG_CHECK(std::filesystem::is_regular_file(path), path, "no such file");
+    f_ = gzopen(path.c_str(), "rb");
+    PG_CHECK(f_ != nullptr, path, "cannot open file");
+  }
+  ~GzReader() { gzclose(f_); }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+
+  // Appends up to `n` more bytes to `out`; fewer only at the end of the data.
+  void append(std::vector<unsigned char>& out, uint64_t n) {
+    unsigned char buf[1 << 16];
+    while (n > 0) {
+      int got = gzread(f_, buf, static_cast<unsigned>(std::min<uint64_t>(n, sizeof buf)));
+      if (got < 0) {
+        int err = 0;
+        const char* msg = gzerror(f_, &err);
+        throw Error(path_, std::string("corrupt or truncated gzip data (") + msg + ")");
+      }
+      if (got == 0) {
+        int err = 0;
+        const char* msg = gzerror(f_, &err);
+        PG_CHECK(err >= 0, path_, "corrupt or truncated gzip data (", msg, ")");
+        return;
+      }
+      out.insert(out.end(), buf, buf + got);
+      n -= static_cast<uint64_t>(got);
+    }
+  }
+
+ private:
+  std::string path_;
+  gzFile f_;
+};
+
+// An IDX file: `header` bytes, from which `body(header)` gives the size of the data after it
+// (with `what` describing it); the file must hold exactly that. Reading stops one byte past the
+// declared size, so a small .gz that would inflate to far more (a gzip bomb) fails there instead
+// of filling memory, and memory grows with the data actually present, not with the header's claim.
+template <class Body>
+std::vector<unsigned char> read_idx(const std::string& path, size_t header, const char* kind,
+                                    Body body) {
+  GzReader in(path);
+  std::vector<unsigned char> d;
+  in.append(d, header);
+  PG_CHECK(d.size() >= header, path, "too short for an IDX ", kind, " header (", d.size(),
+           " bytes)");
+  auto [bytes, what] = body(d);
+  const uint64_t expected = header + bytes;
+  in.append(d, bytes + 1);
+  PG_CHECK(d.size() <= expected, path, "holds more than the ", expected,
+           " bytes its header declares (", what, ")");
+  PG_CHECK(d.size() == expected, path, "size ", d.size(), " bytes does not match ", what,
+           " (expected ", expected, ")");
+  return d;
+}
+
 }  // namespace
 
 Tensor load_idx_images(const std::string& path) {
-  auto d = read_maybe_gzipped(path);
-  PG_CHECK(d.size() >= 16, path, "too short for an IDX image header (", d.size(), " bytes)");
-  PG_CHECK(be32(d, 0) == 2051, path, "bad magic number ", be32(d, 0),
-           " (expected 2051 for IDX images)");
-  uint64_t n = be32(d, 4), rows = be32(d, 8), cols = be32(d, 12);
-  PG_CHECK(rows > 0 && cols > 0 && rows <= 4096 && cols <= 4096, path, "implausible image size ",
-           rows, "x", cols);
-  PG_CHECK(d.size() == 16 + n * rows * cols, path, "size ", d.size(), " bytes does not match ", n,
-           " images of ", rows, "x", cols, " (expected ", 16 + n * rows * cols, ")");
+  uint64_t n = 0, rows = 0, cols = 0;
+  auto d = read_idx(path, 16, "image", [&](const std::vector<unsigned char>& h) {
+    PG_CHECK(be32(h, 0) == 2051, path, "bad magic number ", be32(h, 0),
+             " (expected 2051 for IDX images)");
+    n = be32(h, 4), rows = be32(h, 8), cols = be32(h, 12);
+    PG_CHECK(rows > 0 && cols > 0 && rows <= 4096 && cols <= 4096, path, "implausible image size ",
+             rows, "x", cols);
+    return std::pair{n * rows * cols, detail::concat(n, " images of ", rows, "x", cols)};
+  });
   Tensor t = empty({int64_t(n), int64_t(rows), int64_t(cols)});
   float* p = t.data<float>();
   for (uint64_t i = 0; i < n * rows * cols; ++i) p[i] = d[16 + i] / 255.0f;
@@ -52,13 +97,13 @@ Tensor load_idx_images(const std::string& path) {
 }
 
 Tensor load_idx_labels(const std::string& path) {
-  auto d = read_maybe_gzipped(path);
-  PG_CHECK(d.size() >= 8, path, "too short for an IDX label header (", d.size(), " bytes)");
-  PG_CHECK(be32(d, 0) == 2049, path, "bad magic number ", be32(d, 0),
-           " (expected 2049 for IDX labels)");
-  uint64_t n = be32(d, 4);
-  PG_CHECK(d.size() == 8 + n, path, "size ", d.size(), " bytes does not match ", n,
-           " labels (expected ", 8 + n, ")");
+  uint64_t n = 0;
+  auto d = read_idx(path, 8, "label", [&](const std::vector<unsigned char>& h) {
+    PG_CHECK(be32(h, 0) == 2049, path, "bad magic number ", be32(h, 0),
+             " (expected 2049 for IDX labels)");
+    n = be32(h, 4);
+    return std::pair{n, detail::concat(n, " labels")};
+  });
   Tensor t = empty({int64_t(n)}, {DType::I64});
   int64_t* p = t.data<int64_t>();
   for (uint64_t i = 0; i < n; ++i) p[i] = d[8 + i];

@@ -89,6 +89,29 @@ TEST_CASE("bad IDX files are refused with a clear error naming the file") {
   std::string gz((std::istreambuf_iterator<char>(in)), {});
   write_file(d / "cut.gz", gz.substr(0, gz.size() / 2));
   CHECK_THROWS_AS(load_idx_images((d / "cut.gz").string()), pg::Error);
+  // A gzip bomb: the header declares 2 images of 3x3 (34 bytes), the stream inflates to 64 MiB.
+  // Reading stops one byte past the declared size.
+  std::string bomb = idx_images(2, 3, 3);
+  bomb.resize(64 << 20, '\0');
+  write_gz(d / "bomb.gz", bomb);
+  CHECK(fs::file_size(d / "bomb.gz") < (1 << 20));
+  CHECK_THROWS_WITH_AS(load_idx_images((d / "bomb.gz").string()),
+                       doctest::Contains("more than the 34 bytes its header declares"), pg::Error);
+  std::string labels = idx_labels(3) + std::string(1000, '\1');
+  write_gz(d / "long_labels.gz", labels);
+  CHECK_THROWS_WITH_AS(load_idx_labels((d / "long_labels.gz").string()),
+                       doctest::Contains("more than the 11 bytes its header declares (3 labels)"),
+                       pg::Error);
+  // A header that claims far more than the file holds fails as truncated, without allocating
+  // for the claim (4e9 images of 4096x4096).
+  std::string liar;
+  put_be32(liar, 2051);
+  put_be32(liar, 0xffffffffu);
+  put_be32(liar, 4096);
+  put_be32(liar, 4096);
+  write_gz(d / "liar.gz", liar + std::string(100, '\2'));
+  CHECK_THROWS_WITH_AS(load_idx_images((d / "liar.gz").string()),
+                       doctest::Contains("size 116 bytes does not match"), pg::Error);
   CHECK_THROWS_WITH_AS(load_mnist((d / "nowhere").string()), doctest::Contains("not a directory"),
                        pg::Error);
   CHECK_THROWS_WITH_AS(load_mnist(d.string()), doctest::Contains("missing train-images"),

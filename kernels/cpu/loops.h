@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "kernels/cpu/region_errors.h"
 #include "kernels/kernel_common.h"
 
 namespace pg::cpu {
@@ -49,13 +50,16 @@ void for_each_run(const Layout<N>& l, F&& f) {
   piece = std::min(piece, inner);
   int64_t per_row = (inner + piece - 1) / piece;
   int64_t chunks = outer * per_row;
+  RegionErrors errors;  // f is any kernel's functor
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
-    int64_t r = c / per_row, j = (c % per_row) * piece;
-    Off off = row_start(r);
-    for (size_t k = 0; k < N; ++k) off[k] += j * istr[k];
-    f(off, std::min(piece, inner - j), istr);
-  }
+  for (int64_t c = 0; c < chunks; ++c)
+    errors.run([&] {
+      int64_t r = c / per_row, j = (c % per_row) * piece;
+      Off off = row_start(r);
+      for (size_t k = 0; k < N; ++k) off[k] += j * istr[k];
+      f(off, std::min(piece, inner - j), istr);
+    });
+  errors.rethrow();
 }
 
 }  // namespace pg::cpu

@@ -12,6 +12,9 @@ namespace pg {
 
 namespace {
 
+// The largest |e| of a poly scale N^e.
+constexpr double kMaxScaleExponent = 8;
+
 [[noreturn]] void bad_spec(const std::string& spec, const std::string& why) {
   throw Error("attention activation", "invalid spec '" + spec + "': " + why +
                                           "; valid specs: " + AttentionActivation::valid_specs());
@@ -56,7 +59,8 @@ std::string AttentionActivation::valid_specs() {
   for (AttnActivation a : attn::kBuiltinActivations)
     names += std::string(names.empty() ? "" : ", ") + attn::activation_name(a);
   return names +
-         "; poly:P (P in 1..8, e.g. poly:3), poly:p=P,scale=n^E (e.g. poly:p=2,scale=n^-0.5); "
+         "; poly:P (P in 1..8, e.g. poly:3), poly:p=P,scale=n^E (E in -8..8, e.g. "
+         "poly:p=2,scale=n^-0.5); "
          "all but softmax also take n=visible (e.g. relu:n=visible, poly:3,n=visible)";
 }
 
@@ -90,6 +94,10 @@ AttentionActivation AttentionActivation::parse(const std::string& spec) {
     } else if (key == "scale" && a.kind_ == Kind::Poly) {
       if (val.rfind("n^", 0) != 0 || !parse_number(val.substr(2), a.n_exponent_))
         bad_spec(spec, "scale must look like n^-0.5, got '" + val + "'");
+      // Beyond this, N^e leaves f32's range for contexts a model can have (16384^8 = 2^112).
+      if (!(std::abs(a.n_exponent_) <= kMaxScaleExponent))
+        bad_spec(spec, detail::concat("the scale's exponent must be in [-", kMaxScaleExponent, ", ",
+                                      kMaxScaleExponent, "], got '", val.substr(2), "'"));
     } else if (key == "n") {
       if (val == "visible")
         a.n_visible_ = true;
@@ -125,6 +133,18 @@ std::string AttentionActivation::spec() const {
   }
   if (n_visible_) os << (kind_ == Kind::Poly ? ",n=visible" : ":n=visible");
   return os.str();
+}
+
+void AttentionActivation::check_scale(int64_t keys, DType dtype) const {
+  if (kind_ != Kind::Poly || keys < 1) return;
+  // The extreme row: N = keys (with n=visible, rows see 1..keys keys, and 1^e = 1).
+  const double f = std::pow(static_cast<double>(keys), n_exponent_);
+  // bf16 has f32's exponent range.
+  const bool holds = dtype == DType::F64 ? std::isnormal(f) : std::isnormal(static_cast<float>(f));
+  const double held = dtype == DType::F64 ? f : static_cast<double>(static_cast<float>(f));
+  PG_CHECK(holds, "attention", "the scale N^e of '", spec(), "' is ", f, " at N = ", keys,
+           " keys, which ", dtype_name(dtype), " cannot hold (", held,
+           "); use an exponent closer to 0");
 }
 
 AttentionParams AttentionActivation::kernel_params(bool causal, double scale) const {

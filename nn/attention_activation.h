@@ -43,6 +43,9 @@ class AttentionActivation {
   bool has_fused_kernel() const { return kind_ != Kind::Custom; }
   /// Parameters of the fused kernels.
   AttentionParams kernel_params(bool causal, double scale) const;
+  /// Refuses (pg::Error naming the spec, N and the dtype) a poly scale N^e that `dtype` cannot
+  /// hold for rows of up to `keys` keys: it would overflow to inf or vanish to 0 mid-kernel.
+  void check_scale(int64_t keys, DType dtype) const;
   /// Composite path: weights from scores [B,H,T,S] through autograd ops; `visible` is a 0/1
   /// tensor broadcastable to the scores (undefined = everything visible).
   Tensor apply(const Tensor& scores, const Tensor& visible) const;

@@ -52,6 +52,7 @@ bool use_fused(const AttentionActivation& act, AttentionPath path) {
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionActivation& act,
                  bool causal, double scale, const Tensor& key_padding_mask,
                  std::shared_ptr<AttentionStats> stats, AttentionPath path) {
+  if (k.dim() == 4) act.check_scale(k.size(2), q.dtype());  // other shapes: the op's own error
   if (use_fused(act, path))
     return fused_attention(q, k, v, act.kernel_params(causal, scale), key_padding_mask,
                            std::move(stats));
@@ -61,6 +62,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 Tensor attention_packed(const Tensor& qkv, int64_t heads, const AttentionActivation& act,
                         bool causal, double scale, const Tensor& key_padding_mask,
                         std::shared_ptr<AttentionStats> stats, AttentionPath path) {
+  if (qkv.dim() == 3) act.check_scale(qkv.size(1), qkv.dtype());
   if (use_fused(act, path))
     return fused_attention_packed(qkv, heads, act.kernel_params(causal, scale), key_padding_mask,
                                   std::move(stats));

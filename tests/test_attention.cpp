@@ -72,6 +72,37 @@ TEST_CASE("malformed specs raise an error listing the valid specs") {
   }
   CHECK_THROWS_WITH_AS(AttentionActivation::parse("softmx"), doctest::Contains("softmx"),
                        pg::Error);
+  // The scale's exponent: bounded, finite.
+  for (const char* bad :
+       {"poly:p=3,scale=n^100", "poly:p=3,scale=n^-8.5", "poly:p=3,scale=n^1e9"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(AttentionActivation::parse(bad), doctest::Contains("[-8, 8]"), pg::Error);
+  }
+  for (const char* bad : {"poly:p=3,scale=n^inf", "poly:p=3,scale=n^nan"})
+    CHECK_THROWS_WITH_AS(AttentionActivation::parse(bad), doctest::Contains("must look like"),
+                         pg::Error);
+  CHECK(AttentionActivation::parse("poly:p=3,scale=n^8").n_exponent() == 8);
+}
+
+TEST_CASE("a poly scale N^e the dtype cannot hold is an error before any kernel runs") {
+  // 70000^8 = 5.8e38 is past f32's 3.4e38 and 70000^-8 below its smallest normal; f64 holds both.
+  auto run = [](const char* spec, DType dt, AttentionPath path) {
+    Tensor q = randn({1, 1, 2, 4}, {dt}), k = randn({1, 1, 70000, 4}, {dt});
+    Tensor v = randn({1, 1, 70000, 4}, {dt});
+    return attention(q, k, v, AttentionActivation::parse(spec), false, 0.5, {}, nullptr, path);
+  };
+  for (AttentionPath path : {AttentionPath::Fused, AttentionPath::Composite}) {
+    CHECK_PG_ERROR(run("poly:p=1,scale=n^8", DType::F32, path), "attention", "poly:p=1,scale=n^8",
+                   "N = 70000", "f32 cannot hold");
+    CHECK_PG_ERROR(run("poly:p=1,scale=n^-8,n=visible", DType::F32, path), "N = 70000", "f32");
+  }
+  Tensor o = run("poly:p=1,scale=n^-8", DType::F64, AttentionPath::Fused);
+  for (double x : o.to_vector<double>()) CHECK(std::isfinite(x));
+  // A packed q, k, v goes through the same check.
+  Tensor qkv = randn({1, 70000, 3 * 4});
+  CHECK_PG_ERROR(attention_packed(qkv, 1, AttentionActivation::parse("poly:p=1,scale=n^8"), true,
+                                  0.5, {}, nullptr, AttentionPath::Fused),
+                 "N = 70000", "f32");
 }
 
 TEST_CASE("fused attention matches the composite path in f32 (values and gradients)") {

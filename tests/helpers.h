@@ -237,8 +237,8 @@ inline std::vector<double> overfit(pg::Module& model, const Tensor& x, const Ten
 }
 
 /// Every built-in attention activation at its defaults (poly as poly:3), as the golden
-/// fixtures of tools/make_fixtures.py name them: a new activation is compared with PyTorch
-/// once it is in that script's POLICIES.
+/// fixtures of tools/reference/make_fixtures.py name them: a new activation is compared with
+/// PyTorch once it is in that script's POLICIES.
 inline std::vector<std::string> builtin_specs() {
   std::vector<std::string> specs;
   for (pg::AttnActivation a : pg::attn::kBuiltinActivations)

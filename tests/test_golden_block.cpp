@@ -1,5 +1,5 @@
 // A pre-norm transformer block against PyTorch: forward and backward for every built-in
-// activation, on fixed weights. The fixture comes from tools/make_fixtures.py.
+// activation, on fixed weights. The fixture comes from tools/reference/make_fixtures.py.
 #include <doctest/doctest.h>
 
 #include <cmath>

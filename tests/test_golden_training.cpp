@@ -2,8 +2,8 @@
 // same weights and fed the same batches, follow the same loss, gradient-norm and weight
 // trajectory in f64 under the training programs' recipe (AdamW with decay on matrices only,
 // warm-up + cosine, global-norm clipping, label smoothing for the ViT). The fixture comes from
-// tools/make_fixtures.py. Any difference in a forward, a backward, the optimizer, the schedule or
-// the clipping shows up here even when each piece passes its own test.
+// tools/reference/make_fixtures.py. Any difference in a forward, a backward, the optimizer, the
+// schedule or the clipping shows up here even when each piece passes its own test.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>

@@ -85,7 +85,9 @@ void check_steps(Optimizer& opt, Tensor& p, Ref ref, double rtol, const std::str
 
 }  // namespace
 
-TEST_CASE("AdamW, Adam and SGD match PyTorch step by step (fixture from tools/make_fixtures.py)") {
+TEST_CASE(
+    "AdamW, Adam and SGD match PyTorch step by step (fixture from "
+    "tools/reference/make_fixtures.py)") {
   auto fx = load_safetensors(std::string(PG_FIXTURE_DIR) + "/optim_steps.safetensors").tensors;
   for (const char* name : {"adamw", "adam", "sgd"}) {
     CAPTURE(name);

@@ -8,7 +8,7 @@
 #include "models/gpt.h"
 #include "models/vit.h"
 #include "nn/optim.h"
-#include "tools/checkpoint_fields.h"
+#include "tools/cli/checkpoint_fields.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pg::fuzz::InputFile in(data, size);

@@ -10,7 +10,7 @@
 
 #include "nn/attention_op.h"
 #include "polygrad.h"
-#include "tools/omp_env.h"
+#include "tools/cli/omp_env.h"
 
 using namespace pg;
 

@@ -1,6 +1,6 @@
 // GPU benchmarks for tools/gpu_check: GEMM against raw cuBLAS, fused attention forward+backward
 // per policy, and GPT training throughput. One JSON object per line on stdout;
-// tools/bench_gpu_torch.py measures PyTorch on the same shapes and prints the joint table.
+// tools/bench/bench_gpu_torch.py measures PyTorch on the same shapes and prints the joint table.
 // Usage: bench_gpu [repeats]   (default 20; medians over repeats after a warm-up)
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -130,7 +130,7 @@ void bench_attention(int repeats, Device gpu) {
   }
 }
 
-// The GPT of the training rows (10.8 M parameters), as tools/bench_gpu_torch.py builds it.
+// The GPT of the training rows (10.8 M parameters), as tools/bench/bench_gpu_torch.py builds it.
 GptConfig bench_gpt_config(const char* spec) {
   GptConfig cfg;
   cfg.vocab_size = 96;

@@ -3,7 +3,7 @@
 
 Reads bench_gpu's JSON lines (--polygrad FILE), measures the same things with PyTorch on the
 same GPU (medians over repeats, TF32 only where the row says so) and prints one Markdown table.
-Usage: python3 tools/bench_gpu_torch.py --polygrad out.jsonl [--repeats 20] [--no-torch]
+Usage: python3 tools/bench/bench_gpu_torch.py --polygrad out.jsonl [--repeats 20] [--no-torch]
 """
 import argparse
 import json

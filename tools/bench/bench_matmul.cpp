@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "polygrad.h"
-#include "tools/omp_env.h"
+#include "tools/cli/omp_env.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "tools/attention_rows.h"
+#include "tools/cli/attention_rows.h"
 
 #include <cmath>
 

@@ -1,4 +1,6 @@
-#include "tools/checkpoint_fields.h"
+#include "tools/cli/checkpoint_fields.h"
+
+#include <charconv>
 
 namespace pg::tools {
 
@@ -57,6 +59,18 @@ CharVocab gpt_vocab(const Checkpoint& ck, const GptConfig& cfg) {
   PG_CHECK(vocab.size() == cfg.vocab_size, ck.source("vocab"), "vocabulary holds ", vocab.size(),
            " characters, but config field 'vocab_size' is ", cfg.vocab_size);
   return vocab;
+}
+
+int64_t schedule_steps(const Checkpoint& ck, int64_t absent) {
+  if (!ck.metadata.count("schedule_steps")) return absent;
+  const std::string& text = ck.field("schedule_steps");
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  PG_CHECK(ec == std::errc() && end == text.data() + text.size() && n > 0 && n >= ck.step,
+           ck.source("schedule_steps"),
+           "expected a whole number of steps >= the checkpoint's step ", ck.step, ", got '", text,
+           "'");
+  return n;
 }
 
 void restore_run(const Checkpoint& ck, Module& model, Optimizer& optimizer) {

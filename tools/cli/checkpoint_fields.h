@@ -24,6 +24,9 @@ void check_image_size(const Checkpoint& ck, const VitConfig& cfg, const ImageSet
 /// Metadata 'vocab' of a GPT checkpoint: valid UTF-8, distinct characters, `cfg.vocab_size`
 /// of them.
 CharVocab gpt_vocab(const Checkpoint& ck, const GptConfig& cfg);
+/// Metadata 'schedule_steps': the length of the learning-rate schedule the run started with, a
+/// whole number >= the checkpoint's step; `absent` for checkpoints written before it was kept.
+int64_t schedule_steps(const Checkpoint& ck, int64_t absent);
 /// restore_checkpoint for a resumed run: the optimizer's own step counter must also equal the
 /// checkpoint's step (save_checkpoint writes the two together).
 void restore_run(const Checkpoint& ck, Module& model, Optimizer& optimizer);

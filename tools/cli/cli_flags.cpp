@@ -1,5 +1,5 @@
 // The flags of the `polygrad` command, each with its check and a short message.
-#include "tools/cli_flags.h"
+#include "tools/cli/cli_flags.h"
 
 #include <cmath>
 #include <cstdio>
@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "nn/attention_activation.h"
-#include "tools/train_common.h"
+#include "tools/cli/train_common.h"
 
 namespace pg::tools {
 
@@ -76,7 +76,9 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--attn", o.attn, "attention activation: " + AttentionActivation::valid_specs())
       ->capture_default_str()
       ->check(kAttnSpec);
-  app->add_option("--steps", o.steps, "optimizer steps (0: from --epochs, or the model's default)")
+  app->add_option("--steps", o.steps,
+                  "optimizer steps (0: from --epochs, or the model's default); with --resume, "
+                  "where to stop: the learning-rate schedule stays the checkpoint's")
       ->check(kNonNegative);
   // An epoch count turns into a step count; 10^6 keeps that product far inside int64_t.
   app->add_option("--epochs", o.epochs, "ViT: passes over the training set")

@@ -7,7 +7,7 @@
 
 #include "models/gpt.h"
 #include "models/vit.h"
-#include "tools/train_programs.h"
+#include "tools/cli/train_programs.h"
 
 namespace pg::tools {
 

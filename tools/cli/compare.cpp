@@ -1,4 +1,4 @@
-#include "tools/compare.h"
+#include "tools/cli/compare.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,9 +9,11 @@
 
 #include "nn/checkpoint.h"
 #include "nn/text.h"
-#include "tools/attention_rows.h"
-#include "tools/checkpoint_fields.h"
-#include "tools/train_common.h"
+#include "tools/cli/attention_rows.h"
+#include "tools/cli/checkpoint_fields.h"
+#include "tools/cli/run_lock.h"
+#include "tools/cli/seed_stats.h"
+#include "tools/cli/train_common.h"
 
 namespace fs = std::filesystem;
 
@@ -69,67 +71,6 @@ void check_same_comparison(const CompareOptions& o) {
              "; use another --out, or the same flags to continue it");
 }
 
-// A run's results, read back from its metrics.jsonl (so runs made earlier, or by
-// `polygrad train` with the same flags, count the same as runs made now).
-RunSummary summarize(const std::string& dir, bool vit) {
-  std::ifstream in(dir + "/metrics.jsonl");
-  PG_CHECK(in.good(), dir, "has no metrics.jsonl");
-  RunSummary r;
-  r.best_metric = vit ? 0 : INFINITY;
-  double seconds = 0, segment = 0;
-  bool evaluated = false;
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("step")) continue;
-    const char* key = vit ? "test_accuracy" : "val_loss";
-    if (j.contains(key) && j[key].is_number()) {
-      r.final_metric = j[key].get<double>();
-      r.best_metric =
-          vit ? std::max(r.best_metric, r.final_metric) : std::min(r.best_metric, r.final_metric);
-      evaluated = true;
-    }
-    if (j.contains("loss")) {
-      r.steps = j["step"].get<int64_t>();
-      if (j.contains("time_s")) {
-        const double t = j["time_s"].get<double>();
-        if (t < segment) seconds += segment;  // a resumed run restarts its clock
-        segment = t;
-      }
-      if (j.contains("a_frob_sqrt_n"))
-        r.a_frob_sqrt_n = j["a_frob_sqrt_n"].get<std::vector<double>>();
-    }
-  }
-  PG_CHECK(evaluated, dir, "/metrics.jsonl has no evaluation: the run did not finish");
-  r.ms_per_step = 1e3 * (seconds + segment) / static_cast<double>(std::max<int64_t>(r.steps, 1));
-  return r;
-}
-
-double mean(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return s / static_cast<double>(v.size());
-}
-
-// Sample standard deviation (n - 1); 0 for a single value.
-double stddev(const std::vector<double>& v) {
-  if (v.size() < 2) return 0;
-  double m = mean(v), s = 0;
-  for (double x : v) s += (x - m) * (x - m);
-  return std::sqrt(s / static_cast<double>(v.size() - 1));
-}
-
-std::string format(double x, bool percent) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, percent ? "%.2f%%" : "%.4f", percent ? 100 * x : x);
-  return buf;
-}
-
-std::string mean_std(const std::vector<double>& v, bool percent, bool sign = false) {
-  std::string m = format(mean(v), percent);
-  if (sign && mean(v) >= 0) m = "+" + m;
-  return v.size() < 2 ? m : m + " ± " + format(stddev(v), percent);
-}
-
 // Column `col` (1-based, tab-separated, '#' lines skipped) of a tsv file, keyed by step.
 std::vector<std::pair<double, double>> read_column(const std::string& file, int col) {
   std::ifstream in(file);
@@ -162,7 +103,7 @@ std::string write_band(const std::vector<std::string>& dirs, const std::string& 
   for (size_t i = 0; i < n; ++i) {
     std::vector<double> v;
     for (const auto& r : runs) v.push_back(r[i].second);
-    o << runs.front()[i].first << '\t' << mean(v) << '\t' << stddev(v) << '\n';
+    o << runs.front()[i].first << '\t' << mean(v) << '\t' << sample_std(v) << '\n';
   }
   return out;
 }
@@ -233,9 +174,48 @@ void write_rows(const CompareOptions& o, std::ostream& md) {
 
 }  // namespace
 
+RunSummary summarize_run(const std::string& dir, bool vit) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  PG_CHECK(in.good(), dir, "has no metrics.jsonl");
+  RunSummary r;
+  r.best_metric = vit ? 0 : INFINITY;
+  // Each invocation of a resumed run restarts its clocks: the segments add up.
+  double seconds = 0, segment = 0;
+  bool evaluated = false;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step")) continue;
+    const char* key = vit ? "test_accuracy" : "val_loss";
+    if (j.contains(key) && j[key].is_number()) {
+      r.final_metric = j[key].get<double>();
+      r.best_metric =
+          vit ? std::max(r.best_metric, r.final_metric) : std::min(r.best_metric, r.final_metric);
+      evaluated = true;
+      if (j.contains("eval_s") && j["eval_s"].is_number())
+        r.eval_seconds += j["eval_s"].get<double>();
+    }
+    if (j.contains("loss")) {
+      r.steps = j["step"].get<int64_t>();
+      // Training time alone; runs written before "train_s" existed have only the wall clock.
+      const char* clock = j.contains("train_s") ? "train_s" : "time_s";
+      if (j.contains(clock) && j[clock].is_number()) {
+        const double t = j[clock].get<double>();
+        if (t < segment) seconds += segment;
+        segment = t;
+      }
+      if (j.contains("a_frob_sqrt_n"))
+        r.a_frob_sqrt_n = j["a_frob_sqrt_n"].get<std::vector<double>>();
+    }
+  }
+  PG_CHECK(evaluated, dir, "/metrics.jsonl has no evaluation: the run did not finish");
+  r.ms_per_step = 1e3 * (seconds + segment) / static_cast<double>(std::max<int64_t>(r.steps, 1));
+  return r;
+}
+
 int run_compare(const CompareOptions& o) {
   PG_CHECK(o.seeds >= 1, "--seeds", "expected 1 or more, got ", o.seeds);
   fs::create_directories(o.train.out);
+  RunLock lock(o.train.out);  // the report and compare.json are this comparison's alone
   check_same_comparison(o);
   const bool vit = o.model == "vit";
   // results[a][k]: activation a, seed seed + k.
@@ -260,7 +240,7 @@ int run_compare(const CompareOptions& o) {
       else
         train_gpt(t, o.gpt);
       write_tsv(t.out);
-      results.back().push_back(summarize(t.out, vit));
+      results.back().push_back(summarize_run(t.out, vit));
     }
   }
 
@@ -274,27 +254,35 @@ int run_compare(const CompareOptions& o) {
   md << "), the same data order per seed and the same budget (" << results.front().front().steps
      << " steps) for every activation; mean ± standard deviation over the seeds. The paired "
         "difference is each seed's final "
-     << metric << " minus that of `" << o.activations.front() << "` with the same seed.\n\n";
+     << metric << " minus that of `" << o.activations.front()
+     << "` with the same seed. Training ms/step leaves out the evaluations, whose seconds "
+        "(in all, per run) are the next column.\n\n";
   md << "| activation | final " << metric << " | best " << metric << " | paired difference to `"
-     << o.activations.front() << "` | ms/step | ||A||_F/sqrt(N) per layer (end, mean) |\n"
-     << "|---|---|---|---|---|---|\n";
+     << o.activations.front()
+     << "` | training ms/step | evaluation s | ||A||_F/sqrt(N) per layer (end, mean) |\n"
+     << "|---|---|---|---|---|---|---|\n";
+  auto final_metrics = [&](size_t a) {
+    std::vector<double> v;
+    for (const RunSummary& r : results[a]) v.push_back(r.final_metric);
+    return v;
+  };
   for (size_t a = 0; a < results.size(); ++a) {
-    std::vector<double> final_m, best_m, diff, ms;
+    std::vector<double> best_m, ms, eval_s;
     std::vector<double> afrob(results[a].front().a_frob_sqrt_n.size(), 0.0);
-    for (size_t k = 0; k < results[a].size(); ++k) {
-      const RunSummary& r = results[a][k];
-      final_m.push_back(r.final_metric);
+    for (const RunSummary& r : results[a]) {
       best_m.push_back(r.best_metric);
-      diff.push_back(r.final_metric - results[0][k].final_metric);
       ms.push_back(r.ms_per_step);
+      eval_s.push_back(r.eval_seconds);
       for (size_t l = 0; l < afrob.size() && l < r.a_frob_sqrt_n.size(); ++l)
         afrob[l] += r.a_frob_sqrt_n[l] / static_cast<double>(results[a].size());
     }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1f", mean(ms));
-    md << "| `" << o.activations[a] << "` | " << mean_std(final_m, vit) << " | "
-       << mean_std(best_m, vit) << " | " << (a == 0 ? "–" : mean_std(diff, vit, true)) << " | "
-       << buf << " | ";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.1f | %.1f", mean(ms), mean(eval_s));
+    md << "| `" << o.activations[a] << "` | " << mean_std(final_metrics(a), vit) << " | "
+       << mean_std(best_m, vit) << " | "
+       << (a == 0 ? "–"
+                  : mean_std(paired_differences(final_metrics(a), final_metrics(0)), vit, true))
+       << " | " << buf << " | ";
     for (size_t l = 0; l < afrob.size(); ++l) {
       std::snprintf(buf, sizeof buf, "%s%.3f", l ? ", " : "", afrob[l]);
       md << buf;
@@ -309,7 +297,7 @@ int run_compare(const CompareOptions& o) {
     md << "\n";
     for (size_t a = 0; a < results.size(); ++a) {
       md << "| `" << o.activations[a] << "` |";
-      for (const RunSummary& r : results[a]) md << " " << format(r.final_metric, vit) << " |";
+      for (const RunSummary& r : results[a]) md << " " << format_value(r.final_metric, vit) << " |";
       md << "\n";
     }
   }

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "tools/train_programs.h"
+#include "tools/cli/train_programs.h"
 
 namespace pg::tools {
 
@@ -25,5 +25,11 @@ struct CompareOptions {
 /// a ± std band) and OUT/rows.png, OUT/row_mass.png. OUT/compare.json records the flags: a
 /// comparison continued with other ones is a pg::Error.
 int run_compare(const CompareOptions& options);
+
+/// A run's results read back from DIR/metrics.jsonl (so runs made earlier, or by `polygrad train`
+/// with the same flags, count the same as runs made now): the last and best evaluation, the
+/// steps, training milliseconds per step (evaluations and saves excluded; the segments of a
+/// resumed run added up), the evaluations' seconds and the last ||A||_F/sqrt(N) per layer.
+RunSummary summarize_run(const std::string& dir, bool vit);
 
 }  // namespace pg::tools

@@ -19,12 +19,12 @@
 #include "nn/data_loader.h"
 #include "nn/mnist.h"
 #include "nn/text.h"
-#include "tools/checkpoint_fields.h"
-#include "tools/cli_flags.h"
-#include "tools/compare.h"
-#include "tools/omp_env.h"
-#include "tools/train_common.h"
-#include "tools/train_programs.h"
+#include "tools/cli/checkpoint_fields.h"
+#include "tools/cli/cli_flags.h"
+#include "tools/cli/compare.h"
+#include "tools/cli/omp_env.h"
+#include "tools/cli/train_common.h"
+#include "tools/cli/train_programs.h"
 
 using namespace pg;
 using namespace pg::tools;

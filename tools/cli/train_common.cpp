@@ -1,4 +1,4 @@
-#include "tools/train_common.h"
+#include "tools/cli/train_common.h"
 
 #include <unistd.h>
 
@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 
 #include "core/error.h"
@@ -72,6 +73,25 @@ void MetricsWriter::write(const nlohmann::json& record) {
   out_ << record.dump() << '\n';
   out_.flush();
   PG_CHECK(out_.good(), path_, "write failed");
+}
+
+void keep_metrics_through(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in.good()) return;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    PG_CHECK(out.good(), tmp, "cannot open for writing");
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() <= step)
+        out << line << '\n';
+    }
+    out.flush();
+    PG_CHECK(out.good(), tmp, "write failed");
+  }
+  std::filesystem::rename(tmp, path);
 }
 
 void install_stop_handler() {

@@ -40,6 +40,11 @@ class MetricsWriter {
   std::string path_;
 };
 
+/// Rewrites the metrics file `path` with only the records of steps <= `step` (through a
+/// temporary file and a rename): what a run killed after its checkpoint at `step` wrote later
+/// goes, and so does a line that is not a record (one cut short by the kill). No file, no change.
+void keep_metrics_through(const std::string& path, int64_t step);
+
 /// Makes the first Ctrl-C request a clean stop (checked with stop_requested()).
 void install_stop_handler();
 /// True once Ctrl-C was pressed.

@@ -10,10 +10,10 @@
 #include "nn/optim.h"
 #include "nn/text.h"
 #include "polygrad.h"
-#include "tools/checkpoint_fields.h"
-#include "tools/train_common.h"
-#include "tools/train_programs.h"
-#include "tools/train_run.h"
+#include "tools/cli/checkpoint_fields.h"
+#include "tools/cli/train_common.h"
+#include "tools/cli/train_programs.h"
+#include "tools/cli/train_run.h"
 
 namespace pg::tools {
 
@@ -51,7 +51,9 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   cfg.vocab_size = corpus.vocab.size();
   cfg.attn = opt.resume ? cfg.attn : opt.attn;
   int64_t batch = opt.batch > 0 ? opt.batch : 32;
-  int64_t total = opt.steps > 0 ? opt.steps : 2000;
+  const RunLength length =
+      run_length(opt.steps > 0 ? opt.steps : 2000, opt.steps > 0, opt.resume ? &resumed : nullptr);
+  const int64_t total = length.stop;
   cfg.check("GPT");            // before the memory estimate, which trusts the sizes
   check_batch_divides(batch);  // under mpirun each process takes batch / N rows
   // A lower bound per token: each block's MLP activations (at least 2 bytes each, bf16 runs
@@ -68,7 +70,8 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
-  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.1);
+  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
+                          lr * 0.1);
   if (opt.resume) restore_run(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
@@ -81,9 +84,11 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
         corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
         processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
   auto save = [&](int64_t step) {
-    save_checkpoint(
-        ckpt_path, model, &optimizer, step,
-        {{"model", "gpt"}, {"config", cfg.to_json()}, {"vocab", corpus.vocab.to_utf8()}});
+    save_checkpoint(ckpt_path, model, &optimizer, step,
+                    {{"model", "gpt"},
+                     {"config", cfg.to_json()},
+                     {"vocab", corpus.vocab.to_utf8()},
+                     {"schedule_steps", std::to_string(length.schedule)}});
   };
 
   // --- training loop ------------------------------------------------------------------

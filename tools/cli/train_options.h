@@ -1,4 +1,4 @@
-// Flags shared by the training programs (parsed by tools/polygrad.cpp with CLI11).
+// Flags shared by the training programs (parsed by tools/cli/cli_flags.cpp with CLI11).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -40,8 +40,9 @@ struct TrainOptions {
 struct RunSummary {
   double final_metric = 0;  ///< ViT: test accuracy; GPT: validation loss (nats/char)
   double best_metric = 0;
-  double ms_per_step = 0;
-  double items_per_s = 0;
+  double ms_per_step = 0;   ///< training time per step: evaluations and saves excluded
+  double items_per_s = 0;   ///< training throughput, on the same time
+  double eval_seconds = 0;  ///< evaluations during training, in all
   int64_t steps = 0;
   std::vector<double> a_frob_sqrt_n;  ///< per layer, at the end
 };

@@ -3,7 +3,7 @@
 #include "models/gpt.h"
 #include "models/vit.h"
 #include "nn/mnist.h"
-#include "tools/train_options.h"
+#include "tools/cli/train_options.h"
 
 namespace pg::tools {
 

@@ -1,4 +1,4 @@
-#include "tools/train_run.h"
+#include "tools/cli/train_run.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +8,7 @@
 #include "core/allocator.h"
 #include "dist/dist.h"
 #include "kernels/backend.h"
+#include "tools/cli/checkpoint_fields.h"
 
 namespace pg::tools {
 
@@ -16,7 +17,26 @@ RunSetup::RunSetup(const TrainOptions& opt)
       checkpoint_path_(opt.out + "/checkpoint.safetensors") {
   if (opt.threads > 0) set_num_threads(opt.threads);
   dist::set_timeout(opt.dist_timeout);
-  if (dist::rank() == 0) std::filesystem::create_directories(opt.out);
+  if (dist::rank() == 0) {
+    std::filesystem::create_directories(opt.out);
+    lock_.emplace(opt.out);
+  }
+}
+
+RunLength run_length(int64_t requested, bool requested_given, const Checkpoint* resumed) {
+  if (!resumed) return {requested, requested};
+  RunLength n;
+  n.schedule = schedule_steps(*resumed, requested);
+  n.stop = requested_given ? requested : n.schedule;
+  PG_CHECK(n.stop >= resumed->step, "--steps",
+           detail::concat("this run would stop at step ", n.stop, ", but ", resumed->path,
+                          " is already at step ", resumed->step, "; resume with a later stop"));
+  if (n.stop != n.schedule && dist::rank() == 0)
+    std::printf(
+        "resuming at step %lld: the learning-rate schedule spans %lld steps (the "
+        "checkpoint's); this run stops at step %lld\n",
+        (long long)resumed->step, (long long)n.schedule, (long long)n.stop);
+  return n;
 }
 
 dist::DataParallelOptions data_parallel_options(const TrainOptions& opt) {
@@ -79,13 +99,16 @@ TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan
       step_(plan_.first_step),
       lead_(dist::rank() == 0) {
   if (lead_) {
-    metrics_.emplace(opt.out + "/metrics.jsonl", opt.resume);
+    const std::string metrics = opt.out + "/metrics.jsonl";
+    // A run killed after its last checkpoint wrote steps that the resumed run writes again.
+    if (opt.resume) keep_metrics_through(metrics, plan_.first_step);
+    metrics_.emplace(metrics, opt.resume);
     progress_.emplace(plan_.first_step, plan_.total, plan_.unit);
   }
   dist::set_context(detail::concat("step ", step_ + 1));
   install_stop_handler();
   summary_.best_metric = plan_.lower_is_better ? INFINITY : 0;
-  start_ = std::chrono::steady_clock::now();
+  start_ = step_start_ = step_end_ = std::chrono::steady_clock::now();
 }
 
 bool TrainingRun::finished_before() const {
@@ -106,11 +129,13 @@ void TrainingRun::end_step(double loss, double lr, double grad_norm,
   stop_ = agreed[1] > 0;
   ++step_;
   dist::set_context(detail::concat("step ", step_ + 1));
+  step_end_ = std::chrono::steady_clock::now();
+  train_seconds_ += std::chrono::duration<double>(step_end_ - step_start_).count();
   if (!lead_) return;
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double elapsed = std::chrono::duration<double>(step_end_ - start_).count();
   metrics_->write({{"step", step_},
                    {"time_s", elapsed},
+                   {"train_s", train_seconds_},
                    {"loss", loss},
                    {"lr", lr},
                    {"grad_norm", grad_norm},
@@ -127,7 +152,11 @@ void TrainingRun::save(int64_t step) {
 bool TrainingRun::eval_due() const { return step_ % eval_every_ == 0 || step_ == plan_.total; }
 
 void TrainingRun::record_eval(nlohmann::json record, double metric) {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - step_end_).count();
+  summary_.eval_seconds += seconds;
   record["step"] = step_;
+  record["eval_s"] = seconds;
   if (lead_) metrics_->write(record);
   summary_.best_metric = plan_.lower_is_better ? std::min(summary_.best_metric, metric)
                                                : std::max(summary_.best_metric, metric);
@@ -137,6 +166,7 @@ void TrainingRun::record_eval(nlohmann::json record, double metric) {
 bool TrainingRun::save_or_stop() {
   if (ckpt_every_ > 0 && step_ % ckpt_every_ == 0) save(step_);
   if (dist::world_size() == 1) stop_ = stop_requested();  // no one to agree with: the latest
+  step_start_ = std::chrono::steady_clock::now();
   if (!stop_) return false;
   if (lead_) progress_->finish();
   save(step_);
@@ -149,12 +179,12 @@ bool TrainingRun::save_or_stop() {
 
 RunSummary TrainingRun::finish(std::vector<double> a_frob_sqrt_n) {
   if (lead_) progress_->finish();
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   save(step_);
   const int64_t done = step_ - plan_.first_step;
   summary_.steps = step_;
-  summary_.ms_per_step = 1e3 * seconds / std::max<int64_t>(done, 1);
-  summary_.items_per_s = static_cast<double>(done * plan_.items_per_step) / seconds;
+  summary_.ms_per_step = 1e3 * train_seconds_ / static_cast<double>(std::max<int64_t>(done, 1));
+  summary_.items_per_s =
+      train_seconds_ > 0 ? static_cast<double>(done * plan_.items_per_step) / train_seconds_ : 0;
   summary_.a_frob_sqrt_n = std::move(a_frob_sqrt_n);
   return summary_;
 }

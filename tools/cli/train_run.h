@@ -14,14 +14,16 @@
 #include "dist/data_parallel.h"
 #include "kernels/matmul_precision.h"
 #include "nn/attention.h"
+#include "nn/checkpoint.h"
 #include "nn/data_loader.h"
-#include "tools/train_common.h"
-#include "tools/train_options.h"
+#include "tools/cli/run_lock.h"
+#include "tools/cli/train_common.h"
+#include "tools/cli/train_options.h"
 
 namespace pg::tools {
 
 /// What a run sets before anything else and keeps until it returns: the matmul precision, the
-/// thread count and the run directory OUT/.
+/// thread count and the run directory OUT/, locked (rank 0) so that no other run writes there.
 class RunSetup {
  public:
   explicit RunSetup(const TrainOptions& opt);
@@ -31,7 +33,20 @@ class RunSetup {
  private:
   MatmulPrecisionGuard precision_;
   std::string checkpoint_path_;
+  std::optional<RunLock> lock_;
 };
+
+/// How long a run is: the learning-rate schedule's length and the step this invocation stops at.
+/// A new run's schedule is `requested` steps (from --steps or --epochs, else the program's
+/// default). A resumed run keeps the schedule its checkpoint records ('schedule_steps'), so the
+/// learning rate of every step is the one the uninterrupted run has; there `requested_given`
+/// (--steps or --epochs on the command line) only moves where this invocation stops, and a stop
+/// before the checkpoint's step is a pg::Error naming both.
+struct RunLength {
+  int64_t schedule = 0;  ///< steps of the warm-up + cosine schedule
+  int64_t stop = 0;      ///< steps done when this invocation ends
+};
+RunLength run_length(int64_t requested, bool requested_given, const Checkpoint* resumed);
 
 /// Refuses a CPU run (pg::Error naming --batch) whose one step cannot fit in this machine's
 /// memory: `batch` sequences of `tokens` tokens, each needing at least `bytes_per_token` bytes
@@ -68,8 +83,9 @@ Batch local_rows(const Batch& global);
 /// wait for it), and the ranks agree on the reported loss and on stopping.
 class TrainingRun {
  public:
-  /// Opens OUT/metrics.jsonl (appended to when resuming), starts the progress line, the Ctrl-C
-  /// handler and the clock; `save(step)` writes the program's checkpoint.
+  /// Opens OUT/metrics.jsonl (when resuming: keeps the lines up to the checkpoint's step, drops
+  /// those a killed run wrote after it, and appends), starts the progress line, the Ctrl-C
+  /// handler and the clocks; `save(step)` writes the program's checkpoint.
   TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan plan,
               std::function<void(int64_t step)> save);
   /// Optimizer steps finished so far (first_step at the start).
@@ -78,20 +94,23 @@ class TrainingRun {
   /// a comparison), after saying so on rank 0: the program then returns summary().
   bool finished_before() const;
   /// Counts a finished optimizer step and records it: a metrics line with its loss (this
-  /// rank's, averaged over the ranks), seconds since the run started, learning rate, gradient
-  /// norm and each layer's ||A||_F/sqrt(N), and the progress line.
+  /// rank's, averaged over the ranks), seconds since the run started ("time_s") and of training
+  /// alone ("train_s": without evaluations and checkpoint saves), learning rate, gradient norm and
+  /// each layer's ||A||_F/sqrt(N), and the progress line. The step's time runs from the end of
+  /// the previous save_or_stop().
   void end_step(double loss, double lr, double grad_norm, const std::vector<double>& a_frob_sqrt_n);
   /// True when the step just finished is due an evaluation: every eval_every steps, and the last.
   bool eval_due() const;
-  /// Writes an evaluation's metrics line (with the step added) and keeps the last and the best
-  /// `metric` in the summary.
+  /// Writes an evaluation's metrics line (with the step and "eval_s", the seconds since
+  /// end_step(), added) and keeps the last and the best `metric` in the summary.
   void record_eval(nlohmann::json record, double metric);
   /// Saves every --ckpt-every steps. After Ctrl-C it also ends the progress line, saves, says
   /// how to resume and returns true: the program then returns summary().
   bool save_or_stop();
   /// The summary so far: evaluation metrics and, after Ctrl-C, the steps done.
   const RunSummary& summary() const { return summary_; }
-  /// Ends the progress line, stops the clock, saves, and returns the summary with the timing and
+  /// Ends the progress line, stops the clock, saves, and returns the summary with the timing
+  /// (training time per step and throughput without evaluations; evaluation seconds apart) and
   /// each layer's final ||A||_F/sqrt(N).
   RunSummary finish(std::vector<double> a_frob_sqrt_n);
 
@@ -107,7 +126,8 @@ class TrainingRun {
   std::optional<MetricsWriter> metrics_;
   std::optional<ProgressLine> progress_;
   RunSummary summary_;
-  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_, step_start_, step_end_;
+  double train_seconds_ = 0;  // inside steps: from save_or_stop() (or the start) to end_step()
 };
 
 /// Each block's ||A||_F/sqrt(N), from the attention's last forward.

@@ -13,10 +13,10 @@
 #include "nn/mnist.h"
 #include "nn/optim.h"
 #include "polygrad.h"
-#include "tools/checkpoint_fields.h"
-#include "tools/train_common.h"
-#include "tools/train_programs.h"
-#include "tools/train_run.h"
+#include "tools/cli/checkpoint_fields.h"
+#include "tools/cli/train_common.h"
+#include "tools/cli/train_programs.h"
+#include "tools/cli/train_run.h"
 
 namespace pg::tools {
 
@@ -134,9 +134,10 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   }
   int64_t batch = opt.batch > 0 ? opt.batch : 128;
   ImageBatcher batcher(data.train, batch, opt.seed, ImageAugment{opt.flip, opt.shift});
-  int64_t total = opt.steps > 0 ? opt.steps
-                                : static_cast<int64_t>(std::ceil((opt.epochs > 0 ? opt.epochs : 1) *
-                                                                 batcher.steps_per_epoch()));
+  const int64_t requested =
+      opt.steps > 0 ? opt.steps
+                    : static_cast<int64_t>(
+                          std::ceil((opt.epochs > 0 ? opt.epochs : 1) * batcher.steps_per_epoch()));
 
   // --- model and optimizer --------------------------------------------------------------
   manual_seed(opt.seed);
@@ -146,6 +147,9 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     cfg = vit_config(resumed);  // every field checked, naming the file
     check_image_size(resumed, cfg, data.train);
   }
+  const RunLength length =
+      run_length(requested, opt.steps > 0 || opt.epochs > 0, opt.resume ? &resumed : nullptr);
+  const int64_t total = length.stop;
   cfg.check("ViT");            // before the memory estimate, which trusts the sizes
   check_batch_divides(batch);  // under mpirun each process takes batch / N images
   // A lower bound per token: each block's MLP activations (at least 2 bytes each).
@@ -157,7 +161,8 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}));
-  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : total / 20, total, lr * 0.05);
+  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
+                          lr * 0.05);
   if (opt.resume) restore_run(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
@@ -171,7 +176,9 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
         processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
   auto save = [&](int64_t step) {
     save_checkpoint(ckpt_path, model, &optimizer, step,
-                    {{"model", "vit"}, {"config", cfg.to_json()}});
+                    {{"model", "vit"},
+                     {"config", cfg.to_json()},
+                     {"schedule_steps", std::to_string(length.schedule)}});
   };
 
   // --- training loop --------------------------------------------------------------------

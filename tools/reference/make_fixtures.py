@@ -13,7 +13,7 @@ built-in activation) for a few steps of the training programs' recipe -- AdamW w
 matrices only, warm-up + cosine, global-norm clipping -- from recorded weights on recorded
 batches, and writes the weights, batches, per-step losses and gradient norms and the final
 weights to tests/fixtures/training_lockstep.safetensors.
-The tests read the files; they never need PyTorch. Run from the repository root: python3 tools/make_fixtures.py
+The tests read the files; they never need PyTorch. Run from the repository root: python3 tools/reference/make_fixtures.py
 """
 import json
 import math
@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import adamw, attention_weights, lr_at, polygrad_name, save_safetensors  # noqa: E402
 from gpt import GPT  # noqa: E402
 from vit import ViT  # noqa: E402
@@ -33,7 +33,7 @@ torch.set_default_dtype(torch.float64)
 
 B, T, D, H = 2, 5, 8, 2
 POLICIES = ["softmax", "poly:3", "relu", "sigmoid", "relu2"]
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures")
 
 
 class Attention(torch.nn.Module):
@@ -96,7 +96,7 @@ def main():
         out["grad." + spec + ".x"] = xi.grad
         for name, p in block.named_parameters():
             out["grad." + spec + "." + name] = p.grad.clone()
-    meta = {"generator": "tools/make_fixtures.py", "torch": torch.__version__,
+    meta = {"generator": "tools/reference/make_fixtures.py", "torch": torch.__version__,
             "config": json.dumps({"B": B, "T": T, "D": D, "H": H, "causal": True,
                                   "policies": POLICIES, "gelu": "tanh"})}
     os.makedirs(FIXTURES, exist_ok=True)
@@ -132,7 +132,7 @@ def optimizer_steps():
         out["adamw32.step%d" % i] = p.detach().clone()
         out["adamw32.exp_avg%d" % i] = opt.state[p]["exp_avg"].clone()
         out["adamw32.exp_avg_sq%d" % i] = opt.state[p]["exp_avg_sq"].clone()
-    meta = {"generator": "tools/make_fixtures.py", "torch": torch.__version__,
+    meta = {"generator": "tools/reference/make_fixtures.py", "torch": torch.__version__,
             "config": json.dumps({"adamw": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1},
                                   "adam": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.1},
                                   "sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
@@ -200,7 +200,7 @@ def training_lockstep():
             logits, y, label_smoothing=c["label_smoothing"])
         lockstep_run(out, "vit." + spec, vit, zip(out["vit.x"], out["vit.y"]), vit_loss,
                      ("cls_token", "pos_embed"))
-    meta = {"generator": "tools/make_fixtures.py", "torch": torch.__version__,
+    meta = {"generator": "tools/reference/make_fixtures.py", "torch": torch.__version__,
             "config": json.dumps(LOCKSTEP), "policies": json.dumps(POLICIES)}
     save_safetensors(os.path.join(FIXTURES, "training_lockstep.safetensors"), out, meta)
 

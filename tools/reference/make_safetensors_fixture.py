@@ -10,7 +10,7 @@ without PyTorch:
   token_ids      I64 [2, 2]  arange(4) * 10^12 - 3   (needs 64 bits)
   inv            F64 [3]     1 / (arange(3) + 1)
   temperature    F64 []      0.7
-Run from anywhere: python3 tools/make_safetensors_fixture.py
+Run from anywhere: python3 tools/reference/make_safetensors_fixture.py
 """
 import json
 import os
@@ -18,7 +18,7 @@ import struct
 
 import torch
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures",
                    "torch_small.safetensors")
 NAMES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
 
@@ -49,5 +49,5 @@ def save(path, named, metadata):
 
 
 if __name__ == "__main__":
-    save(OUT, tensors(), {"format": "pt", "generator": "tools/make_safetensors_fixture.py"})
+    save(OUT, tensors(), {"format": "pt", "generator": "tools/reference/make_safetensors_fixture.py"})
     print(OUT, os.path.getsize(OUT), "bytes")

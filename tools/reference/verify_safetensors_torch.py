@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that a safetensors file written by polygrad loads in PyTorch (Debian's python3-torch).
 
-Usage: python3 tools/verify_safetensors_torch.py FILE
+Usage: python3 tools/reference/verify_safetensors_torch.py FILE
 Parses the file the way the safetensors library does (u64 header size, JSON header, raw
 little-endian bytes), builds torch tensors and prints each name, dtype, shape and sum.
 """

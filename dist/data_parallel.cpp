@@ -37,6 +37,7 @@ DataParallel::DataParallel(Module& module, DataParallelOptions options) : option
            options.first_bucket_bytes);
   if (world_size() == 1) return;
   check_same_on_all_ranks("the model", describe(module));
+  channel_.emplace();
   {
     // Replicas start from rank 0's values, whatever each rank's seed drew.
     NoGradGuard no_grad;
@@ -137,7 +138,9 @@ void DataParallel::on_ready(size_t param) {
 
 void DataParallel::reduce(Bucket& b, size_t index) {
   const auto t0 = Clock::now();
+  ChannelScope channel(*channel_);
   CollectiveLabel label(detail::concat("gradient bucket ", index + 1, " of ", buckets_.size()));
+  if (options_.before_all_reduce) options_.before_all_reduce(static_cast<int64_t>(index));
   all_reduce({b.flat}, ReduceOp::Sum);
   // The mean: values only, the presence counts stay counts.
   NoGradGuard no_grad;
@@ -161,8 +164,14 @@ void DataParallel::communicate() {
     try {
       reduce(buckets_[index], index);
     } catch (...) {
-      std::lock_guard lock(mutex_);
-      if (!failure_) failure_ = std::current_exception();
+      // Stop here: the next bucket could pair with the one this rank skipped on another.
+      {
+        std::lock_guard lock(mutex_);
+        failure_ = std::current_exception();
+        broken_ = true;
+      }
+      cv_.notify_all();
+      return;
     }
     {
       std::lock_guard lock(mutex_);
@@ -175,10 +184,22 @@ void DataParallel::communicate() {
 void DataParallel::sync_gradients() {
   PG_CHECK(enabled_, "DataParallel", "sync_gradients() inside no_sync()");
   if (world_size() == 1) return;
+  {
+    std::lock_guard lock(mutex_);
+    PG_CHECK(!broken_ || failure_, "DataParallel",
+             "an earlier gradient all-reduce failed, so the replicas may differ and the ranks' "
+             "messages no longer pair up; end the job (and --resume from the last checkpoint)");
+  }
   const auto t0 = Clock::now();
   if (!options_.overlap) {
     for (size_t i = 0; i < params_.size(); ++i) fill(i);
-    for (size_t b = 0; b < buckets_.size(); ++b) reduce(buckets_[b], b);
+    try {
+      for (size_t b = 0; b < buckets_.size(); ++b) reduce(buckets_[b], b);
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      broken_ = true;
+      throw;
+    }
   } else {
     // Parameters this backward did not reach send what they hold (an accumulated gradient,
     // or zeros), so every bucket goes out on every rank.
@@ -196,13 +217,13 @@ void DataParallel::sync_gradients() {
       cv_.notify_all();
     }
     std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return next_ == buckets_.size(); });
+    cv_.wait(lock, [&] { return next_ == buckets_.size() || broken_; });
   }
   std::exception_ptr failure;
   {
     std::lock_guard lock(mutex_);
     failure = failure_;
-    failure_ = nullptr;
+    failure_ = nullptr;  // rethrown once; later calls refuse (broken_)
     for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
     filled_.assign(params_.size(), false);
     next_ = 0;

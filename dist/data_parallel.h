@@ -4,7 +4,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +28,9 @@ struct DataParallelOptions {
   /// All-reduce each bucket on the communication thread as soon as backward has filled it;
   /// false: all of them after backward, in sync_gradients() (for measuring the overlap).
   bool overlap = true;
+  /// Called with a bucket's index on the thread that sends it, just before its all-reduce
+  /// (instrumentation: tests see when buckets go out, and inject a failure by throwing).
+  std::function<void(int64_t bucket)> before_all_reduce;
 };
 
 /// Keeps a Module's replicas identical across the processes of a job. Construction (on every
@@ -34,6 +39,12 @@ struct DataParallelOptions {
 /// sync_gradients(), and every rank holds the mean gradient (bit-identical on all ranks), so
 /// gradient clipping and the optimizer step stay identical too. In a world of one it does
 /// nothing. After sync_gradients() a parameter's .grad views a bucket until the next backward.
+///
+/// The buckets travel over a communicator of their own (a dist::Channel), so the program's own
+/// collectives (all-reducing a loss to log it) may come anywhere, between backward and
+/// sync_gradients() included. A failed all-reduce stops the communication thread: no later
+/// bucket is sent (it could pair with a different bucket on another rank), sync_gradients()
+/// rethrows the failure, and every later call refuses to run; the job must end.
 class DataParallel {
  public:
   explicit DataParallel(Module& module, DataParallelOptions options = {});
@@ -85,6 +96,7 @@ class DataParallel {
   void communicate();       // the communication thread
   void reduce(Bucket& b, size_t index);
 
+  std::optional<Channel> channel_;  // the buckets' communicator (several processes only)
   std::vector<Tensor> params_;
   std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
   std::vector<Bucket> buckets_;
@@ -98,7 +110,8 @@ class DataParallel {
   std::vector<bool> filled_;
   size_t next_ = 0;  // next bucket to send: buckets go out in index order on every rank
   bool shutdown_ = false;
-  std::exception_ptr failure_;
+  bool broken_ = false;         // an all-reduce failed: nothing more is sent
+  std::exception_ptr failure_;  // its error, until sync_gradients() rethrows it
   std::thread thread_;
 };
 

@@ -1,5 +1,6 @@
 #include "dist/dist.h"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -24,18 +25,34 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct State {
-  bool active = false;  // MPI initialised by the Session: more than one process
-  int rank = 0, world = 1, local_rank = 0;
-  std::mutex mpi;  // one collective at a time, issued in program order on every rank
+// A communicator and what the watchdog knows of the collective in flight on it.
+struct ChannelState {
+#ifdef PG_WITH_MPI
+  MPI_Comm comm = MPI_COMM_WORLD;
+#endif
+  std::mutex mpi;  // one collective at a time on this communicator, in program order
 
-  // The watchdog: which collective is waiting, since when, and what the program was doing.
-  std::mutex watch;
-  std::string context, label;  // label: the thread's CollectiveLabel when it started
+  // Guarded by State::watch.
+  std::string label;           // the issuing thread's CollectiveLabel
   const char* in_flight = "";  // the collective
   int64_t bytes = -1;          // its message size (-1: none)
   Clock::time_point since;
   bool busy = false;
+  bool in_use = false;  // channels other than the world's: created and not yet freed
+};
+
+// Channels are few (the world's and one per DataParallel): a fixed array keeps their addresses
+// stable while other threads read them.
+constexpr int kMaxChannels = 16;
+
+struct State {
+  bool active = false;  // MPI initialised by the Session: more than one process
+  int rank = 0, world = 1, local_rank = 0;
+  std::array<ChannelState, kMaxChannels> channels;  // 0: the world's, always in use
+
+  // The watchdog: which collectives are waiting, since when, and what the program was doing.
+  std::mutex watch;
+  std::string context;
   std::atomic<double> timeout{0};
   std::thread watchdog;
   std::atomic<bool> stop{false};
@@ -47,32 +64,29 @@ State& state() {
 }
 
 thread_local std::string t_label;
+thread_local int t_channel = 0;
 
-// The world size mpirun (Open MPI) or an MPICH/Slurm launcher gave this process, 1 without one.
-int launched_world_size() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
-    if (const char* v = std::getenv(var)) return std::max(1, std::atoi(v));
-  return 1;
-}
+ChannelState& current_channel() { return state().channels[static_cast<size_t>(t_channel)]; }
 
 // Marks a collective as in flight for the watchdog while it lives.
 class InFlight {
  public:
   // Cheap: the watchdog formats the message only if it fires.
-  explicit InFlight(const char* what, int64_t bytes = -1) {
-    State& s = state();
-    std::lock_guard lock(s.watch);
-    s.in_flight = what;
-    s.bytes = bytes;
-    if (s.label != t_label) s.label = t_label;
-    s.since = Clock::now();
-    s.busy = true;
+  explicit InFlight(const char* what, int64_t bytes = -1) : c_(current_channel()) {
+    std::lock_guard lock(state().watch);
+    c_.in_flight = what;
+    c_.bytes = bytes;
+    if (c_.label != t_label) c_.label = t_label;
+    c_.since = Clock::now();
+    c_.busy = true;
   }
   ~InFlight() {
-    State& s = state();
-    std::lock_guard lock(s.watch);
-    s.busy = false;
+    std::lock_guard lock(state().watch);
+    c_.busy = false;
   }
+
+ private:
+  ChannelState& c_;
 };
 
 #ifdef PG_WITH_MPI
@@ -92,20 +106,22 @@ void watchdog_loop() {
     const double limit = s.timeout.load();
     if (limit <= 0) continue;
     std::lock_guard lock(s.watch);
-    if (!s.busy) continue;
-    const double waited = std::chrono::duration<double>(Clock::now() - s.since).count();
-    if (waited < limit) continue;
-    std::fprintf(stderr,
-                 "polygrad: rank %d/%d: error: %s%s%s has waited %.0f s for the other ranks "
-                 "(--dist-timeout %g): a rank stalled, or the ranks took different paths; "
-                 "ending the job\n",
-                 s.rank, s.world,
-                 detail::concat(s.in_flight, s.bytes >= 0 ? " (" + bytes_text(s.bytes) + ")" : "",
-                                s.label.empty() ? "" : " of " + s.label)
-                     .c_str(),
-                 s.context.empty() ? "" : " at ", s.context.c_str(), waited, limit);
-    std::fflush(stderr);
-    abort_job(3);
+    for (const ChannelState& c : s.channels) {
+      if (!c.busy) continue;
+      const double waited = std::chrono::duration<double>(Clock::now() - c.since).count();
+      if (waited < limit) continue;
+      std::fprintf(stderr,
+                   "polygrad: rank %d/%d: error: %s%s%s has waited %.0f s for the other ranks "
+                   "(--dist-timeout %g): a rank stalled, or the ranks took different paths; "
+                   "ending the job\n",
+                   s.rank, s.world,
+                   detail::concat(c.in_flight, c.bytes >= 0 ? " (" + bytes_text(c.bytes) + ")" : "",
+                                  c.label.empty() ? "" : " of " + c.label)
+                       .c_str(),
+                   s.context.empty() ? "" : " at ", s.context.c_str(), waited, limit);
+      std::fflush(stderr);
+      abort_job(3);
+    }
   }
 }
 
@@ -166,9 +182,23 @@ void check_contiguous(const Tensor& t, const char* op) {
 
 }  // namespace
 
+Launch detect_launch(const std::function<const char*(const char*)>& env) {
+  // Launchers that announce the world's size, then PMIx, which leaves it to MPI.
+  static const std::pair<const char*, const char*> kSized[] = {
+      {"OMPI_COMM_WORLD_SIZE", "mpirun (Open MPI)"},
+      {"PMI_SIZE", "a PMI launcher (MPICH, Intel MPI, srun --mpi=pmi2)"},
+      {"MV2_COMM_WORLD_SIZE", "mpirun (MVAPICH)"},
+      {"SLURM_STEP_NUM_TASKS", "srun (Slurm)"},
+  };
+  for (const auto& [var, who] : kSized)
+    if (const char* v = env(var)) return {who, std::max(1, std::atoi(v))};
+  if (env("PMIX_RANK")) return {"a PMIx launcher", 0};
+  return {};
+}
+
 Session::Session() {
-  const int launched = launched_world_size();
-  if (launched <= 1) return;  // a world of one: no MPI call at all
+  const Launch launch = detect_launch();
+  if (launch.launcher.empty() || launch.world == 1) return;  // a world of one: no MPI at all
 #ifdef PG_WITH_MPI
   State& s = state();
   int provided = 0;
@@ -177,6 +207,19 @@ Session::Session() {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &s.world);
+  if (launch.world > 1 && s.world != launch.world) {
+    // Each process would train alone and all would write the same OUT.
+    const int seen = s.world;
+    MPI_Finalize();
+    s.active = false;
+    s.world = 1;
+    s.rank = 0;
+    throw Error("dist", detail::concat(launch.launcher, " started ", launch.world,
+                                       " processes, but MPI sees a world of ", seen,
+                                       ": this MPI cannot reach the launcher (under Slurm: srun "
+                                       "--mpi=pmix with an MPI built for it, or mpirun inside "
+                                       "the allocation)"));
+  }
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, s.rank, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &s.local_rank);
@@ -187,7 +230,8 @@ Session::Session() {
                                        "MPI_THREAD_MULTIPLE (Open MPI 4.1 has it)"));
   s.watchdog = std::thread(watchdog_loop);
 #else
-  throw Error("dist", detail::concat("mpirun started ", launched,
+  throw Error("dist", detail::concat(launch.launcher, " started ",
+                                     launch.world > 0 ? std::to_string(launch.world) : "several",
                                      " processes, but this polygrad was built without MPI "
                                      "(install libopenmpi-dev and rebuild with -DPG_MPI=ON)"));
 #endif
@@ -233,10 +277,11 @@ void all_reduce(const std::vector<Tensor>& tensors, ReduceOp op) {
       // Host-staged for CUDA tensors without NCCL; in place for CPU ones.
       Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
       const MPI_Datatype type = mpi_type(t.dtype(), "all_reduce");
-      std::lock_guard lock(s.mpi);
+      ChannelState& c = current_channel();
+      std::lock_guard lock(c.mpi);
       in_chunks(static_cast<char*>(host.raw_data()), host.numel(), dtype_size(t.dtype()),
                 [&](char* p, int n) {
-                  check_mpi(MPI_Allreduce(MPI_IN_PLACE, p, n, type, mpi_op(op), MPI_COMM_WORLD),
+                  check_mpi(MPI_Allreduce(MPI_IN_PLACE, p, n, type, mpi_op(op), c.comm),
                             "MPI_Allreduce");
                 });
       if (!t.device().is_cpu()) {
@@ -274,11 +319,11 @@ void broadcast(const std::vector<Tensor>& tensors, int root) {
     Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
     const MPI_Datatype type = mpi_type(t.dtype(), "broadcast");
     {
-      std::lock_guard lock(s.mpi);
-      in_chunks(static_cast<char*>(host.raw_data()), host.numel(), dtype_size(t.dtype()),
-                [&](char* p, int n) {
-                  check_mpi(MPI_Bcast(p, n, type, root, MPI_COMM_WORLD), "MPI_Bcast");
-                });
+      ChannelState& c = current_channel();
+      std::lock_guard lock(c.mpi);
+      in_chunks(
+          static_cast<char*>(host.raw_data()), host.numel(), dtype_size(t.dtype()),
+          [&](char* p, int n) { check_mpi(MPI_Bcast(p, n, type, root, c.comm), "MPI_Bcast"); });
     }
     if (!t.device().is_cpu()) {
       Tensor dst = t;
@@ -293,8 +338,9 @@ void barrier() {
   if (!s.active) return;
 #ifdef PG_WITH_MPI
   InFlight flight("barrier");
-  std::lock_guard lock(s.mpi);
-  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+  ChannelState& c = current_channel();
+  std::lock_guard lock(c.mpi);
+  check_mpi(MPI_Barrier(c.comm), "MPI_Barrier");
 #endif
 }
 
@@ -304,12 +350,12 @@ std::vector<std::string> all_gather(const std::string& value) {
   std::vector<std::string> out(static_cast<size_t>(s.world));
 #ifdef PG_WITH_MPI
   InFlight flight("all_gather");
-  std::lock_guard lock(s.mpi);
+  ChannelState& c = current_channel();
+  std::lock_guard lock(c.mpi);
   PG_CHECK(value.size() < INT_MAX, "all_gather", "a value of ", value.size(), " bytes is too long");
   int len = static_cast<int>(value.size());
   std::vector<int> lens(out.size()), offsets(out.size());
-  check_mpi(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD),
-            "MPI_Allgather");
+  check_mpi(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, c.comm), "MPI_Allgather");
   int64_t total = 0;
   for (size_t r = 0; r < out.size(); ++r) {
     offsets[r] = static_cast<int>(total);
@@ -319,7 +365,7 @@ std::vector<std::string> all_gather(const std::string& value) {
            " bytes, too many");
   std::string all(static_cast<size_t>(total), '\0');
   check_mpi(MPI_Allgatherv(value.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(),
-                           MPI_CHAR, MPI_COMM_WORLD),
+                           MPI_CHAR, c.comm),
             "MPI_Allgatherv");
   for (size_t r = 0; r < out.size(); ++r)
     out[r] = all.substr(static_cast<size_t>(offsets[r]), static_cast<size_t>(lens[r]));
@@ -387,6 +433,43 @@ void set_context(const std::string& context) {
   std::lock_guard lock(s.watch);
   s.context = context;
 }
+
+Channel::Channel() {
+  State& s = state();
+  // Collective like every call here: every rank creates and frees its channels in the same
+  // order, so MPI_Comm_dup pairs them up.
+  std::lock_guard watch(s.watch);
+  for (int i = 1; i < kMaxChannels && id_ < 0; ++i)
+    if (!s.channels[static_cast<size_t>(i)].in_use) id_ = i;
+  PG_CHECK(id_ > 0, "dist", "at most ", kMaxChannels - 1,
+           " channels (one per DataParallel) can be open at once in one process");
+  ChannelState& c = s.channels[static_cast<size_t>(id_)];
+#ifdef PG_WITH_MPI
+  if (s.active) {
+    std::lock_guard lock(s.channels[0].mpi);
+    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &c.comm), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(c.comm, MPI_ERRORS_RETURN);
+  }
+#endif
+  c.in_use = true;
+  c.busy = false;
+}
+
+Channel::~Channel() {
+  State& s = state();
+  std::lock_guard watch(s.watch);
+  ChannelState& c = s.channels[static_cast<size_t>(id_)];
+#ifdef PG_WITH_MPI
+  if (s.active && c.comm != MPI_COMM_WORLD) MPI_Comm_free(&c.comm);
+  c.comm = MPI_COMM_WORLD;
+#endif
+  c.in_use = false;
+}
+
+ChannelScope::ChannelScope(const Channel& channel) : previous_(t_channel) {
+  t_channel = channel.id_;
+}
+ChannelScope::~ChannelScope() { t_channel = previous_; }
 
 CollectiveLabel::CollectiveLabel(std::string label) : previous_(std::move(t_label)) {
   t_label = std::move(label);

@@ -4,6 +4,8 @@
 // never calls it.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,17 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 };
+
+/// How this process was started: the launcher and the world size it announced.
+struct Launch {
+  std::string launcher;  ///< "" when no launcher started it
+  int world = 1;         ///< 0: the launcher (PMIx) leaves the size to MPI
+};
+/// Reads the launchers' variables: Open MPI's mpirun, PMI (MPICH, Intel MPI, srun --mpi=pmi2),
+/// MVAPICH, Slurm's srun (SLURM_STEP_NUM_TASKS) and PMIx. Session starts MPI for any world but
+/// one and refuses a world MPI does not see (srun's tasks that each think they are alone).
+/// `env` looks a variable up (tests pass their own).
+Launch detect_launch(const std::function<const char*(const char*)>& env = std::getenv);
 
 /// This process's rank in [0, world_size()).
 int rank();
@@ -60,6 +73,35 @@ void check_replicas(const std::vector<Tensor>& tensors, const std::string& what)
 void set_timeout(double seconds);
 /// What the next collectives belong to, for the watchdog's message ("step 17").
 void set_context(const std::string& context);
+
+/// A communicator of its own (MPI_Comm_dup of the world, where MPI runs): collectives on
+/// different channels never pair with each other, so one thread's collectives may be in flight
+/// on a channel while another thread issues its own on the world's. DataParallel sends its
+/// gradient buckets over one, so a program may all-reduce its loss between backward and
+/// sync_gradients(). Created and destroyed collectively: on every rank, in the same order.
+class Channel {
+ public:
+  Channel();
+  ~Channel();
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+ private:
+  friend class ChannelScope;
+  int id_ = -1;
+};
+
+/// While alive, the collectives this thread issues go over `channel` (else the world's).
+class ChannelScope {
+ public:
+  explicit ChannelScope(const Channel& channel);
+  ~ChannelScope();
+  ChannelScope(const ChannelScope&) = delete;
+  ChannelScope& operator=(const ChannelScope&) = delete;
+
+ private:
+  int previous_;
+};
 
 /// Names the collectives this thread issues while it lives ("bucket 2 of 5"), for the watchdog.
 class CollectiveLabel {

@@ -352,3 +352,21 @@ TEST_CASE("ranks started with different flags, or a batch they cannot share: cle
   CHECK(eval.code == 1);
   CHECK(eval.err.find("only `polygrad train` runs on several processes") != std::string::npos);
 }
+
+TEST_CASE("srun's tasks that MPI cannot see are refused instead of each training alone") {
+  // What `srun -n 2 polygrad train ...` gives each task where MPI cannot reach Slurm's PMI:
+  // MPI_Init makes a world of one, and both tasks would write the same OUT.
+  Setup s;
+  std::vector<std::string> argv{"env", "SLURM_STEP_NUM_TASKS=2", "SLURM_PROCID=0"};
+  auto cmd = train(s, 0, s.dir / "srun", {"--steps", "3"});
+  argv.insert(argv.end(), cmd.begin(), cmd.end());
+  Finished f = wait(start(argv, s.dir, "srun"));
+  INFO("stderr: ", f.err);
+  CHECK(f.code == 1);
+  CHECK(f.err.find("srun (Slurm) started 2 processes, but MPI sees a world of 1") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(s.dir / "srun" / "metrics.jsonl"));
+  // One task is a world of one, as without a launcher.
+  argv[1] = "SLURM_STEP_NUM_TASKS=1";
+  CHECK(wait(start(argv, s.dir, "srun1")).code == 0);
+}

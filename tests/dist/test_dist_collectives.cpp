@@ -2,6 +2,8 @@
 // integer-valued floats at odd sizes, identical bytes on every rank, errors that name the op.
 #include <doctest/doctest.h>
 
+#include <map>
+
 #include "dist/dist.h"
 #include "polygrad.h"
 
@@ -84,4 +86,30 @@ TEST_CASE("bad tensors are refused on every rank before anything is sent") {
   if (dist::world_size() > 1)
     CHECK_THROWS_WITH_AS(dist::all_reduce({zeros({2}, {DType::BF16})}),
                          doctest::Contains("cannot send bf16 tensors"), pg::Error);
+}
+
+TEST_CASE("launchers: each one's variables give its name and world size") {
+  using Env = std::map<std::string, std::string>;
+  auto detect = [](const Env& env) {
+    return dist::detect_launch([&](const char* var) -> const char* {
+      auto it = env.find(var);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  CHECK(detect({}).launcher.empty());
+  CHECK(detect({}).world == 1);
+  CHECK(detect({{"OMPI_COMM_WORLD_SIZE", "4"}}).world == 4);
+  CHECK(detect({{"OMPI_COMM_WORLD_SIZE", "4"}}).launcher == "mpirun (Open MPI)");
+  CHECK(detect({{"PMI_SIZE", "3"}}).world == 3);
+  CHECK(detect({{"MV2_COMM_WORLD_SIZE", "2"}}).world == 2);
+  // Slurm's srun with PMIx: the step's task count, not the allocation's.
+  const dist::Launch srun =
+      detect({{"SLURM_STEP_NUM_TASKS", "8"}, {"SLURM_NTASKS", "16"}, {"PMIX_RANK", "3"}});
+  CHECK(srun.launcher == "srun (Slurm)");
+  CHECK(srun.world == 8);
+  // A batch script's own process (no srun step): the allocation alone starts nothing.
+  CHECK(detect({{"SLURM_NTASKS", "16"}, {"SLURM_JOB_ID", "7"}}).launcher.empty());
+  // PMIx without a size: MPI tells.
+  CHECK(detect({{"PMIX_RANK", "0"}}).world == 0);
+  CHECK(detect({{"PMIX_RANK", "0"}}).launcher == "a PMIx launcher");
 }

@@ -5,9 +5,13 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <optional>
+#include <thread>
 
+#include "autograd/grad_ready.h"
 #include "dist/data_parallel.h"
 #include "dist/dist.h"
 #include "models/gpt.h"
@@ -322,4 +326,134 @@ TEST_CASE("ranks that built different models get the same error, not a hang") {
   Gpt model(cfg);
   CHECK_THROWS_WITH_AS(dist::DataParallel{model},
                        doctest::Contains("the model differs between ranks"), pg::Error);
+}
+
+TEST_CASE("the program's own all_reduce between backward and sync_gradients pairs with itself") {
+  // One bucket. Before DataParallel had a communicator of its own, logging the loss here met
+  // the bucket's all-reduce on the other rank (MPI_ERR_TRUNCATE, or with the collectives' lock
+  // a hang), and a tensor of the bucket's size would have been summed with the gradients.
+  auto model = gpt_task().make(3);
+  Task task = gpt_task();
+  const int world = dist::world_size(), rank = dist::rank();
+  const int64_t rows = kBatch / world;
+  auto slice = [&](int r) {
+    return task.loss(*model, task.inputs.narrow(0, r * rows, rows).contiguous(),
+                     task.targets.narrow(0, r * rows, rows).contiguous());
+  };
+  // The reference, on every rank: each rank's slice, its loss and gradients, in rank order.
+  double expected_loss = 0;
+  std::vector<Tensor> expected;
+  for (int r = 0; r < world; ++r) {
+    model->zero_grad();
+    Tensor l = slice(r);
+    expected_loss += l.item();
+    l.backward();
+    const std::vector<Tensor> params = model->parameters();
+    for (size_t i = 0; i < params.size(); ++i)
+      if (r == 0)
+        expected.push_back(params[i].grad().clone());
+      else
+        expected[i] = add(expected[i], params[i].grad());
+  }
+
+  std::atomic<bool> sending{false};
+  dist::DataParallelOptions options;
+  options.bucket_bytes = options.first_bucket_bytes = int64_t(1) << 30;
+  // The order that broke it, forced: rank 0's bucket is on its way before rank 0 logs, while
+  // rank 1 logs before its bucket goes out.
+  options.before_all_reduce = [&](int64_t) {
+    sending = true;
+    if (dist::rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  };
+  dist::DataParallel replicas(*model, options);
+  CHECK(replicas.num_buckets() == (world > 1 ? 1 : 0));
+  Tensor loss = slice(rank);
+  model->zero_grad();
+  loss.backward();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (world > 1 && rank == 0 && !sending && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::vector<double> logged{loss.item()};
+  dist::all_reduce(logged, dist::ReduceOp::Sum);  // to log the mean loss
+  int64_t bucket_size = 0;
+  for (const Tensor& p : model->parameters()) bucket_size += p.numel() + 1;
+  Tensor same_size = full({bucket_size}, 1.0);
+  dist::all_reduce({same_size}, dist::ReduceOp::Sum);
+  replicas.sync_gradients();
+  CHECK(logged[0] == doctest::Approx(expected_loss).epsilon(1e-12));
+  for (float v : same_size.to_vector<float>()) CHECK(v == world);
+  const std::vector<Tensor> params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    CHECK(max(abs(sub(params[i].grad(), mul(expected[i], 1.0 / world)))).item() < 1e-6);
+}
+
+TEST_CASE("buckets go out while backward runs, over the communication thread") {
+  if (dist::world_size() == 1) return;  // nothing is sent in a world of one
+  auto model = gpt_task().make(3);
+  Task task = gpt_task();
+  std::atomic<bool> in_backward{false};
+  std::atomic<int> sent_during{0}, sent{0};
+  dist::DataParallelOptions options;
+  options.bucket_bytes = 4096;  // many buckets
+  options.first_bucket_bytes = 1024;
+  options.before_all_reduce = [&](int64_t) {
+    ++sent;
+    if (in_backward) ++sent_during;
+  };
+  dist::DataParallel replicas(*model, options);
+  REQUIRE(replicas.num_buckets() > 3);
+  // The first parameter's gradient comes last in backward: hold backward there until a bucket
+  // has gone out (at most 5 s). Buckets sent only by sync_gradients() (hooks that never fire)
+  // leave sent_during at 0.
+  Tensor first = model->parameters().front();
+  auto hold = add_grad_ready_hook(first, [&](const Tensor&) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (sent == 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  const int64_t rows = kBatch / dist::world_size();
+  Tensor loss = task.loss(*model, task.inputs.narrow(0, dist::rank() * rows, rows).contiguous(),
+                          task.targets.narrow(0, dist::rank() * rows, rows).contiguous());
+  in_backward = true;
+  loss.backward();
+  in_backward = false;
+  replicas.sync_gradients();
+  CHECK(sent == replicas.num_buckets());
+  MESSAGE("buckets sent before backward returned: ", sent_during.load(), " of ", sent.load());
+  CHECK(sent_during > 0);
+}
+
+TEST_CASE("a failed bucket all-reduce stops the sending; sync_gradients reports it, then refuses") {
+  if (dist::world_size() == 1) return;
+  for (bool overlap : {true, false}) {
+    CAPTURE(overlap);
+    auto model = gpt_task().make(3);
+    Task task = gpt_task();
+    std::atomic<int> attempts{0};
+    dist::DataParallelOptions options;
+    options.bucket_bytes = 4096;
+    options.first_bucket_bytes = 1024;
+    options.overlap = overlap;
+    // Every rank fails at its first bucket, so the ranks stay paired and the test can go on.
+    options.before_all_reduce = [&](int64_t bucket) {
+      ++attempts;
+      if (bucket == 0) throw Error("test", "injected failure in bucket 0");
+    };
+    dist::DataParallel replicas(*model, options);
+    REQUIRE(replicas.num_buckets() > 3);
+    const int64_t rows = kBatch / dist::world_size();
+    auto step = [&] {
+      Tensor loss = task.loss(*model, task.inputs.narrow(0, dist::rank() * rows, rows).contiguous(),
+                              task.targets.narrow(0, dist::rank() * rows, rows).contiguous());
+      model->zero_grad();
+      loss.backward();
+      replicas.sync_gradients();
+    };
+    CHECK_THROWS_WITH_AS(step(), doctest::Contains("injected failure in bucket 0"), pg::Error);
+    // Nothing after the failed bucket was sent (it would pair with another rank's skipped one).
+    CHECK(attempts == 1);
+    CHECK_THROWS_WITH_AS(step(), doctest::Contains("an earlier gradient all-reduce failed"),
+                         pg::Error);
+    CHECK(attempts == 1);
+  }
 }

@@ -1,5 +1,6 @@
 // The whole public API of polygrad in one include.
 #pragma once
+#include "autograd/batch_rows.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/gradcheck.h"

@@ -1,4 +1,5 @@
 // Neural-network ops with fused kernels and their own backward kernels.
+#include "autograd/batch_rows.h"
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
@@ -125,8 +126,16 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   kernels::check_floating("dropout", x);
   if (p == 1) return mul(x, 0.0);
   Tensor mask = empty(x.shape(), {x.dtype(), x.device()});
-  if (mask.numel())
-    backend_for(x.device()).dropout_mask(mask, 1 - p, gen ? *gen : default_generator());
+  if (mask.numel() == 0) return mul(x, mask);
+  // Inside a BatchRows scope the mask is a function of the global row; else of a fresh key.
+  uint64_t key = 0, first = 0;
+  if (BatchRows* rows = BatchRows::current(); rows && x.dim() >= 1) {
+    key = rows->next_key();
+    first = static_cast<uint64_t>(rows->first_row()) * static_cast<uint64_t>(x.numel() / x.size(0));
+  } else {
+    key = (gen ? *gen : default_generator()).next_u64();
+  }
+  backend_for(x.device()).dropout_mask(mask, 1 - p, key, first);
   return mul(x, mask);
 }
 

@@ -157,8 +157,9 @@ class Backend {
   virtual void scale(const std::vector<Tensor>& xs, double scale,
                      const std::vector<Tensor>& outs) = 0;
 
-  /// out = bernoulli(keep) / keep, drawn from `gen` in row-major order.
-  virtual void dropout_mask(Tensor& out, double keep, Generator& gen) = 0;
+  /// out = bernoulli(keep) / keep: element i (row-major) is kept when
+  /// counter_uniform(key, first_index + i) < keep, the same bits on every device.
+  virtual void dropout_mask(Tensor& out, double keep, uint64_t key, uint64_t first_index) = 0;
 
   /// Fused attention forward. q [B,H,T,d], k [B,H,S,d], v [B,H,S,e], out [B,H,T,e] (any
   /// strides with a unit last-dim stride); key_mask [B,S] i64 (non-zero = visible) or

@@ -34,7 +34,7 @@ class CpuBackend final : public Backend {
   void sgd_update(const std::vector<SgdParam>& params) override;
   void sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) override;
   void scale(const std::vector<Tensor>& xs, double scale, const std::vector<Tensor>& outs) override;
-  void dropout_mask(Tensor& out, double keep, Generator& gen) override;
+  void dropout_mask(Tensor& out, double keep, uint64_t key, uint64_t first_index) override;
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                          const AttentionParams& p, Tensor& out, Tensor& lse,
                          Tensor& frob_sq) override;

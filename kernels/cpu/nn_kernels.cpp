@@ -269,16 +269,15 @@ void CpuBackend::cross_entropy_backward(const Tensor& grad, const Tensor& logits
   });
 }
 
-void CpuBackend::dropout_mask(Tensor& out, double keep, Generator& gen) {
+void CpuBackend::dropout_mask(Tensor& out, double keep, uint64_t key, uint64_t first_index) {
   dispatch_floating(out.dtype(), "dropout", [&](auto tag) {
     using T = decltype(tag);
     T* p = static_cast<T*>(out.raw_data());
     T scale = static_cast<T>(1.0 / keep);
-    const uint64_t key = gen.next_u64();
     const int64_t n = out.numel();
 #pragma omp parallel for if (n > 65536)
     for (int64_t i = 0; i < n; ++i)
-      p[i] = counter_uniform(key, static_cast<uint64_t>(i)) < keep ? scale : T(0);
+      p[i] = counter_uniform(key, first_index + static_cast<uint64_t>(i)) < keep ? scale : T(0);
   });
 }
 

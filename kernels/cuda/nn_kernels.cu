@@ -273,10 +273,10 @@ __global__ void cross_entropy_backward_kernel(const T* grad, const T* x, const v
 }
 
 template <typename T>
-__global__ void dropout_kernel(T* out, int64_t n, double keep, uint64_t key) {
+__global__ void dropout_kernel(T* out, int64_t n, double keep, uint64_t key, uint64_t first) {
   T scale = static_cast<T>(1.0 / keep);
   PG_KERNEL_LOOP(i, n) {
-    out[i] = counter_uniform(key, static_cast<uint64_t>(i)) < keep ? scale : T(0);
+    out[i] = counter_uniform(key, first + static_cast<uint64_t>(i)) < keep ? scale : T(0);
   }
 }
 
@@ -415,13 +415,13 @@ void CudaBackend::cross_entropy_backward(const Tensor& grad, const Tensor& logit
   });
 }
 
-void CudaBackend::dropout_mask(Tensor& out, double keep, Generator& gen) {
+void CudaBackend::dropout_mask(Tensor& out, double keep, uint64_t key, uint64_t first_index) {
   DeviceGuard guard(out.device().index);
-  const uint64_t key = gen.next_u64();  // the same draw as the CPU backend: same masks
   dispatch_floating(out.dtype(), "dropout", [&](auto tag) {
     using T = decltype(tag);
     int64_t n = out.numel();
-    dropout_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(dptr<T>(out), n, keep, key);
+    dropout_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(dptr<T>(out), n, keep, key,
+                                                                 first_index);
     PG_CUDA_LAUNCH_CHECK();
   });
 }

@@ -8,9 +8,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <thread>
 
+#include "autograd/batch_rows.h"
 #include "autograd/grad_ready.h"
 #include "dist/data_parallel.h"
 #include "dist/dist.h"
@@ -33,8 +35,9 @@ struct Task {
 
 constexpr int64_t kBatch = 8, kSteps = 20;
 
-Task gpt_task() {
+Task gpt_task(double dropout = 0) {
   GptConfig cfg;
+  cfg.dropout = dropout;
   cfg.vocab_size = 11;
   cfg.context = 8;
   cfg.dim = 16;
@@ -101,8 +104,10 @@ std::vector<Tensor> optimizer_state(const Optimizer& opt) {
   return out;
 }
 
-Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
-            uint64_t seed = 1) {
+// `batch_rows`: dropout masks by global row (BatchRows, as the training programs do); false:
+// each dropout call draws its own key, so every rank draws the same masks.
+Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {}, uint64_t seed = 1,
+            bool batch_rows = true) {
   const int world = dist::world_size(), rank = dist::rank();
   auto model = task.make(seed);
   AdamW opt(decay_groups(*model, 1e-2, 0.1));
@@ -117,8 +122,13 @@ Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
            y = task.targets.narrow(0, s * kBatch, kBatch);
     opt.zero_grad();
     double loss = 0;
+    const uint64_t key = default_generator().next_u64();  // the same on every rank
+    auto scope = [&](int64_t first) {
+      return batch_rows ? std::make_unique<BatchRows>(key, first) : nullptr;
+    };
     if (ddp) {
       const int64_t first = mode == Mode::SameRows ? 0 : rank * rows;
+      auto in_batch = scope(first);
       Tensor l = task.loss(*model, x.narrow(0, first, rows).contiguous(),
                            y.narrow(0, first, rows).contiguous());
       l.backward();
@@ -129,6 +139,7 @@ Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
     } else if (mode == Mode::Accumulate) {
       double sum = 0;
       for (int k = 0; k < world; ++k) {
+        auto in_batch = scope(k * rows);
         Tensor l = task.loss(*model, x.narrow(0, k * rows, rows).contiguous(),
                              y.narrow(0, k * rows, rows).contiguous());
         l.backward();
@@ -138,6 +149,7 @@ Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
       for (Tensor p : model->parameters())
         if (p.grad().defined()) p.set_grad(mul(p.grad(), 1.0 / world));
     } else {
+      auto in_batch = scope(0);
       Tensor l = mode == Mode::Permuted ? task.loss(*model, reversed(x), reversed(y))
                                         : task.loss(*model, x, y);
       l.backward();
@@ -197,6 +209,26 @@ TEST_CASE("N ranks x B/N rows equal one process accumulating the N slices, bit f
       CHECK(same_bits(ddp, reference));
     }
   }
+}
+
+TEST_CASE("dropout: N ranks draw the masks one process draws for the whole batch") {
+  const Task task = gpt_task(0.3);
+  Trace reference = train(task, Mode::Accumulate);
+  CHECK(same_bits(train(task, Mode::Distributed), reference));
+  // Against the whole batch at once: the same masks, so only the rounding of the sums differs.
+  const double full =
+      relative_difference(train(task, Mode::Distributed), train(task, Mode::FullBatch));
+  MESSAGE("dropout 0.3, relative parameter difference to one process x B: ", full);
+  CHECK(full < 1e-5);
+  if (dist::world_size() == 1) return;
+  // What the ranks did before BatchRows: every rank drew the same masks for its rows, which is
+  // not what one process draws (the control must fail both checks).
+  Trace same_masks = train(task, Mode::Distributed, {}, 1, false);
+  CHECK_FALSE(same_bits(same_masks, train(task, Mode::Accumulate, {}, 1, false)));
+  const double control =
+      relative_difference(same_masks, train(task, Mode::FullBatch, {}, 1, false));
+  MESSAGE("without BatchRows: ", control);
+  CHECK(control > 100 * full);
 }
 
 TEST_CASE("ranks seeded differently hold rank 0's parameters after construction") {

@@ -109,6 +109,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   if (run.finished_before()) return run.summary();
   while (run.step() < total) {
     Batch b = loader.next();
+    const BatchRows rows = dropout_rows(batch);  // masks by global row, on any process count
     const double step_lr = schedule.lr_at(run.step());
     optimizer.set_lr(step_lr);
     Tensor loss = cross_entropy(model(b.inputs.to(device)), b.targets.to(device));

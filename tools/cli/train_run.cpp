@@ -78,6 +78,11 @@ Batch local_rows(const Batch& global) {
           global.targets.narrow(0, first, rows).contiguous()};
 }
 
+BatchRows dropout_rows(int64_t batch) {
+  const uint64_t key = default_generator().next_u64();
+  return BatchRows(key, batch / dist::world_size() * dist::rank());
+}
+
 void check_step_memory(int64_t batch, int64_t tokens, double bytes_per_token, Device device) {
   const double ram = static_cast<double>(physical_memory_bytes());
   const double need = static_cast<double>(batch) * static_cast<double>(tokens) * bytes_per_token;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/batch_rows.h"
 #include "dist/data_parallel.h"
 #include "kernels/matmul_precision.h"
 #include "nn/attention.h"
@@ -76,6 +77,10 @@ void check_batch_divides(int64_t batch);
 /// This process's rows [rB/N, (r+1)B/N) of global batch B, for N processes (all in a world of
 /// one): every rank slices the same global batch, so the data is that of one process.
 Batch local_rows(const Batch& global);
+/// Dropout's randomness for one step on this process's rows of a global batch of `batch`: a key
+/// from the default generator (the same draw on every rank) and the rank's first row, so that
+/// the masks are those one process draws for the whole batch.
+BatchRows dropout_rows(int64_t batch);
 
 /// The bookkeeping around a training loop that the program writes itself. Per step, in order:
 /// end_step() after the optimizer step, record_eval() when eval_due(), then save_or_stop().

@@ -373,7 +373,8 @@ std::vector<std::string> all_gather(const std::string& value) {
   return out;
 }
 
-void check_same_on_all_ranks(const std::string& what, const std::string& value) {
+void check_same_on_all_ranks(const std::string& what, const std::string& value,
+                             const std::string& hint) {
   if (world_size() == 1) return;
   std::vector<std::string> values = all_gather(value);
   for (size_t r = 1; r < values.size(); ++r) {
@@ -388,9 +389,8 @@ void check_same_on_all_ranks(const std::string& what, const std::string& value) 
       if (!more_b) lb = "(nothing)";
       if (la != lb || (!more_a && !more_b)) break;
     }
-    throw Error("dist",
-                detail::concat(what, " differs between ranks: rank 0 has '", la, "' where rank ", r,
-                               " has '", lb, "' (every rank must run the same program)"));
+    throw Error("dist", detail::concat(what, " differs between ranks: rank 0 has '", la,
+                                       "' where rank ", r, " has '", lb, "' (", hint, ")"));
   }
 }
 

@@ -60,8 +60,10 @@ void barrier();
 std::vector<std::string> all_gather(const std::string& value);
 
 /// Throws the same pg::Error on every rank when `value` (e.g. the flags of the run) differs
-/// between ranks, naming `what`, the first differing rank and both values; call on all ranks.
-void check_same_on_all_ranks(const std::string& what, const std::string& value);
+/// between ranks, naming `what`, the first differing rank and both values, then `hint` (what
+/// to do); call on all ranks.
+void check_same_on_all_ranks(const std::string& what, const std::string& value,
+                             const std::string& hint = "every rank must run the same program");
 
 /// A 64-bit hash of the tensors' bytes (shapes and dtypes included), for replica checks.
 uint64_t fingerprint(const std::vector<Tensor>& tensors);

@@ -204,9 +204,10 @@ TEST_CASE("run_length: the checkpoint pins the schedule; --steps only moves the 
   CHECK(run_length(45, true, &ck).stop == 45);
   CHECK(run_length(300, true, &ck).stop == 300);  // past the end: min_lr from step 100 on
   CHECK_PG_ERROR(run_length(30, true, &ck), "--steps", "stop at step 30", "already at step 40");
-  for (const char* bad : {"-5", "ten", "30", "1e3", ""}) {
+  ck.metadata["schedule_steps"] = "30";  // continued past its schedule's end: fine
+  CHECK(run_length(50, true, &ck).schedule == 30);
+  for (const char* bad : {"-5", "ten", "0", "1e3", ""}) {
     ck.metadata["schedule_steps"] = bad;
-    CHECK_PG_ERROR(schedule_steps(ck, 1), "ckpt.safetensors", "schedule_steps",
-                   ">= the checkpoint");
+    CHECK_PG_ERROR(schedule_steps(ck, 1), "ckpt.safetensors", "schedule_steps", "> 0");
   }
 }

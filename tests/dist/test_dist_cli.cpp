@@ -370,3 +370,45 @@ TEST_CASE("srun's tasks that MPI cannot see are refused instead of each training
   argv[1] = "SLURM_STEP_NUM_TASKS=1";
   CHECK(wait(start(argv, s.dir, "srun1")).code == 0);
 }
+
+TEST_CASE("resume: a rank whose copy of the checkpoint differs is refused on every rank") {
+  // Each rank reads OUT/checkpoint.safetensors in its own working directory, as on machines
+  // without a shared file system: rank 1's copy is stale (an earlier step), then from another
+  // run at the same step (other weights, moments and generator).
+  Setup s;
+  auto one = [&](const fs::path& dir, const std::string& steps, const std::string& seed,
+                 bool resume) {
+    std::vector<std::string> a = train(s, 0, dir / "run", {"--steps", steps, "--seed", seed});
+    if (resume) a.push_back("--resume");
+    return wait(start(a, s.dir, "prepare")).code;
+  };
+  const fs::path r0 = s.dir / "rank0", r1 = s.dir / "rank1";
+  REQUIRE(one(r0, "4", "1", false) == 0);
+  fs::create_directories(r1);
+  fs::copy(r0 / "run", r1 / "run", fs::copy_options::recursive);
+  REQUIRE(one(r0, "6", "1", true) == 0);  // rank 0's copy moves on to step 6; rank 1's stays at 4
+  auto resume_both = [&](const std::string& name) {
+    std::vector<std::string> argv{PG_MPIEXEC, "--bind-to", "none", "-np", "1", "-wdir",
+                                  r0.string()};
+    auto cmd = train(s, 0, "run", {"--steps", "8", "--resume"});
+    argv.insert(argv.end(), cmd.begin(), cmd.end());
+    for (std::string x : {":", "-np", "1", "-wdir"}) argv.push_back(x);
+    argv.push_back(r1.string());
+    argv.insert(argv.end(), cmd.begin(), cmd.end());
+    return wait(start(argv, s.dir, name));
+  };
+  Finished stale = resume_both("stale");
+  INFO("stderr: ", stale.err);
+  CHECK(stale.code == 1);
+  CHECK(stale.err.find("run/checkpoint.safetensors as each rank read it: the step differs between "
+                       "ranks: rank 0 has '6' where rank 1 has '4' (a stale copy") !=
+        std::string::npos);
+  // The same step from another run (seed 2): caught by the weights' fingerprint.
+  fs::remove_all(r1 / "run");
+  REQUIRE(one(r1, "6", "2", false) == 0);
+  Finished other = resume_both("other");
+  INFO("stderr: ", other.err);
+  CHECK(other.code == 1);
+  CHECK(other.err.find("as each rank read it: the weights ('model.*' fingerprint) differs") !=
+        std::string::npos);
+}

@@ -25,7 +25,8 @@ void check_image_size(const Checkpoint& ck, const VitConfig& cfg, const ImageSet
 /// of them.
 CharVocab gpt_vocab(const Checkpoint& ck, const GptConfig& cfg);
 /// Metadata 'schedule_steps': the length of the learning-rate schedule the run started with, a
-/// whole number >= the checkpoint's step; `absent` for checkpoints written before it was kept.
+/// whole number > 0 (less than the step where a run went on past its end); `absent` for
+/// checkpoints written before it was kept.
 int64_t schedule_steps(const Checkpoint& ck, int64_t absent);
 /// restore_checkpoint for a resumed run: the optimizer's own step counter must also equal the
 /// checkpoint's step (save_checkpoint writes the two together).

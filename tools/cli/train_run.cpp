@@ -63,6 +63,27 @@ void report_gradient_sync(const dist::DataParallel& replicas, bool overlap) {
       1e3 * st.exposed_seconds / st.syncs, overlap ? "on" : "off");
 }
 
+void check_same_checkpoint(const Checkpoint& ck) {
+  if (dist::world_size() == 1) return;
+  auto print = [](const StateDict& d) {
+    std::vector<Tensor> tensors;
+    for (const auto& [name, t] : d) tensors.push_back(t);
+    return std::to_string(dist::fingerprint(tensors));
+  };
+  std::string rng;
+  for (uint64_t w : ck.rng) rng += std::to_string(w) + " ";
+  const std::string what = ck.path + " as each rank read it: ";
+  const std::string hint =
+      "a stale copy on some machine: give every rank the same file, e.g. OUT on a shared file "
+      "system";
+  dist::check_same_on_all_ranks(what + "the step", std::to_string(ck.step), hint);
+  dist::check_same_on_all_ranks(what + "the weights ('model.*' fingerprint)", print(ck.model),
+                                hint);
+  dist::check_same_on_all_ranks(what + "the optimizer state ('optim.*' fingerprint)",
+                                print(ck.optimizer), hint);
+  dist::check_same_on_all_ranks(what + "the generator state ('rng.state')", rng, hint);
+}
+
 void check_batch_divides(int64_t batch) {
   const int world = dist::world_size();
   PG_CHECK(batch % world == 0, "--batch",

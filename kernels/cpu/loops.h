@@ -52,13 +52,17 @@ void for_each_run(const Layout<N>& l, F&& f) {
   int64_t chunks = outer * per_row;
   RegionErrors errors;  // f is any kernel's functor
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < chunks; ++c)
-    errors.run([&] {
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (errors.failed()) continue;
+    try {
       int64_t r = c / per_row, j = (c % per_row) * piece;
       Off off = row_start(r);
       for (size_t k = 0; k < N; ++k) off[k] += j * istr[k];
       f(off, std::min(piece, inner - j), istr);
-    });
+    } catch (...) {
+      errors.capture();
+    }
+  }
   errors.rethrow();
 }
 

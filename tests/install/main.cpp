@@ -1,6 +1,6 @@
 // Trains a tiny MLP with the installed libraries, through DataParallel (a world of one here,
 // several processes under mpirun): the loss must fall.
-#include <dist/data_parallel.h>
+#include <distributed/data_parallel.h>
 #include <nn/layers.h>
 #include <nn/optim.h>
 #include <polygrad.h>

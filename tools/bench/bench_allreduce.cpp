@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "polygrad.h"
 
 namespace {

@@ -12,7 +12,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "kernels/factory.h"
 #include "nn/attention_activation.h"
 #include "nn/checkpoint.h"

@@ -2,8 +2,8 @@
 // Read top to bottom: it is also the worked example of polygrad's API.
 #include <cstdio>
 
-#include "dist/data_parallel.h"
-#include "dist/dist.h"
+#include "distributed/data_parallel.h"
+#include "distributed/dist.h"
 #include "models/gpt.h"
 #include "nn/checkpoint.h"
 #include "nn/data_loader.h"

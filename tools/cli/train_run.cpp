@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "core/allocator.h"
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "kernels/backend.h"
 #include "tools/cli/checkpoint_fields.h"
 

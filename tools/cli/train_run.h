@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "autograd/batch_rows.h"
-#include "dist/data_parallel.h"
+#include "distributed/data_parallel.h"
 #include "kernels/matmul_precision.h"
 #include "nn/attention.h"
 #include "nn/checkpoint.h"

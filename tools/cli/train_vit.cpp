@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "dist/data_parallel.h"
-#include "dist/dist.h"
+#include "distributed/data_parallel.h"
+#include "distributed/dist.h"
 #include "models/vit.h"
 #include "nn/checkpoint.h"
 #include "nn/data_loader.h"

@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "nn/checkpoint.h"
 #include "scratch_files.h"
 
@@ -388,8 +388,8 @@ TEST_CASE("resume: a rank whose copy of the checkpoint differs is refused on eve
   fs::copy(r0 / "run", r1 / "run", fs::copy_options::recursive);
   REQUIRE(one(r0, "6", "1", true) == 0);  // rank 0's copy moves on to step 6; rank 1's stays at 4
   auto resume_both = [&](const std::string& name) {
-    std::vector<std::string> argv{PG_MPIEXEC, "--bind-to", "none", "-np", "1", "-wdir",
-                                  r0.string()};
+    std::vector<std::string> argv{PG_MPIEXEC, "--bind-to", "none",     "-np",
+                                  "1",        "-wdir",     r0.string()};
     auto cmd = train(s, 0, "run", {"--steps", "8", "--resume"});
     argv.insert(argv.end(), cmd.begin(), cmd.end());
     for (std::string x : {":", "-np", "1", "-wdir"}) argv.push_back(x);

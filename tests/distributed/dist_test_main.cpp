@@ -3,7 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
-#include "dist/dist.h"
+#include "distributed/dist.h"
 
 int main(int argc, char** argv) {
   pg::dist::Session session;

@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "polygrad.h"
 
 using namespace pg;

@@ -1,9 +1,9 @@
-#include "dist/data_parallel.h"
+#include "distributed/data_parallel.h"
 
 #include <chrono>
 
 #include "autograd/grad_mode.h"
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "kernels/backend.h"
 #include "kernels/factory.h"
 

@@ -1,4 +1,4 @@
-#include "dist/dist.h"
+#include "distributed/dist.h"
 
 #include <array>
 #include <atomic>
@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "autograd/grad_mode.h"
-#include "dist/nccl.h"
+#include "distributed/nccl.h"
 #include "kernels/backend.h"
 
 #ifdef PG_WITH_MPI

@@ -14,8 +14,8 @@
 
 #include "autograd/batch_rows.h"
 #include "autograd/grad_ready.h"
-#include "dist/data_parallel.h"
-#include "dist/dist.h"
+#include "distributed/data_parallel.h"
+#include "distributed/dist.h"
 #include "models/gpt.h"
 #include "models/vit.h"
 #include "nn/optim.h"

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "autograd/grad_ready.h"
-#include "dist/dist.h"
+#include "distributed/dist.h"
 #include "nn/module.h"
 
 namespace pg::dist {

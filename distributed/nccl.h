@@ -1,7 +1,7 @@
 // The gradient all-reduce of CUDA tensors on NCCL, in builds that have it (PG_NCCL).
 #pragma once
 #include "core/tensor.h"
-#include "dist/dist.h"
+#include "distributed/dist.h"
 
 namespace pg::dist {
 

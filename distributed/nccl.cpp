@@ -1,4 +1,4 @@
-#include "dist/nccl.h"
+#include "distributed/nccl.h"
 
 #ifdef PG_WITH_NCCL
 #include <cuda_runtime.h>

@@ -326,6 +326,22 @@ TEST_CASE("a rank that throws ends the job with its message") {
   CHECK(f.err.find("text.txt") != std::string::npos);
 }
 
+TEST_CASE("a rank that throws mid-training, DataParallel running, ends the job with its message") {
+  // Rank 0's first checkpoint cannot be written (a directory is in its place): it throws at
+  // step 3, after three steps of gradient all-reduces, while rank 1 waits at the save's barrier.
+  Setup s;
+  const fs::path run = s.dir / "unwritable";
+  fs::create_directories(run / "checkpoint.safetensors" / "in-the-way");
+  Finished f =
+      wait(start(train(s, 2, run, {"--steps", "50", "--ckpt-every", "3"}), s.dir, "unwritable"));
+  INFO("stderr: ", f.err);
+  CHECK(f.code == 1);
+  CHECK(f.seconds < 30);  // not the 300 s of --dist-timeout: the throwing rank ends the job
+  CHECK(f.err.find("polygrad: rank 0/2: error: ") != std::string::npos);
+  CHECK(f.err.find("checkpoint.safetensors") != std::string::npos);
+  CHECK(count_lines(run / "metrics.jsonl") >= 3);  // it trained first
+}
+
 TEST_CASE("ranks started with different flags, or a batch they cannot share: clear errors") {
   Setup s;
   std::vector<std::string> argv{PG_MPIEXEC, "--bind-to", "none", "-np", "1"};

@@ -286,15 +286,38 @@ TEST_CASE("no_sync accumulates locally; the next backward sends the sums") {
   }
   for (Tensor& e : expected) e = mul(e, 1.0 / world);
 
-  dist::DataParallel replicas(*model);
+  // Counts the buckets sent, and those sent while a backward was still running.
+  std::atomic<bool> in_backward{false};
+  std::atomic<int> sent{0}, sent_during{0};
+  dist::DataParallelOptions options;
+  options.bucket_bytes = 4096;
+  options.first_bucket_bytes = 1024;
+  options.before_all_reduce = [&](int64_t) {
+    ++sent;
+    if (in_backward) ++sent_during;
+  };
+  dist::DataParallel replicas(*model, options);
   model->zero_grad();
   {
     auto guard = replicas.no_sync();
     micro(rank, 0).backward();
     CHECK_THROWS_AS(replicas.sync_gradients(), pg::Error);  // not inside no_sync
   }
-  micro(rank, 1).backward();
+  CHECK(sent == 0);  // inside no_sync nothing goes out
+  // The backward after it sends the sums while it runs (held at its last gradient until a
+  // bucket has gone out): an implementation that deferred everything to sync_gradients() fails.
+  auto hold = add_grad_ready_hook(model->parameters().front(), [&](const Tensor&) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (world > 1 && sent == 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  Tensor last = micro(rank, 1);
+  in_backward = true;
+  last.backward();
+  in_backward = false;
   replicas.sync_gradients();
+  CHECK(sent == replicas.num_buckets());
+  if (world > 1) CHECK(sent_during > 0);
   std::vector<Tensor> got;
   for (const Tensor& p : model->parameters()) got.push_back(p.grad());
   CHECK(dist::fingerprint(got) == dist::fingerprint(expected));

@@ -203,8 +203,7 @@ Optimizer::Staged Optimizer::stage(const StateDict& state) const {
 void Optimizer::check_state_dict(const StateDict& state) const { (void)stage(state); }
 
 void Optimizer::load_state_dict(const StateDict& state) {
-  Staged staged = stage(state);
-  check_groups();
+  Staged staged = stage(state);  // the groups validated; state_ is replaced whole below
   // Copies, on the parameters' devices: the state must not share storage with `state`.
   for (size_t g = 0; g < groups_.size(); ++g)
     for (size_t i = 0; i < groups_[g].params.size(); ++i)

@@ -91,7 +91,9 @@ void keep_metrics_through(const std::string& path, int64_t step) {
     out.flush();
     PG_CHECK(out.good(), tmp, "write failed");
   }
-  std::filesystem::rename(tmp, path);
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  PG_CHECK(!ec, path, "cannot replace it with ", tmp, ": ", ec.message());
 }
 
 void install_stop_handler() {

@@ -72,10 +72,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
                           lr * 0.1);
-  if (opt.resume) {
-    check_same_checkpoint(resumed);  // every rank read its own copy
-    restore_run(resumed, model, optimizer);
-  }
+  if (opt.resume) resume_from(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
   dist::DataParallel replicas(model, data_parallel_options(opt));

@@ -63,8 +63,9 @@ void report_gradient_sync(const dist::DataParallel& replicas, bool overlap) {
       1e3 * st.exposed_seconds / st.syncs, overlap ? "on" : "off");
 }
 
+namespace {
+// The same error on every rank unless every rank read the same checkpoint.
 void check_same_checkpoint(const Checkpoint& ck) {
-  if (dist::world_size() == 1) return;
   auto print = [](const StateDict& d) {
     std::vector<Tensor> tensors;
     for (const auto& [name, t] : d) tensors.push_back(t);
@@ -82,6 +83,13 @@ void check_same_checkpoint(const Checkpoint& ck) {
   dist::check_same_on_all_ranks(what + "the optimizer state ('optim.*' fingerprint)",
                                 print(ck.optimizer), hint);
   dist::check_same_on_all_ranks(what + "the generator state ('rng.state')", rng, hint);
+}
+
+}  // namespace
+
+void resume_from(const Checkpoint& ck, Module& model, Optimizer& optimizer) {
+  if (dist::world_size() > 1) check_same_checkpoint(ck);
+  restore_run(ck, model, optimizer);
 }
 
 void check_batch_divides(int64_t batch) {

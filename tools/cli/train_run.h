@@ -72,10 +72,11 @@ std::string processes_and_threads();
 /// Under mpirun, rank 0 prints the gradient all-reduce's cost per step: buckets, time inside
 /// the all-reduces and the part of it backward did not hide.
 void report_gradient_sync(const dist::DataParallel& replicas, bool overlap);
-/// Under mpirun, after every rank read OUT/checkpoint.safetensors on its own: the same error on
-/// every rank unless all read the same step, weights, optimizer state and generator state (a
-/// stale copy on one machine would resume with other moments and another schedule position).
-void check_same_checkpoint(const Checkpoint& ck);
+/// restore_run for --resume; under mpirun, where every rank read OUT/checkpoint.safetensors on
+/// its own, first the same error on every rank unless all read the same step, weights,
+/// optimizer state and generator state (a stale copy on one machine would resume with other
+/// moments and another schedule position).
+void resume_from(const Checkpoint& ck, Module& model, Optimizer& optimizer);
 /// Refuses (pg::Error naming --batch) a global batch the processes cannot share equally.
 void check_batch_divides(int64_t batch);
 /// This process's rows [rB/N, (r+1)B/N) of global batch B, for N processes (all in a world of

@@ -31,7 +31,13 @@ struct DataParallelOptions {
   /// Called with a bucket's index on the thread that sends it, just before its all-reduce
   /// (instrumentation: tests see when buckets go out, and inject a failure by throwing).
   std::function<void(int64_t bucket)> before_all_reduce;
+  /// ZeRO stage: 0, every rank holds the whole optimizer state; 1, each rank holds the state of
+  /// its shard of the parameters (about 1/N of it): buckets are reduce-scattered, a
+  /// DistributedOptimizer updates the shard and all-gathers the parameters.
+  int zero = 0;
 };
+
+class DistributedOptimizer;
 
 /// Keeps a Module's replicas identical across the processes of a job. Construction (on every
 /// rank, collectively) checks that every rank built the same model and broadcasts rank 0's
@@ -45,6 +51,10 @@ struct DataParallelOptions {
 /// sync_gradients() included. A failed all-reduce stops the communication thread: no later
 /// bucket is sent (it could pair with a different bucket on another rank), sync_gradients()
 /// rethrows the failure, and every later call refuses to run; the job must end.
+///
+/// With `zero = 1` (and several processes) each rank receives only its shard of the mean
+/// gradient: the parameters' .grad stay undefined after sync_gradients(), and a
+/// DistributedOptimizer (required) clips, updates and all-gathers.
 class DataParallel {
  public:
   explicit DataParallel(Module& module, DataParallelOptions options = {});
@@ -82,22 +92,43 @@ class DataParallel {
   const Stats& stats() const { return stats_; }
   /// Number of buckets (0 in a world of one).
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  /// True when the optimizer state is sharded over several processes (ZeRO-1).
+  bool sharded() const { return options_.zero == 1 && world_size() > 1; }
 
  private:
+  friend class DistributedOptimizer;
   struct Bucket {
     Tensor flat;  // the gradients, then one presence count per parameter
     std::vector<size_t> params;
     std::vector<int64_t> offsets;
     int64_t values = 0;  // elements before the presence counts
     int pending = 0;     // parameters not yet copied in this round
+    // ZeRO-1: rank r owns values [bounds[r], bounds[r + 1]) and holds their mean in `shard`.
+    std::vector<int64_t> bounds;
+    Tensor shard;
+    std::vector<int64_t> counts() const;  // elements per rank
   };
+  /// ZeRO-1: this rank's part of a parameter, flattened: elements [begin, begin + count).
+  struct Piece {
+    int64_t begin = 0, count = 0;
+    Tensor grad;  // its mean gradient after sync_gradients(); undefined when no rank had one
+  };
+  void make_shards();  // ZeRO-1: cuts each bucket into the ranks' pieces
+  /// ZeRO-1: elements of parameter `param` each rank owns.
+  std::vector<int64_t> piece_counts(size_t param) const;
+  /// ZeRO-1: every rank's updated pieces to every rank.
+  void gather_parameters();
   void on_ready(size_t param);
   void fill(size_t param);  // copies the parameter's gradient (or zeros) into its bucket
   void communicate();       // the communication thread
   void reduce(Bucket& b, size_t index);
 
-  std::optional<Channel> channel_;  // the buckets' communicator (several processes only)
-  std::vector<Tensor> params_;
+  std::optional<Channel> channel_;             // the buckets' communicator (several processes only)
+  std::vector<Tensor> module_params_;          // in registration order
+  std::vector<Tensor> params_;                 // in bucket order (reverse registration)
+  std::vector<Piece> pieces_;                  // ZeRO-1, by bucket-order index
+  DistributedOptimizer* optimizer_ = nullptr;  // ZeRO-1: the one that updates the shards
+  bool pieces_fresh_ = false;  // ZeRO-1: sync_gradients() ran since the last gather_parameters()
   std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
   std::vector<Bucket> buckets_;
   std::vector<GradReadyHookHandle> hooks_;

@@ -306,6 +306,78 @@ void all_reduce(std::vector<double>& values, ReduceOp op) {
   std::memcpy(values.data(), t.raw_data(), values.size() * sizeof(double));
 }
 
+namespace {
+
+// The checks reduce_scatter and all_gather share: `counts` splits `t` over the ranks, each
+// piece small enough for an MPI count. Returns the pieces' offsets.
+std::vector<int64_t> check_pieces(const Tensor& t, const std::vector<int64_t>& counts,
+                                  const char* op) {
+  check_contiguous(t, op);
+  PG_CHECK(t.device().is_cpu(), op, "expected CPU tensors, got one on ", t.device().str());
+  const int world = state().world;
+  PG_CHECK(static_cast<int>(counts.size()) == world, op, "expected one count per rank (", world,
+           "), got ", counts.size());
+  std::vector<int64_t> offsets;
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    PG_CHECK(c >= 0 && c < INT_MAX, op, "a rank's piece must have 0 to 2^31 - 2 elements, got ", c);
+    offsets.push_back(total);
+    total += c;
+  }
+  PG_CHECK(total == t.numel(), op, "the counts add up to ", total, " elements but the tensor ",
+           shape_str(t.shape()), " has ", t.numel());
+  return offsets;
+}
+
+}  // namespace
+
+void reduce_scatter(const Tensor& input, const Tensor& output, const std::vector<int64_t>& counts) {
+  const std::vector<int64_t> offsets = check_pieces(input, counts, "reduce_scatter");
+  check_contiguous(output, "reduce_scatter");
+  State& s = state();
+  const int64_t mine = counts[static_cast<size_t>(s.rank)];
+  PG_CHECK(output.numel() == mine && output.dtype() == input.dtype() && output.device().is_cpu(),
+           "reduce_scatter", "output must be a CPU ", dtype_name(input.dtype()), " tensor of ",
+           mine, " elements, got ", dtype_name(output.dtype()), " ", shape_str(output.shape()));
+  PG_CHECK(output.raw_data() != input.raw_data() || mine == 0, "reduce_scatter",
+           "output must not share memory with input");
+  if (!s.active) {
+    Tensor out = output;
+    out.copy_(input.view({-1})
+                  .narrow(0, offsets[static_cast<size_t>(s.rank)], mine)
+                  .view(output.shape()));
+    return;
+  }
+#ifdef PG_WITH_MPI
+  InFlight flight("reduce_scatter", input.numel() * int64_t(dtype_size(input.dtype())));
+  std::vector<int> sizes(counts.begin(), counts.end());
+  const MPI_Datatype type = mpi_type(input.dtype(), "reduce_scatter");
+  ChannelState& c = current_channel();
+  std::lock_guard lock(c.mpi);
+  check_mpi(
+      MPI_Reduce_scatter(input.raw_data(), output.raw_data(), sizes.data(), type, MPI_SUM, c.comm),
+      "MPI_Reduce_scatter");
+#endif
+}
+
+void all_gather(const Tensor& buffer, const std::vector<int64_t>& counts) {
+  const std::vector<int64_t> offsets = check_pieces(buffer, counts, "all_gather");
+  State& s = state();
+  if (!s.active || buffer.numel() == 0) return;
+#ifdef PG_WITH_MPI
+  InFlight flight("all_gather", buffer.numel() * int64_t(dtype_size(buffer.dtype())));
+  std::vector<int> sizes(counts.begin(), counts.end()), displs(offsets.begin(), offsets.end());
+  PG_CHECK(buffer.numel() < INT_MAX, "all_gather", "a buffer of ", buffer.numel(),
+           " elements is too large for one MPI call (at most 2^31 - 2)");
+  const MPI_Datatype type = mpi_type(buffer.dtype(), "all_gather");
+  ChannelState& c = current_channel();
+  std::lock_guard lock(c.mpi);
+  check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer.raw_data(), sizes.data(),
+                           displs.data(), type, c.comm),
+            "MPI_Allgatherv");
+#endif
+}
+
 void broadcast(const std::vector<Tensor>& tensors, int root) {
   for (const Tensor& t : tensors) check_contiguous(t, "broadcast");
   State& s = state();

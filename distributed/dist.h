@@ -52,6 +52,14 @@ bool mpi_built();
 void all_reduce(const std::vector<Tensor>& tensors, ReduceOp op = ReduceOp::Sum);
 /// Combines doubles across ranks in place (losses, counts, flags).
 void all_reduce(std::vector<double>& values, ReduceOp op = ReduceOp::Sum);
+/// Sums `input` element-wise across ranks and leaves this rank's piece of the sum in `output`:
+/// rank r gets the counts[r] elements after the first counts[0] + ... + counts[r-1]. `counts`
+/// (one per rank, the same on every rank) adds up to input's size; output (distinct from input)
+/// has counts[rank()] elements. Contiguous CPU tensors of one dtype.
+void reduce_scatter(const Tensor& input, const Tensor& output, const std::vector<int64_t>& counts);
+/// In place: each rank's piece of `buffer` (counts[r] elements laid out as for reduce_scatter)
+/// reaches every rank. A contiguous CPU tensor.
+void all_gather(const Tensor& buffer, const std::vector<int64_t>& counts);
 /// Copies root's values into each tensor on every other rank.
 void broadcast(const std::vector<Tensor>& tensors, int root = 0);
 /// Waits until every rank arrives.

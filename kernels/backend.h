@@ -78,6 +78,11 @@ struct SgdStep {
   bool nesterov, first;
 };
 
+/// The CPU sum_of_squares sums each tensor in chunks of this many elements (each in order), and
+/// adds the chunk sums in order into one total: pieces of a tensor cut at multiples of it, summed
+/// alone, add up (in order, from 0) to the same bits.
+constexpr int64_t kSumOfSquaresChunk = 4096;
+
 /// One parameter of a fused Adam step: contiguous tensors of one dtype, updated in place.
 struct AdamParam {
   Tensor param, grad, m, v;
@@ -150,7 +155,8 @@ class Backend {
   /// Fused SGD updates of parameters on this device, batched as adam_update.
   virtual void sgd_update(const std::vector<SgdParam>& params) = 0;
   /// out (an f64 scalar on this device) = the sum of x^2 over every element of every x,
-  /// accumulated in f64 in an order that does not depend on threads or timing.
+  /// accumulated in f64 in an order that does not depend on threads or timing (on the CPU:
+  /// see kSumOfSquaresChunk).
   virtual void sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) = 0;
   /// outs[i] = xs[i] * scale (scale rounded to their dtype, as mul(x, scale)); contiguous
   /// tensors of one floating dtype, batched as adam_update.

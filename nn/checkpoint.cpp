@@ -39,11 +39,15 @@ int64_t parse_step(const std::string& path, const std::string& text) {
 
 void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer,
                      int64_t step, const std::map<std::string, std::string>& metadata) {
+  save_checkpoint(path, model, optimizer ? optimizer->state_dict() : StateDict{}, step, metadata);
+}
+
+void save_checkpoint(const std::string& path, const Module& model, const StateDict& optimizer_state,
+                     int64_t step, const std::map<std::string, std::string>& metadata) {
   PG_CHECK(step >= 0, path, "cannot save a checkpoint at step ", step, " (expected 0 or more)");
   StateDict all;
   for (auto& [name, t] : model.state_dict()) all["model." + name] = t;
-  if (optimizer)
-    for (auto& [name, t] : optimizer->state_dict()) all["optim." + name] = t;
+  for (auto& [name, t] : optimizer_state) all["optim." + name] = t;
   auto rng = default_generator().state();
   std::vector<int64_t> bits(rng.size());
   std::memcpy(bits.data(), rng.data(), sizeof(uint64_t) * rng.size());
@@ -102,7 +106,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   return c;
 }
 
-void restore_checkpoint(const Checkpoint& ckpt, Module& model, Optimizer* optimizer) {
+void restore_checkpoint(const Checkpoint& ckpt, Module& model, RestorableOptimizer* optimizer) {
   const std::string who = ckpt.path.empty() ? "checkpoint" : ckpt.path;
   // Every part is checked before any is loaded: a damaged optimizer section must not leave the
   // model holding the checkpoint's weights and the optimizer its old state.

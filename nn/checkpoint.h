@@ -28,6 +28,10 @@ struct Checkpoint {
 /// to `path` atomically (temporary file, fsync, rename).
 void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer,
                      int64_t step, const std::map<std::string, std::string>& metadata);
+/// The same with the optimizer's state dict given (a sharded optimizer gathers it collectively,
+/// then one process writes).
+void save_checkpoint(const std::string& path, const Module& model, const StateDict& optimizer_state,
+                     int64_t step, const std::map<std::string, std::string>& metadata);
 /// Reads and validates a checkpoint: the format tag, the step (a whole number >= 0), the RNG
 /// state and the tensor names; throws pg::Error naming the file and the field on any problem.
 /// The other metadata entries are the writer's: read them with Checkpoint::field.
@@ -35,6 +39,6 @@ Checkpoint load_checkpoint(const std::string& path);
 /// Loads the checkpoint's tensors into `model` and `optimizer` (strict) and restores the RNG;
 /// a mismatch is a pg::Error naming the file and the tensor. Both parts are checked before
 /// either is loaded, so a refused checkpoint leaves model, optimizer and generator unchanged.
-void restore_checkpoint(const Checkpoint& ckpt, Module& model, Optimizer* optimizer);
+void restore_checkpoint(const Checkpoint& ckpt, Module& model, RestorableOptimizer* optimizer);
 
 }  // namespace pg

@@ -24,8 +24,22 @@ class Module;
 std::vector<ParamGroup> decay_groups(const Module& model, double lr, double weight_decay,
                                      const std::vector<std::string>& no_decay = {});
 
+/// What restore_checkpoint needs of an optimizer: an Optimizer, or one sharded over the
+/// processes of a data-parallel job (pg::dist::DistributedOptimizer); both read the format of
+/// Optimizer::state_dict.
+class RestorableOptimizer {
+ public:
+  virtual ~RestorableOptimizer() = default;
+  /// Calls of step() so far.
+  virtual int64_t steps() const = 0;
+  /// A pg::Error where load_state_dict would refuse `state`, and no change either way.
+  virtual void check_state_dict(const StateDict& state) const = 0;
+  /// Restores a state dict (strict: a pg::Error naming the entry, and no change, if refused).
+  virtual void load_state_dict(const StateDict& state) = 0;
+};
+
 /// Base of every optimizer: groups, per-parameter state, state dicts.
-class Optimizer {
+class Optimizer : public RestorableOptimizer {
  public:
   /// Parameters must be floating, contiguous leaves, each in at most one group.
   explicit Optimizer(std::vector<ParamGroup> groups) : Optimizer(std::move(groups), "optimizer") {}
@@ -40,16 +54,19 @@ class Optimizer {
   /// Sets the learning rate of every group.
   void set_lr(double lr);
   /// Calls of step() so far.
-  int64_t steps() const { return steps_; }
+  int64_t steps() const override { return steps_; }
   /// "step" (0-d i64), "group.<g>.lr" (0-d f64) and per-parameter buffers
   /// "state.<g>.<i>.<name>" (copies), so that a resumed run repeats the original bit for bit.
   StateDict state_dict() const;
   /// Restores state_dict(); strict: a missing, unexpected or wrongly shaped entry raises a
   /// pg::Error naming it, and the optimizer is left unchanged.
-  void load_state_dict(const StateDict& state);
+  void load_state_dict(const StateDict& state) override;
   /// The checks of load_state_dict alone: a pg::Error where it would refuse `state`, and no
   /// change to the optimizer either way.
-  void check_state_dict(const StateDict& state) const;
+  void check_state_dict(const StateDict& state) const override;
+  /// The buffers step() keeps per updated parameter: "step" a 0-d count, the others shaped like
+  /// the parameter.
+  virtual std::vector<std::string> state_names() const = 0;
 
  protected:
   /// Same, with the optimizer's name for error messages (a base constructor cannot ask a
@@ -57,8 +74,6 @@ class Optimizer {
   Optimizer(std::vector<ParamGroup> groups, const char* name);
   /// The optimizer's name in error messages.
   const char* name() const { return name_; }
-  /// The buffers update() keeps for a parameter that has been updated at least once.
-  virtual std::vector<std::string> state_names() const = 0;
   /// One parameter's share of a step.
   struct Update {
     Tensor param;  ///< contiguous; a handle on the parameter's own storage
@@ -96,9 +111,9 @@ class SGD : public Optimizer {
  public:
   /// momentum >= 0; nesterov needs momentum > 0.
   SGD(std::vector<ParamGroup> groups, double momentum = 0.0, bool nesterov = false);
+  std::vector<std::string> state_names() const override;
 
  protected:
-  std::vector<std::string> state_names() const override;
   void update(const std::vector<Update>& updates) override;
 
  private:
@@ -113,9 +128,9 @@ class Adam : public Optimizer {
   /// betas in [0, 1), eps >= 0.
   Adam(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
        bool decoupled = false);
+  std::vector<std::string> state_names() const override;
 
  protected:
-  std::vector<std::string> state_names() const override;
   void update(const std::vector<Update>& updates) override;
 
  private:

@@ -65,7 +65,7 @@ void CpuBackend::sgd_update(const std::vector<SgdParam>& params) {
 
 void CpuBackend::sum_of_squares(const std::vector<Tensor>& xs, Tensor& out) {
   // Fixed chunks summed in order: the result does not depend on the thread count.
-  constexpr int64_t kChunk = 4096;
+  constexpr int64_t kChunk = kSumOfSquaresChunk;
   double total = 0;
   for (const Tensor& x : xs)
     dispatch_floating(x.dtype(), "sum_of_squares", [&](auto tag) {

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -215,17 +216,23 @@ Finished signal_rank_1(const Setup& s, const fs::path& run, std::vector<std::str
   return f;
 }
 
+// Trains 40 steps into s.dir / name (with `extra` flags), checking that the run succeeds.
+Finished train_40_steps(const Setup& s, int processes, const std::string& name,
+                        std::vector<std::string> extra) {
+  extra.insert(extra.begin(), {"--steps", "40"});
+  Finished f = wait(start(train(s, processes, s.dir / name, extra), s.dir, name));
+  INFO(name, " stderr: ", f.err);
+  CHECK(f.code == 0);
+  return f;
+}
+
 }  // namespace
 
 TEST_CASE("2 processes train as 1 does; resume 2->2 bit for bit, 2->1 and 1->2 within noise") {
   Setup s;
   const std::vector<std::string> steps{"--steps", "40"};
   auto run = [&](int processes, const std::string& name, std::vector<std::string> extra) {
-    extra.insert(extra.begin(), steps.begin(), steps.end());
-    Finished f = wait(start(train(s, processes, s.dir / name, extra), s.dir, name));
-    INFO(name, " stderr: ", f.err);
-    CHECK(f.code == 0);
-    return f;
+    return train_40_steps(s, processes, name, std::move(extra));
   };
   Finished one = run(0, "one", {});
   Finished two = run(2, "two", {});
@@ -273,6 +280,58 @@ TEST_CASE("2 processes train as 1 does; resume 2->2 bit for bit, 2->1 and 1->2 w
   CHECK(one_to_two <= tolerance);
   MESSAGE("resumed 2->1: ", two_to_one, ", 1->2: ", one_to_two, ", other seed: ", wrong,
           " (tolerance ", tolerance, ")");
+}
+
+TEST_CASE("--zero 1: plain data parallel bit for bit; checkpoints resume across modes and sizes") {
+  Setup s;
+  const std::vector<std::string> steps{"--steps", "40"};
+  auto run = [&](int processes, const std::string& name, std::vector<std::string> extra) {
+    return train_40_steps(s, processes, name, std::move(extra));
+  };
+  auto state = [&](const std::string& name) {
+    return pg::dist::fingerprint(saved_state(s.dir / name, true));
+  };
+  // Each step's metrics without the clock's fields: loss, gradient norm, rate, ||A||.
+  auto metrics = [&](const std::string& name) {
+    static const std::regex clock("\"(time_s|train_s|eval_s)\":[-+.e0-9]+,?");
+    return std::regex_replace(pgt::read_bytes(s.dir / name / "metrics.jsonl"), clock, "");
+  };
+  Finished plain = run(2, "plain", {});
+  Finished zero = run(2, "zero", {"--zero", "1"});
+  CHECK(count(zero.out, "gradient reduce-scatter") == 1);
+  CHECK(count(zero.out, "MiB (ZeRO-1), peak memory") == 1);
+  CHECK(count(plain.out, "per rank: optimizer state") == 1);
+  CHECK(state("zero") == state("plain"));  // parameters and the gathered optimizer state
+  CHECK(metrics("zero") == metrics("plain"));
+  CHECK(count_lines(s.dir / "zero" / "metrics.jsonl") == 40 + 4);
+
+  // A ZeRO-1 checkpoint resumes under ZeRO-1 and plain, bit for bit, and on one process.
+  Finished stopped =
+      interrupt(train(s, 2, s.dir / "zero_resumed", {"--steps", "40", "--zero", "1"}),
+                s.dir / "zero_resumed", 5, true);
+  CHECK(stopped.code == 0);
+  REQUIRE(saved_step(s.dir / "zero_resumed") < 40);
+  fs::copy(s.dir / "zero_resumed", s.dir / "zero_to_plain", fs::copy_options::recursive);
+  fs::copy(s.dir / "zero_resumed", s.dir / "zero_to_one", fs::copy_options::recursive);
+  run(2, "zero_resumed", {"--resume", "--zero", "1"});
+  CHECK(state("zero_resumed") == state("plain"));
+  run(2, "zero_to_plain", {"--resume"});
+  CHECK(state("zero_to_plain") == state("plain"));
+  Finished one = run(0, "one", {});
+  run(0, "zero_to_one", {"--resume"});
+  const double floor = relative_difference(s.dir / "plain", s.dir / "one");
+  const double zero_to_one = relative_difference(s.dir / "zero_to_one", s.dir / "plain");
+  MESSAGE("ZeRO-1 checkpoint resumed on 1 process: ", zero_to_one, " (1 vs 2 processes: ", floor,
+          ")");
+  CHECK(zero_to_one <= 10 * floor);
+
+  // A plain checkpoint resumes under ZeRO-1, bit for bit.
+  Finished stopped_plain =
+      interrupt(train(s, 2, s.dir / "plain_to_zero", steps), s.dir / "plain_to_zero", 5, true);
+  CHECK(stopped_plain.code == 0);
+  REQUIRE(saved_step(s.dir / "plain_to_zero") < 40);
+  run(2, "plain_to_zero", {"--resume", "--zero", "1"});
+  CHECK(state("plain_to_zero") == state("plain"));
 }
 
 TEST_CASE("kill -9 of one rank ends the job, names the rank, and the run resumes") {

@@ -74,6 +74,42 @@ TEST_CASE("broadcast, all_gather and the same-value check") {
   dist::barrier();
 }
 
+TEST_CASE("reduce_scatter and all_gather: uneven pieces, empty ones, exact sums") {
+  const int world = dist::world_size(), rank = dist::rank();
+  for (DType dtype : {DType::F32, DType::F64}) {
+    CAPTURE(dtype_name(dtype));
+    // Rank r's piece: 4097 + 3r elements, and one empty piece (rank 0's) where several run.
+    std::vector<int64_t> counts;
+    for (int r = 0; r < world; ++r) counts.push_back(world > 1 && r == 0 ? 0 : 4097 + 3 * r);
+    int64_t n = 0, first = 0;
+    for (int r = 0; r < world; ++r) {
+      if (r == rank) first = n;
+      n += counts[static_cast<size_t>(r)];
+    }
+    Tensor mine = empty({counts[static_cast<size_t>(rank)]}, {dtype});
+    dist::reduce_scatter(pattern(n, dtype, rank), mine, counts);
+    Tensor sum = zeros({n}, {DType::F64});
+    for (int r = 0; r < world; ++r) sum = add(sum, pattern(n, DType::F64, r));
+    CHECK(dist::fingerprint({mine}) ==
+          dist::fingerprint({sum.narrow(0, first, mine.numel()).contiguous().to(dtype)}));
+    // Each rank writes its piece of the sum into a buffer of garbage; all_gather completes it.
+    Tensor buffer = full({n}, -7.0 - rank, {dtype});
+    buffer.narrow(0, first, mine.numel()).copy_(mine);
+    dist::all_gather(buffer, counts);
+    CHECK(dist::fingerprint({buffer}) == dist::fingerprint({sum.to(dtype)}));
+  }
+  Tensor t = zeros({6});
+  CHECK_THROWS_WITH_AS(dist::all_gather(t, std::vector<int64_t>(world, 1)),
+                       doctest::Contains("the counts add up to"), pg::Error);
+  CHECK_THROWS_WITH_AS(dist::all_gather(t, {6, 0, 0}), doctest::Contains("one count per rank"),
+                       pg::Error);
+  std::vector<int64_t> split(world, 0);
+  split[0] = 6;
+  CHECK_THROWS_WITH_AS(dist::reduce_scatter(t, t, split),
+                       doctest::Contains(rank == 0 ? "must not share memory" : "output must be"),
+                       pg::Error);
+}
+
 TEST_CASE("bad tensors are refused on every rank before anything is sent") {
   Tensor m = zeros({4, 3});
   CHECK_THROWS_WITH_AS(

@@ -16,6 +16,7 @@
 #include "autograd/grad_ready.h"
 #include "distributed/data_parallel.h"
 #include "distributed/dist.h"
+#include "distributed/distributed_optimizer.h"
 #include "models/gpt.h"
 #include "models/vit.h"
 #include "nn/optim.h"
@@ -75,9 +76,32 @@ Task vit_task() {
           randint(0, 3, {kSteps * kBatch}, {DType::I64}, &gen)};
 }
 
+// Two linear layers of odd sizes: 7,087 parameters, the first weight (37 x 131 = 4,847) larger
+// than one chunk of the gradient-norm sum, so ZeRO-1 can cut it between ranks.
+Task mlp_task() {
+  struct Mlp : Module {
+    std::shared_ptr<Linear> in, out;
+    Mlp() {
+      in = register_module("in", std::make_shared<Linear>(37, 131));
+      out = register_module("out", std::make_shared<Linear>(131, 5));
+    }
+    Tensor forward(const Tensor& x) override { return (*out)(relu((*in)(x))); }
+  };
+  Generator gen(9);
+  return {"mlp",
+          [](uint64_t seed) {
+            manual_seed(seed);
+            return std::make_shared<Mlp>();
+          },
+          [](Module& m, const Tensor& x, const Tensor& y) { return cross_entropy(m(x), y); },
+          randn({kSteps * kBatch, 37}, {}, &gen),
+          randint(0, 5, {kSteps * kBatch}, {DType::I64}, &gen)};
+}
+
 // How a run splits each global batch.
 enum class Mode {
   Distributed,  // DataParallel: rank r takes rows [rB/N, (r+1)B/N)
+  Zero,         // the same with ZeRO-1: a DistributedOptimizer over sharded replicas
   SameRows,     // DataParallel, but every rank takes rank 0's rows: the negative control
   Accumulate,   // one process: the N slices one after the other, gradients summed, then / N
   FullBatch,    // one process, the whole batch at once
@@ -87,6 +111,7 @@ enum class Mode {
 // What a run leaves: each step's loss and the final parameters and optimizer state.
 struct Trace {
   std::vector<double> losses;
+  std::vector<double> norms;  // each step's gradient norm before clipping
   std::vector<Tensor> state;
   int64_t clipped = 0;  // steps whose gradient norm exceeded the clip
 };
@@ -110,10 +135,17 @@ Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
             bool batch_rows = true) {
   const int world = dist::world_size(), rank = dist::rank();
   auto model = task.make(seed);
-  AdamW opt(decay_groups(*model, 1e-2, 0.1));
-  const bool ddp = mode == Mode::Distributed || mode == Mode::SameRows;
+  const bool ddp = mode == Mode::Distributed || mode == Mode::SameRows || mode == Mode::Zero;
+  if (mode == Mode::Zero) options.zero = 1;
   std::optional<dist::DataParallel> replicas;
   if (ddp) replicas.emplace(*model, options);
+  // Plain modes drive AdamW by hand, as a program without DistributedOptimizer does.
+  AdamW opt(decay_groups(*model, 1e-2, 0.1));
+  std::optional<dist::DistributedOptimizer> sharded;
+  if (mode == Mode::Zero)
+    sharded.emplace(*replicas, decay_groups(*model, 1e-2, 0.1), [](std::vector<ParamGroup> g) {
+      return std::make_unique<AdamW>(std::move(g));
+    });
   const int64_t rows = kBatch / world;
   const double clip = 0.05;  // small enough to be active at every step
   Trace trace;
@@ -121,6 +153,7 @@ Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
     Tensor x = task.inputs.narrow(0, s * kBatch, kBatch),
            y = task.targets.narrow(0, s * kBatch, kBatch);
     opt.zero_grad();
+    if (sharded) sharded->zero_grad();
     double loss = 0;
     const uint64_t key = default_generator().next_u64();  // the same on every rank
     auto scope = [&](int64_t first) {
@@ -155,23 +188,42 @@ Trace train(const Task& task, Mode mode, dist::DataParallelOptions options = {},
       l.backward();
       loss = l.item();
     }
-    trace.clipped += clip_grad_norm(model->parameters(), clip) > clip;
-    opt.step();
+    if (sharded) {
+      trace.norms.push_back(sharded->clip_grad_norm(clip));
+      sharded->step();
+    } else {
+      trace.norms.push_back(clip_grad_norm(model->parameters(), clip));
+      opt.step();
+    }
+    trace.clipped += trace.norms.back() > clip;
     trace.losses.push_back(loss);
     if (ddp) {
       std::vector<Tensor> everything = model->parameters();
-      for (const Tensor& t : optimizer_state(opt)) everything.push_back(t);
+      if (!sharded)  // each rank's shard of the state differs; the whole is checked below
+        for (const Tensor& t : optimizer_state(opt)) everything.push_back(t);
       dist::check_replicas(everything,
                            "parameters and optimizer state after step " + std::to_string(s + 1));
     }
   }
   trace.state = model->parameters();
-  for (const Tensor& t : optimizer_state(opt)) trace.state.push_back(t);
+  // ZeRO-1: the state gathered on rank 0 (the other ranks compare the parameters alone).
+  const StateDict state = sharded ? sharded->state_dict() : opt.state_dict();
+  for (const auto& [name, t] : state) trace.state.push_back(t);
   return trace;
 }
 
+// The default buckets (the tiny models' gradients in one), buckets of about 1 KiB (many,
+// filled in a different order than backward finishes them), and everything after backward.
+std::vector<dist::DataParallelOptions> bucket_layouts() {
+  dist::DataParallelOptions many;
+  many.bucket_bytes = many.first_bucket_bytes = 1024;
+  dist::DataParallelOptions after;
+  after.overlap = false;
+  return {dist::DataParallelOptions{}, many, after};
+}
+
 bool same_bits(const Trace& a, const Trace& b) {
-  if (a.losses != b.losses || a.state.size() != b.state.size()) return false;
+  if (a.losses != b.losses || a.norms != b.norms || a.state.size() != b.state.size()) return false;
   return dist::fingerprint(a.state) == dist::fingerprint(b.state);
 }
 
@@ -196,13 +248,7 @@ TEST_CASE("N ranks x B/N rows equal one process accumulating the N slices, bit f
     CAPTURE(task.name);
     Trace reference = train(task, Mode::Accumulate);
     CHECK(reference.clipped == kSteps);  // clipping acted on every step
-    // One bucket per parameter group size, then buckets of about 1 KiB (many, filled in a
-    // different order than backward finishes them), then everything after backward.
-    dist::DataParallelOptions many;
-    many.bucket_bytes = many.first_bucket_bytes = 1024;
-    dist::DataParallelOptions after;
-    after.overlap = false;
-    for (const auto& options : {dist::DataParallelOptions{}, many, after}) {
+    for (const auto& options : bucket_layouts()) {
       CAPTURE(options.bucket_bytes);
       CAPTURE(options.overlap);
       Trace ddp = train(task, Mode::Distributed, options);
@@ -511,4 +557,112 @@ TEST_CASE("a failed bucket all-reduce stops the sending; sync_gradients reports 
                          pg::Error);
     CHECK(attempts == 1);
   }
+}
+
+TEST_CASE("ZeRO-1: the parameters and optimizer state of plain data parallel, bit for bit") {
+  for (const Task& task : {gpt_task(), vit_task(), mlp_task()}) {
+    CAPTURE(task.name);
+    Trace reference = train(task, Mode::Accumulate);  // = plain data parallel (tested above)
+    // With 1 KiB buckets the MLP's large weight is alone in its bucket and cut inside it.
+    for (const auto& options : bucket_layouts()) {
+      CAPTURE(options.bucket_bytes);
+      CAPTURE(options.overlap);
+      Trace zero = train(task, Mode::Zero, options);
+      CHECK(zero.clipped == kSteps);  // the norm decides every step's update
+      CHECK(zero.losses == reference.losses);
+      CHECK(zero.norms == reference.norms);
+      const size_t params = task.make(1)->parameters().size();
+      std::vector<Tensor> p(zero.state.begin(), zero.state.begin() + params),
+          q(reference.state.begin(), reference.state.begin() + params);
+      CHECK(dist::fingerprint(p) == dist::fingerprint(q));
+      if (dist::rank() == 0) CHECK(same_bits(zero, reference));  // the state gathered here
+    }
+  }
+}
+
+namespace {
+// Bytes of optimizer state each rank holds after one step of `task`'s model, ZeRO-1 or plain.
+int64_t state_bytes_after_a_step(const Task& task, int zero) {
+  auto model = task.make(1);
+  dist::DataParallelOptions options;
+  options.zero = zero;
+  dist::DataParallel replicas(*model, options);
+  dist::DistributedOptimizer opt(
+      replicas, decay_groups(*model, 1e-2, 0.1),
+      [](std::vector<ParamGroup> g) { return std::make_unique<AdamW>(std::move(g)); });
+  const int64_t rows = kBatch / dist::world_size();
+  task.loss(*model, task.inputs.narrow(0, dist::rank() * rows, rows).contiguous(),
+            task.targets.narrow(0, dist::rank() * rows, rows).contiguous())
+      .backward();
+  replicas.sync_gradients();
+  opt.clip_grad_norm(1.0);
+  opt.step();
+  return opt.state_bytes();
+}
+}  // namespace
+
+TEST_CASE("ZeRO-1: each rank holds about 1/N of the optimizer state") {
+  GptConfig cfg;
+  cfg.vocab_size = 11;
+  cfg.context = 8;
+  cfg.dim = 64;
+  cfg.layers = 2;
+  cfg.heads = 2;
+  Task task = gpt_task();
+  task.make = [cfg](uint64_t seed) {
+    manual_seed(seed);
+    return std::make_shared<Gpt>(cfg);
+  };
+  const int world = dist::world_size();
+  const int64_t whole = state_bytes_after_a_step(task, 0);
+  const int64_t mine = state_bytes_after_a_step(task, 1);
+  std::vector<double> all{static_cast<double>(mine)}, most{static_cast<double>(mine)};
+  dist::all_reduce(all, dist::ReduceOp::Sum);
+  dist::all_reduce(most, dist::ReduceOp::Max);
+  MESSAGE("AdamW state: ", whole, " bytes whole; ZeRO-1 over ", world, " ranks: at most ", most[0],
+          " bytes per rank, ", all[0], " in all");
+  // Every element's moments are held once; a rank's share is off 1/N by at most a chunk per
+  // cut (one bucket here) and the per-parameter step counts of pieces.
+  const int64_t slack = 2 * 2 * kSumOfSquaresChunk * 4 + 8 * 64;
+  CHECK(all[0] >= whole);
+  CHECK(all[0] <= whole + 8 * 64 * world);
+  CHECK(most[0] <= static_cast<double>(whole) / world + slack);
+  if (world == 1) CHECK(mine == whole);
+}
+
+TEST_CASE("ZeRO-1 misuse: clear errors") {
+  dist::DataParallelOptions two;
+  two.zero = 2;
+  auto model = gpt_task().make(1);
+  CHECK_THROWS_WITH_AS(dist::DataParallel(*model, two), doctest::Contains("ZeRO stage 2"),
+                       pg::Error);
+  if (dist::world_size() == 1) return;  // ZeRO-1 of one process is plain
+  dist::DataParallelOptions zero;
+  zero.zero = 1;
+  dist::DataParallel replicas(*model, zero);
+  Task task = gpt_task();
+  const int64_t rows = kBatch / dist::world_size();
+  auto backward = [&] {
+    task.loss(*model, task.inputs.narrow(0, dist::rank() * rows, rows).contiguous(),
+              task.targets.narrow(0, dist::rank() * rows, rows).contiguous())
+        .backward();
+  };
+  auto make = [](std::vector<ParamGroup> g) { return std::make_unique<AdamW>(std::move(g)); };
+  backward();
+  CHECK_THROWS_WITH_AS(replicas.sync_gradients(), doctest::Contains("DistributedOptimizer"),
+                       pg::Error);
+  model->zero_grad();
+  dist::DistributedOptimizer opt(replicas, decay_groups(*model, 1e-2, 0.1), make);
+  CHECK_THROWS_WITH_AS(dist::DistributedOptimizer(replicas, decay_groups(*model, 1e-2, 0.1), make),
+                       doctest::Contains("already have a DistributedOptimizer"), pg::Error);
+  CHECK_THROWS_WITH_AS(opt.step(), doctest::Contains("sync_gradients()"), pg::Error);
+  backward();
+  replicas.sync_gradients();
+  CHECK_NOTHROW(opt.step());
+  CHECK_THROWS_WITH_AS(opt.clip_grad_norm(1.0), doctest::Contains("sync_gradients()"), pg::Error);
+  auto other = gpt_task().make(2);
+  dist::DataParallel other_replicas(*other, zero);
+  CHECK_THROWS_WITH_AS(
+      dist::DistributedOptimizer(other_replicas, decay_groups(*model, 1e-2, 0.1), make),
+      doctest::Contains("not a parameter of the replicated module"), pg::Error);
 }

@@ -72,7 +72,7 @@ int64_t schedule_steps(const Checkpoint& ck, int64_t absent) {
   return n;
 }
 
-void restore_run(const Checkpoint& ck, Module& model, Optimizer& optimizer) {
+void restore_run(const Checkpoint& ck, Module& model, RestorableOptimizer& optimizer) {
   restore_checkpoint(ck, model, &optimizer);
   PG_CHECK(optimizer.steps() == ck.step, ck.path, "optimizer state 'optim.step' is ",
            optimizer.steps(), ", but metadata 'step' is ", ck.step,

@@ -30,6 +30,6 @@ CharVocab gpt_vocab(const Checkpoint& ck, const GptConfig& cfg);
 int64_t schedule_steps(const Checkpoint& ck, int64_t absent);
 /// restore_checkpoint for a resumed run: the optimizer's own step counter must also equal the
 /// checkpoint's step (save_checkpoint writes the two together).
-void restore_run(const Checkpoint& ck, Module& model, Optimizer& optimizer);
+void restore_run(const Checkpoint& ck, Module& model, RestorableOptimizer& optimizer);
 
 }  // namespace pg::tools

@@ -129,6 +129,11 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
       ->check(number_in(0.001, 1024));
   app->add_flag("!--no-overlap", o.overlap,
                 "under mpirun: all-reduce the gradients after backward instead of during it");
+  app->add_option("--zero", o.zero,
+                  "under mpirun: ZeRO stage, 1 shards the optimizer state over the processes "
+                  "(same results, about 1/N of its memory each)")
+      ->capture_default_str()
+      ->check(number_in(0, 1));
   app->add_option("--ckpt-every", o.ckpt_every, "checkpoint every N steps (0: at the end)")
       ->check(kNonNegative);
   app->add_option("--label-smoothing", o.label_smoothing, "ViT: label smoothing of the loss")

@@ -69,13 +69,14 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;
-  AdamW optimizer(decay_groups(model, lr, opt.weight_decay));
+  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
+  dist::DataParallel replicas(model, data_parallel_options(opt));
+  dist::DistributedOptimizer optimizer(replicas, decay_groups(model, lr, opt.weight_decay),
+                                       make_adamw);
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
                           lr * 0.1);
   if (opt.resume) resume_from(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
-  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
-  dist::DataParallel replicas(model, data_parallel_options(opt));
   if (dist::rank() == 0)
     std::printf(
         "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
@@ -84,7 +85,9 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
         corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
         processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
   auto save = [&](int64_t step) {
-    save_checkpoint(ckpt_path, model, &optimizer, step,
+    const StateDict optimizer_state = optimizer.state_dict();  // every rank: ZeRO-1 gathers
+    if (dist::rank() != 0) return;
+    save_checkpoint(ckpt_path, model, optimizer_state, step,
                     {{"model", "gpt"},
                      {"config", cfg.to_json()},
                      {"vocab", corpus.vocab.to_utf8()},
@@ -116,7 +119,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     optimizer.zero_grad();
     loss.backward();
     replicas.sync_gradients();  // the mean over ranks, before the norm is taken
-    double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
+    double grad_norm = optimizer.clip_grad_norm(opt.grad_clip);
     optimizer.step();
     run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
@@ -128,8 +131,8 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   RunSummary summary = run.finish(attention_norms(model.blocks()));
 
   // --- results ------------------------------------------------------------------------
+  report_data_parallel(replicas, optimizer, opt.overlap);
   if (dist::rank() != 0) return summary;
-  report_gradient_sync(replicas, opt.overlap);
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);
   if (!opt.quiet) {

@@ -34,6 +34,7 @@ struct TrainOptions {
   double dist_timeout = 300;  ///< seconds a collective may wait before the job ends (0: never)
   double bucket_mb = 4;       ///< gradient bucket size, in MiB
   bool overlap = true;        ///< all-reduce buckets while backward runs
+  int zero = 0;               ///< ZeRO stage: 1 shards the optimizer state over the processes
 };
 
 /// What a finished run reports (compare builds its table from these).

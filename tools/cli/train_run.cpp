@@ -1,5 +1,7 @@
 #include "tools/cli/train_run.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -44,6 +46,7 @@ dist::DataParallelOptions data_parallel_options(const TrainOptions& opt) {
   o.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(opt.bucket_mb * (1 << 20)));
   o.first_bucket_bytes = std::min(o.first_bucket_bytes, o.bucket_bytes);
   o.overlap = opt.overlap;
+  o.zero = opt.zero;
   return o;
 }
 
@@ -53,14 +56,35 @@ std::string processes_and_threads() {
   return world == 1 ? t : detail::concat(world, " processes x ", t);
 }
 
-void report_gradient_sync(const dist::DataParallel& replicas, bool overlap) {
+std::unique_ptr<Optimizer> make_adamw(std::vector<ParamGroup> groups) {
+  return std::make_unique<AdamW>(std::move(groups));
+}
+
+void report_data_parallel(const dist::DataParallel& replicas,
+                          const dist::DistributedOptimizer& optimizer, bool overlap) {
   const auto& st = replicas.stats();
-  if (dist::rank() != 0 || st.syncs == 0) return;
+  if (dist::world_size() == 1 || st.syncs == 0) return;
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const std::vector<std::string> ranks = dist::all_gather(detail::concat(
+      static_cast<double>(optimizer.state_bytes()) / (1 << 20), " ", usage.ru_maxrss / 1024.0));
+  if (dist::rank() != 0) return;
+  std::string state, peak;
+  for (const std::string& r : ranks) {
+    double state_mib = 0, peak_mib = 0;
+    std::sscanf(r.c_str(), "%lf %lf", &state_mib, &peak_mib);
+    char text[64];
+    std::snprintf(text, sizeof text, "%s%.2f", state.empty() ? "" : " / ", state_mib);
+    state += text;
+    std::snprintf(text, sizeof text, "%s%.1f", peak.empty() ? "" : " / ", peak_mib);
+    peak += text;
+  }
   std::printf(
-      "gradient all-reduce: %lld buckets, %.2f ms/step in all-reduce, %.2f ms/step exposed "
-      "(overlap %s)\n",
-      (long long)replicas.num_buckets(), 1e3 * st.comm_seconds / st.syncs,
-      1e3 * st.exposed_seconds / st.syncs, overlap ? "on" : "off");
+      "gradient %s: %lld buckets, %.2f ms/step communicating, %.2f ms/step exposed (overlap "
+      "%s)\nper rank: optimizer state %s MiB%s, peak memory %s MiB\n",
+      replicas.sharded() ? "reduce-scatter" : "all-reduce", (long long)replicas.num_buckets(),
+      1e3 * st.comm_seconds / st.syncs, 1e3 * st.exposed_seconds / st.syncs, overlap ? "on" : "off",
+      state.c_str(), replicas.sharded() ? " (ZeRO-1)" : "", peak.c_str());
 }
 
 namespace {
@@ -87,7 +111,7 @@ void check_same_checkpoint(const Checkpoint& ck) {
 
 }  // namespace
 
-void resume_from(const Checkpoint& ck, Module& model, Optimizer& optimizer) {
+void resume_from(const Checkpoint& ck, Module& model, RestorableOptimizer& optimizer) {
   if (dist::world_size() > 1) check_same_checkpoint(ck);
   restore_run(ck, model, optimizer);
 }
@@ -179,7 +203,7 @@ void TrainingRun::end_step(double loss, double lr, double grad_norm,
 
 void TrainingRun::save(int64_t step) {
   dist::check_replicas(plan_.replicas, "the parameters");
-  if (lead_) save_(step);  // atomically (a temporary file, then a rename)
+  save_(step);  // rank 0 writes atomically (a temporary file, then a rename)
   dist::barrier();
 }
 

@@ -13,6 +13,7 @@
 
 #include "autograd/batch_rows.h"
 #include "distributed/data_parallel.h"
+#include "distributed/distributed_optimizer.h"
 #include "kernels/matmul_precision.h"
 #include "nn/attention.h"
 #include "nn/checkpoint.h"
@@ -69,14 +70,18 @@ struct RunPlan {
 dist::DataParallelOptions data_parallel_options(const TrainOptions& opt);
 /// "2 threads", or under mpirun "2 processes x 1 thread".
 std::string processes_and_threads();
-/// Under mpirun, rank 0 prints the gradient all-reduce's cost per step: buckets, time inside
-/// the all-reduces and the part of it backward did not hide.
-void report_gradient_sync(const dist::DataParallel& replicas, bool overlap);
+/// The training programs' optimizer: AdamW over `groups`.
+std::unique_ptr<Optimizer> make_adamw(std::vector<ParamGroup> groups);
+/// Under mpirun (call on every rank), rank 0 prints the gradient all-reduce's cost per step
+/// (buckets, time inside the collectives and the part of it backward did not hide) and each
+/// rank's optimizer state and peak memory.
+void report_data_parallel(const dist::DataParallel& replicas,
+                          const dist::DistributedOptimizer& optimizer, bool overlap);
 /// restore_run for --resume; under mpirun, where every rank read OUT/checkpoint.safetensors on
 /// its own, first the same error on every rank unless all read the same step, weights,
 /// optimizer state and generator state (a stale copy on one machine would resume with other
 /// moments and another schedule position).
-void resume_from(const Checkpoint& ck, Module& model, Optimizer& optimizer);
+void resume_from(const Checkpoint& ck, Module& model, RestorableOptimizer& optimizer);
 /// Refuses (pg::Error naming --batch) a global batch the processes cannot share equally.
 void check_batch_divides(int64_t batch);
 /// This process's rows [rB/N, (r+1)B/N) of global batch B, for N processes (all in a world of
@@ -95,7 +100,8 @@ class TrainingRun {
  public:
   /// Opens OUT/metrics.jsonl (when resuming: keeps the lines up to the checkpoint's step, drops
   /// those a killed run wrote after it, and appends), starts the progress line, the Ctrl-C
-  /// handler and the clocks; `save(step)` writes the program's checkpoint.
+  /// handler and the clocks; `save(step)`, called on every rank (a sharded optimizer gathers
+  /// its state), writes the program's checkpoint on rank 0.
   TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan plan,
               std::function<void(int64_t step)> save);
   /// Optimizer steps finished so far (first_step at the start).

@@ -160,13 +160,14 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;
-  AdamW optimizer(decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}));
+  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
+  dist::DataParallel replicas(model, data_parallel_options(opt));
+  dist::DistributedOptimizer optimizer(
+      replicas, decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}), make_adamw);
   WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
                           lr * 0.05);
   if (opt.resume) resume_from(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
-  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
-  dist::DataParallel replicas(model, data_parallel_options(opt));
   if (dist::rank() == 0)
     std::printf(
         "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
@@ -175,7 +176,9 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
         (long long)total, (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(),
         processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
   auto save = [&](int64_t step) {
-    save_checkpoint(ckpt_path, model, &optimizer, step,
+    const StateDict optimizer_state = optimizer.state_dict();  // every rank: ZeRO-1 gathers
+    if (dist::rank() != 0) return;
+    save_checkpoint(ckpt_path, model, optimizer_state, step,
                     {{"model", "vit"},
                      {"config", cfg.to_json()},
                      {"schedule_steps", std::to_string(length.schedule)}});
@@ -203,7 +206,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
     optimizer.zero_grad();
     loss.backward();
     replicas.sync_gradients();  // the mean over ranks, before the norm is taken
-    double grad_norm = clip_grad_norm(model.parameters(), opt.grad_clip);
+    double grad_norm = optimizer.clip_grad_norm(opt.grad_clip);
     optimizer.step();
     run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
@@ -222,8 +225,8 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   EvalResult final_eval = evaluate(model, data.test);
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);
+  report_data_parallel(replicas, optimizer, opt.overlap);
   if (dist::rank() != 0) return summary;
-  report_gradient_sync(replicas, opt.overlap);
   std::printf("test accuracy %.2f%% (best %.2f%%), test loss %.4f, %.1f ms/step, %.0f img/s\n",
               100 * final_eval.accuracy, 100 * summary.best_metric, final_eval.loss,
               summary.ms_per_step, summary.items_per_s);

@@ -1,6 +1,7 @@
 #include "autograd/attention.h"
 
 #include <cmath>
+#include <limits>
 
 #include "autograd/mixed_precision.h"
 #include "autograd/ops.h"
@@ -34,13 +35,17 @@ double mean_sqrt(const Tensor& sq) {
 
 }  // namespace
 
-double AttentionStats::a_frob() const { return mean_sqrt(a_frob_sq); }
+double AttentionStats::a_frob() const {
+  return formed_a ? mean_sqrt(a_frob_sq) : std::numeric_limits<double>::quiet_NaN();
+}
 
 double AttentionStats::a_frob_sqrt_n() const {
   return a_frob() / std::sqrt(static_cast<double>(std::max<int64_t>(keys, 1)));
 }
 
-double AttentionStats::grad_frob() const { return mean_sqrt(grad_frob_sq); }
+double AttentionStats::grad_frob() const {
+  return formed_a ? mean_sqrt(grad_frob_sq) : std::numeric_limits<double>::quiet_NaN();
+}
 
 void check_attention_operands(const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& key_padding_mask) {
@@ -116,6 +121,7 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
     stats->keys = S;
     stats->row_sq = stats->row_sum = Tensor();  // only the composite path has A to count rows
     stats->grad_frob_sq = Tensor();             // a new A: no backward through it yet
+    stats->formed_a = true;
   }
   return out;
 }
@@ -152,6 +158,47 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     Tensor dk = zeros({B, S, H, saved.k.size(3)}, opts).permute({0, 2, 1, 3});
     Tensor dv = zeros({B, S, H, saved.v.size(3)}, opts).permute({0, 2, 1, 3});
     attention_backward(g, saved, dq, dk, dv);
+    return {dq, dk, dv};
+  });
+}
+
+Tensor linear_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const AttentionParams& params, std::shared_ptr<AttentionStats> stats) {
+  check_attention_operands(q, k, v, Tensor());
+  PG_CHECK(params.act == AttnActivation::Poly, "attention", "activation '",
+           attn::activation_name(params.act),
+           "' has no linear form: only a polynomial factors into features ((q.k)^p = "
+           "phi(q).phi(k)); use the quadratic path");
+  PG_CHECK(params.power >= 1 && params.power <= 8, "attention", "poly power must be in 1..8, got ",
+           params.power);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2), d = q.size(3);
+  PG_CHECK(!params.causal || T == S, "attention",
+           "the causal linear path needs as many queries as ", "keys, got q ", shape_str(q.shape()),
+           " and k ", shape_str(k.shape()));
+  PG_CHECK(d >= 1, "attention", "the linear path needs a head size of at least 1, got q ",
+           shape_str(q.shape()));
+  const Tensor qd = kernel_operand(q), kd = kernel_operand(k), vd = kernel_operand(v);
+  AttentionParams p = params;
+  p.bf16 = false;
+  Tensor out = empty_heads_last(B, H, T, v.size(3), {q.dtype(), q.device()});
+  if (out.numel()) backend_for(q.device()).attention_linear_forward(qd, kd, vd, p, out);
+  if (stats) {
+    stats->a_frob_sq = stats->grad_frob_sq = stats->row_sq = stats->row_sum = Tensor();
+    stats->keys = S;
+    stats->formed_a = false;
+  }
+  return record("attention_linear", out, {q, k, v}, [qd, kd, vd, p](const Tensor& g) -> TensorList {
+    forbid_double_backward("attention");
+    const int64_t B = qd.size(0), H = qd.size(1), T = qd.size(2), S = kd.size(2);
+    TensorOptions opts{g.dtype(), g.device()};
+    Tensor dq = empty_heads_last(B, H, T, qd.size(3), opts);
+    Tensor dk = zeros({B, S, H, kd.size(3)}, opts).permute({0, 2, 1, 3});
+    Tensor dv = zeros({B, S, H, vd.size(3)}, opts).permute({0, 2, 1, 3});
+    if (vd.size(3) == 0)
+      dq.fill_(0);
+    else if (dq.numel() || dk.numel())
+      backend_for(qd.device())
+          .attention_linear_backward(kernel_operand(g), qd, kd, vd, p, dq, dk, dv);
     return {dq, dk, dv};
   });
 }

@@ -17,8 +17,11 @@ struct AttentionStats {
   /// Per query row i, summed over batch and heads: sum_j A_ij^2 and sum_j A_ij, f64 [T]. Only
   /// the composite path records them (it holds A); the fused kernels leave them undefined.
   Tensor row_sq, row_sum;
+  /// False after a forward on the linear path, which never forms A: a_frob() and grad_frob()
+  /// are then NaN (unavailable), not zero.
+  bool formed_a = true;
 
-  /// ||A||_F, mean over batch and heads (0 before any forward).
+  /// ||A||_F, mean over batch and heads (0 before any forward; NaN after the linear path).
   double a_frob() const;
   /// a_frob() / sqrt(N).
   double a_frob_sqrt_n() const;
@@ -45,6 +48,15 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 /// [B, heads, T, d]. The same values and gradients as fused_attention on the three views, but
 /// the backward writes one gradient buffer for qkv, where the views' adjoints would zero-pad,
 /// add and copy three.
+/// Polynomial attention (params.act Poly) on the linear path: the function fused_attention
+/// computes, in time linear in the sequence length, with a D x e state per (batch, head)
+/// (D = C(d + p - 1, p)) instead of the [T, S] weights. CPU tensors; no key padding mask;
+/// causal needs T == S; computes in the operands' dtype (bf16 matmul precision does not apply).
+/// `stats` records the key count and that ||A|| is unavailable.
+Tensor linear_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const AttentionParams& params,
+                        std::shared_ptr<AttentionStats> stats = nullptr);
+
 Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, const AttentionParams& params,
                               const Tensor& key_padding_mask = Tensor(),
                               std::shared_ptr<AttentionStats> stats = nullptr);

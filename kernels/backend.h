@@ -83,6 +83,10 @@ struct SgdStep {
 /// alone, add up (in order, from 0) to the same bits.
 constexpr int64_t kSumOfSquaresChunk = 4096;
 
+/// The chunk of the linear attention path: causal rows attend to the keys of their own chunk
+/// through the exact masked polynomial and to earlier chunks through the running state.
+constexpr int64_t kLinearChunk = 64;
+
 /// One parameter of a fused Adam step: contiguous tensors of one dtype, updated in place.
 struct AdamParam {
   Tensor param, grad, m, v;
@@ -181,6 +185,17 @@ class Backend {
                                   const Tensor& v, const Tensor& key_mask, const Tensor& lse,
                                   const AttentionParams& p, Tensor& dq, Tensor& dk, Tensor& dv,
                                   Tensor& grad_frob_sq) = 0;
+  /// Polynomial attention (p.act Poly) in time linear in the sequence length, through the
+  /// symmetric power features (kernels/symmetric_power.h) and a running state per (b, h); causal
+  /// rows in chunks of kLinearChunk. Operands as attention_forward, with T == S when causal and
+  /// no key mask; the same function as attention_forward up to rounding. The default throws a
+  /// pg::Error: only the CPU has this kernel.
+  virtual void attention_linear_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const AttentionParams& p, Tensor& out);
+  /// Its backward: dq is overwritten, dk and dv must be zero on entry.
+  virtual void attention_linear_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                         const Tensor& v, const AttentionParams& p, Tensor& dq,
+                                         Tensor& dk, Tensor& dv);
 };
 
 /// The backend serving `device`; throws pg::Error when that device is not available.

@@ -26,6 +26,24 @@ Backend& backend_for(Device device) {
   return *g_cuda_backend;
 }
 
+namespace {
+[[noreturn]] void no_linear_kernel(const Device& device) {
+  throw Error("attention", "the linear path has no kernel on " + device.str() +
+                               " (only on the CPU); use the quadratic path there");
+}
+}  // namespace
+
+void Backend::attention_linear_forward(const Tensor& q, const Tensor&, const Tensor&,
+                                       const AttentionParams&, Tensor&) {
+  no_linear_kernel(q.device());
+}
+
+void Backend::attention_linear_backward(const Tensor&, const Tensor& q, const Tensor&,
+                                        const Tensor&, const AttentionParams&, Tensor&, Tensor&,
+                                        Tensor&) {
+  no_linear_kernel(q.device());
+}
+
 void set_num_threads(int n) {
   PG_CHECK(n >= 1, "set_num_threads", "expected at least 1 thread, got ", n);
   omp_set_num_threads(n);

@@ -27,7 +27,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& key_padding_ma
   Tensor packed = (*qkv)(x);
   double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const auto& act = config_.activation;
-  const auto path = config_.use_fused ? AttentionPath::Auto : AttentionPath::Composite;
+  const AttentionPath path = config_.path;
   auto stats = config_.record_stats ? stats_ : nullptr;
   Tensor out;
   if (!q_norm) {  // the fused kernel reads the projection in place and writes one gradient
@@ -72,7 +72,9 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KvCache& cache, int64
                       full({}, static_cast<double>(cache.length), {x.dtype(), x.device()}));
   Tensor visible = expand(reshape(written, {1, capacity}), {B, capacity}).contiguous();
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  const auto path = config_.use_fused ? AttentionPath::Auto : AttentionPath::Composite;
+  // The cache masks the positions not written yet: no linear path here.
+  const auto path =
+      config_.path == AttentionPath::Composite ? AttentionPath::Composite : AttentionPath::Auto;
   // A prompt (rows 0 .. t-1) is causal; a new token is the last row and sees every written key.
   Tensor out = attention(q, cache.k, cache.v, config_.activation, config_.causal && t > 1, scale,
                          visible, config_.record_stats ? stats_ : nullptr, path);

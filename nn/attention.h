@@ -14,8 +14,10 @@ struct AttentionConfig {
   int64_t heads = 4;
   AttentionActivation activation;  ///< default softmax
   bool causal = false;
-  bool qk_norm = false;      ///< LayerNorm on queries and keys (per head)
-  bool use_fused = true;     ///< fused kernel when the activation has one
+  bool qk_norm = false;  ///< LayerNorm on queries and keys (per head)
+  /// Which implementation forward() runs (Linear: poly:p only, no key padding mask); cached
+  /// decoding runs Auto (or Composite when this is Composite).
+  AttentionPath path = AttentionPath::Auto;
   bool record_stats = true;  ///< keep ||A||_F diagnostics of the last forward/backward
 };
 
@@ -40,9 +42,9 @@ class MultiHeadAttention : public Module {
   Tensor forward_cached(const Tensor& x, KvCache& cache, int64_t capacity);
   std::string type_name() const override { return "MultiHeadAttention"; }
   const AttentionConfig& config() const { return config_; }
-  /// Switches between the fused kernel (where the activation has one) and the composite path,
-  /// which alone records AttentionStats' per-row diagnostics.
-  void set_use_fused(bool on) { config_.use_fused = on; }
+  /// Switches the implementation: the composite path alone records AttentionStats' per-row
+  /// diagnostics; the linear path runs poly:p in time linear in T.
+  void set_path(AttentionPath path) { config_.path = path; }
   /// Diagnostics of the last forward (and of the backward through it, once run).
   const AttentionStats& stats() const { return *stats_; }
 

@@ -37,8 +37,19 @@ Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     stats->row_sum = sum(a, {0, 1, 3}).to(DType::F64);
     stats->keys = S;
     stats->grad_frob_sq = Tensor();  // the composite path records no gradient diagnostic
+    stats->formed_a = true;
   }
   return matmul(a, v);
+}
+
+// The checks of the linear path that need the spec: it says why an activation has no linear form.
+void check_linear(const AttentionActivation& act, const Tensor& key_padding_mask) {
+  PG_CHECK(act.kind() == AttnActivation::Poly, "attention", "the linear path was asked for, but '",
+           act.spec(),
+           "' has no linear form: only a polynomial score s^p factors exactly into features "
+           "(phi(q).phi(k)), so only poly:p runs in linear time");
+  PG_CHECK(!key_padding_mask.defined(), "attention",
+           "the linear path takes no key padding mask; use the quadratic path for padded keys");
 }
 
 bool use_fused(const AttentionActivation& act, AttentionPath path) {
@@ -53,6 +64,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
                  bool causal, double scale, const Tensor& key_padding_mask,
                  std::shared_ptr<AttentionStats> stats, AttentionPath path) {
   if (k.dim() == 4) act.check_scale(k.size(2), q.dtype());  // other shapes: the op's own error
+  if (path == AttentionPath::Linear) {
+    check_linear(act, key_padding_mask);
+    return linear_attention(q, k, v, act.kernel_params(causal, scale), std::move(stats));
+  }
   if (use_fused(act, path))
     return fused_attention(q, k, v, act.kernel_params(causal, scale), key_padding_mask,
                            std::move(stats));
@@ -63,7 +78,8 @@ Tensor attention_packed(const Tensor& qkv, int64_t heads, const AttentionActivat
                         bool causal, double scale, const Tensor& key_padding_mask,
                         std::shared_ptr<AttentionStats> stats, AttentionPath path) {
   if (qkv.dim() == 3) act.check_scale(qkv.size(1), qkv.dtype());
-  if (use_fused(act, path))
+  if (path == AttentionPath::Linear) check_linear(act, key_padding_mask);
+  if (path != AttentionPath::Linear && use_fused(act, path))
     return fused_attention_packed(qkv, heads, act.kernel_params(causal, scale), key_padding_mask,
                                   std::move(stats));
   PG_CHECK(qkv.dim() == 3 && heads > 0 && qkv.size(2) % (3 * heads) == 0, "attention",
@@ -72,6 +88,9 @@ Tensor attention_packed(const Tensor& qkv, int64_t heads, const AttentionActivat
   const int64_t B = qkv.size(0), T = qkv.size(1), d = qkv.size(2) / (3 * heads);
   // [B, T, 3, H, d] -> [3, B, H, T, d]: views, no copies.
   Tensor parts = permute(reshape(qkv, {B, T, 3, heads, d}), {2, 0, 3, 1, 4});
+  if (path == AttentionPath::Linear)  // the views' adjoints gather the three gradients
+    return linear_attention(parts.select(0, 0), parts.select(0, 1), parts.select(0, 2),
+                            act.kernel_params(causal, scale), std::move(stats));
   return composite_attention(parts.select(0, 0), parts.select(0, 1), parts.select(0, 2), act,
                              causal, scale, key_padding_mask, stats.get());
 }

@@ -14,6 +14,8 @@ enum class AttentionPath {
   Auto,       ///< the fused kernel where the activation has one, else the composite path
   Fused,      ///< the fused kernel; an error for a custom activation
   Composite,  ///< through autograd ops: the reference every fused kernel is tested against
+  Linear,     ///< poly:p in time linear in the sequence length (linear_attention); an error for
+              ///< other activations, a key padding mask or CUDA tensors
 };
 
 /// out = act(scale * q k^T) v for q [B,H,T,d], k [B,H,S,d], v [B,H,S,e]; returns [B,H,T,e].

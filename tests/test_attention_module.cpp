@@ -29,7 +29,7 @@ AttentionConfig attn_config(const std::string& spec, bool causal, bool qk_norm, 
   c.activation = AttentionActivation::parse(spec);
   c.causal = causal;
   c.qk_norm = qk_norm;
-  c.use_fused = fused;
+  c.path = fused ? AttentionPath::Auto : AttentionPath::Composite;
   return c;
 }
 

@@ -21,7 +21,7 @@ void check_policy(const SafetensorsFile& fx, const std::string& spec, DType dtyp
   ac.heads = 2;
   ac.causal = true;
   ac.activation = AttentionActivation::parse(spec);
-  ac.use_fused = fused;
+  ac.path = fused ? AttentionPath::Auto : AttentionPath::Composite;
   TransformerBlock block(ac, 32);
   block.to(dtype);
   StateDict weights;

@@ -58,7 +58,7 @@ TEST_CASE("every layer passes gradcheck in f64 (input and parameters)") {
         ac.dim = 8;
         ac.heads = 2;
         ac.causal = causal;
-        ac.use_fused = fused;
+        ac.path = fused ? AttentionPath::Auto : AttentionPath::Composite;
         ac.qk_norm = causal;
         ac.activation = AttentionActivation::parse(spec);
         TransformerBlock block(ac, 12);

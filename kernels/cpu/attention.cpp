@@ -1,14 +1,13 @@
 // Fused attention on the CPU: one (batch, head) per thread, tiled over blocks of queries so
 // only a [block, keys] slice of the score matrix exists at a time. Matrix products go to
 // OpenBLAS (single-threaded inside the parallel region); activations run on the tile.
-#include <cblas.h>
-
 #include <cmath>
 #include <limits>
 #include <type_traits>
 
 #include "core/bfloat16.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/head_matrices.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
 
@@ -17,29 +16,6 @@ namespace pg::cpu {
 namespace {
 
 constexpr int64_t kQueryBlock = 64;
-
-template <typename T>
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  auto A = ta ? CblasTrans : CblasNoTrans, B = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, A, B, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  else
-    cblas_dgemm(CblasRowMajor, A, B, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// A [B,H,R,C] operand seen one (b, h) matrix at a time.
-template <typename T>
-struct Operand {
-  T* base;
-  int64_t sb, sh, ld;
-  Operand(const Tensor& t)
-      : base(static_cast<T*>(t.raw_data())),
-        sb(t.strides()[0]),
-        sh(t.strides()[1]),
-        ld(std::max(t.strides()[2], t.size(3))) {}
-  T* at(int64_t b, int64_t h) const { return base + b * sb + h * sh; }
-};
 
 // The activations' element operations (kernels/attention_math.h) with the vectorisable exp.
 struct VecExp {
@@ -152,13 +128,6 @@ std::vector<T> key_visibility(const Tensor& key_mask) {
   v.resize(static_cast<size_t>(key_mask.numel()));
   for (size_t i = 0; i < v.size(); ++i) v[i] = m[i] != 0 ? T(1) : T(0);
   return v;
-}
-
-// Scratch tiles for every thread, from the caching allocator so repeated calls touch no
-// new pages.
-template <typename T>
-Tensor scratch(int threads, int64_t per_thread) {
-  return empty({threads, per_thread}, {dtype_of<T>()});
 }
 
 // Under bf16 precision the operands of every tile product are rounded to bf16 (f32 only; the

@@ -38,6 +38,11 @@ class CpuBackend final : public Backend {
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                          const AttentionParams& p, Tensor& out, Tensor& lse,
                          Tensor& frob_sq) override;
+  void attention_linear_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                const AttentionParams& p, Tensor& out) override;
+  void attention_linear_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const AttentionParams& p, Tensor& dq, Tensor& dk,
+                                 Tensor& dv) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& key_mask, const Tensor& lse, const AttentionParams& p,
                           Tensor& dq, Tensor& dk, Tensor& dv, Tensor& grad_frob_sq) override;

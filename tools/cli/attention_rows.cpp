@@ -18,10 +18,10 @@ AttentionRows attention_rows(Gpt& model, const std::vector<int32_t>& val, int64_
   rows.norm.assign(blocks.size(), std::vector<double>(static_cast<size_t>(T), 0.0));
   rows.mass = rows.norm;
   const Device device = model.parameters().front().device();
-  std::vector<bool> fused;
+  std::vector<AttentionPath> paths;
   for (const auto& b : blocks) {
-    fused.push_back(b->attn->config().use_fused);
-    b->attn->set_use_fused(false);
+    paths.push_back(b->attn->config().path);
+    b->attn->set_path(AttentionPath::Composite);
   }
   for (int64_t i = 0; i < batches; ++i) {
     Batch b = text_batch(val, batch, T, 0xe7a1, i);
@@ -35,7 +35,7 @@ AttentionRows attention_rows(Gpt& model, const std::vector<int32_t>& val, int64_
       }
     }
   }
-  for (size_t l = 0; l < blocks.size(); ++l) blocks[l]->attn->set_use_fused(fused[l]);
+  for (size_t l = 0; l < blocks.size(); ++l) blocks[l]->attn->set_path(paths[l]);
   const double count = static_cast<double>(batch * H * batches);
   for (size_t l = 0; l < blocks.size(); ++l)
     for (size_t r = 0; r < rows.norm[l].size(); ++r) {

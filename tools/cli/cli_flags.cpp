@@ -76,6 +76,11 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--attn", o.attn, "attention activation: " + AttentionActivation::valid_specs())
       ->capture_default_str()
       ->check(kAttnSpec);
+  app->add_option("--attn-path", o.attn_path,
+                  "attention implementation: auto, quadratic (the fused kernel) or linear "
+                  "(poly:p only, in time linear in the context)")
+      ->capture_default_str()
+      ->check(one_of({"auto", "quadratic", "linear"}));
   app->add_option("--steps", o.steps,
                   "optimizer steps (0: from --epochs, or the model's default); with --resume, "
                   "where to stop: the learning-rate schedule stays the checkpoint's")

@@ -66,6 +66,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   // --- model and optimizer ------------------------------------------------------------
   manual_seed(opt.seed);
   Gpt model(cfg);
+  use_attention_path(model.blocks(), opt);
   const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 2e-3;

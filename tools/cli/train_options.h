@@ -8,12 +8,13 @@ namespace pg::tools {
 
 /// What a training run is asked to do.
 struct TrainOptions {
-  std::string attn = "softmax";  ///< attention-activation spec
-  int64_t steps = 0;             ///< total optimizer steps (0: derive from epochs)
-  double epochs = 0;             ///< ViT: passes over the training set (used when steps == 0)
-  int64_t batch = 0;             ///< 0: the model's default
-  double lr = 0;                 ///< 0: the model's default
-  int64_t warmup = -1;           ///< warm-up steps (-1: 5% of the run)
+  std::string attn = "softmax";    ///< attention-activation spec
+  std::string attn_path = "auto";  ///< "auto", "quadratic" (fused kernel) or "linear" (poly:p)
+  int64_t steps = 0;               ///< total optimizer steps (0: derive from epochs)
+  double epochs = 0;               ///< ViT: passes over the training set (used when steps == 0)
+  int64_t batch = 0;               ///< 0: the model's default
+  double lr = 0;                   ///< 0: the model's default
+  int64_t warmup = -1;             ///< warm-up steps (-1: 5% of the run)
   double weight_decay = 0.05;
   double grad_clip = 1.0;
   double label_smoothing = 0.0;  ///< ViT: mixes the one-hot target with the uniform one

@@ -247,6 +247,18 @@ RunSummary TrainingRun::finish(std::vector<double> a_frob_sqrt_n) {
   return summary_;
 }
 
+void use_attention_path(const std::vector<std::shared_ptr<TransformerBlock>>& blocks,
+                        const TrainOptions& opt) {
+  const AttentionPath path = opt.attn_path == "linear"      ? AttentionPath::Linear
+                             : opt.attn_path == "quadratic" ? AttentionPath::Fused
+                                                            : AttentionPath::Auto;
+  PG_CHECK(path != AttentionPath::Linear ||
+               AttentionActivation::parse(opt.attn).kind() == AttnActivation::Poly,
+           "--attn-path", "linear needs a polynomial activation (--attn poly:p), got --attn ",
+           opt.attn, ": only s^p factors into features");
+  for (const auto& block : blocks) block->attn->set_path(path);
+}
+
 std::vector<double> attention_norms(const std::vector<std::shared_ptr<TransformerBlock>>& blocks) {
   std::vector<double> norms;
   for (const auto& blk : blocks) norms.push_back(blk->attn->stats().a_frob_sqrt_n());

@@ -146,7 +146,12 @@ class TrainingRun {
   double train_seconds_ = 0;  // inside steps: from save_or_stop() (or the start) to end_step()
 };
 
-/// Each block's ||A||_F/sqrt(N), from the attention's last forward.
+/// Sets every block's attention implementation from --attn-path; "linear" with an activation
+/// that has no linear form is a pg::Error naming both flags.
+void use_attention_path(const std::vector<std::shared_ptr<TransformerBlock>>& blocks,
+                        const TrainOptions& opt);
+/// Each block's ||A||_F/sqrt(N), from the attention's last forward (NaN on the linear path,
+/// which never forms A).
 std::vector<double> attention_norms(const std::vector<std::shared_ptr<TransformerBlock>>& blocks);
 
 }  // namespace pg::tools

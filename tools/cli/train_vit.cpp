@@ -157,6 +157,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
                     static_cast<double>(cfg.layers * cfg.mlp_ratio * cfg.dim) * 2,
                     parse_device(opt.device));
   Vit model(cfg);
+  use_attention_path(model.blocks(), opt);
   const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);  // before the optimizer: it holds the parameters' handles
   double lr = opt.lr > 0 ? opt.lr : 1e-3;

@@ -22,7 +22,6 @@ SymmetricPower::SymmetricPower(int64_t dim, int power) : dim_(dim), power_(power
   PG_CHECK(d > 0 && d <= (int64_t(1) << 26), "SymmetricPower", "degree ", power, " over ", dim,
            " coordinates has ", d < 0 ? std::string("more than 2^62") : std::to_string(d),
            " features, more than 2^26");
-  index_.reserve(static_cast<size_t>(d) * power);
   count_.reserve(static_cast<size_t>(d));
   std::vector<int32_t> idx(static_cast<size_t>(power), 0);
   while (true) {
@@ -33,7 +32,6 @@ SymmetricPower::SymmetricPower(int64_t dim, int power) : dim_(dim), power_(power
       run = idx[static_cast<size_t>(k)] == idx[static_cast<size_t>(k) - 1] ? run + 1 : 1;
       count /= run;  // exact: p! / (1 * 2 * ... * run) for each run of equal coordinates
     }
-    index_.insert(index_.end(), idx.begin(), idx.end());
     count_.push_back(static_cast<double>(count));
     // The next non-decreasing tuple.
     int k = power - 1;

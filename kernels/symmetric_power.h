@@ -25,36 +25,60 @@ class SymmetricPower {
   /// out[a] = x^a (query side) or count(a) x^a (key side, `keys` true); out has D entries.
   template <typename T>
   void features(const T* x, bool keys, T* out) const {
-    const int p = power_;
-    for (int64_t a = 0; a < features(); ++a) {
-      const int32_t* idx = &index_[static_cast<size_t>(a) * p];
-      T prod = x[idx[0]];
-      for (int k = 1; k < p; ++k) prod *= x[idx[k]];
-      out[a] = keys ? prod * static_cast<T>(count_[static_cast<size_t>(a)]) : prod;
-    }
+    emit(x, power_, 0, T(1), out);
+    if (keys)
+      for (int64_t a = 0; a < features(); ++a)
+        out[a] *= static_cast<T>(count_[static_cast<size_t>(a)]);
   }
 
-  /// dx += J^T g: the gradient with respect to x of sum_a g[a] * phi(x)[a].
+  /// dx += J^T g: the gradient with respect to x of sum_a g[a] * phi(x)[a]. With `keys`, g is
+  /// scaled by the counts in place first (it is the caller's scratch).
   template <typename T>
-  void backward(const T* x, const T* g, bool keys, T* dx) const {
-    const int p = power_;
-    T before[9], after[9];  // products of the factors before and after position k (p <= 8)
-    for (int64_t a = 0; a < features(); ++a) {
-      const int32_t* idx = &index_[static_cast<size_t>(a) * p];
-      const T ga = keys ? g[a] * static_cast<T>(count_[static_cast<size_t>(a)]) : g[a];
-      before[0] = T(1);
-      for (int k = 0; k < p; ++k) before[k + 1] = before[k] * x[idx[k]];
-      after[p] = T(1);
-      for (int k = p - 1; k >= 0; --k) after[k] = after[k + 1] * x[idx[k]];
-      for (int k = 0; k < p; ++k) dx[idx[k]] += ga * before[k] * after[k + 1];
-    }
+  void backward(const T* x, T* g, bool keys, T* dx) const {
+    if (keys)
+      for (int64_t a = 0; a < features(); ++a)
+        g[a] *= static_cast<T>(count_[static_cast<size_t>(a)]);
+    const T* next = g;
+    emit_backward(x, power_, 0, T(1), next, dx);
   }
 
  private:
+  // The multisets are enumerated as a tree: level l picks the next coordinate i >= start, and
+  // the last level runs over a contiguous range of x, so that the inner loops vectorise.
+  // Writes prefix * (the features of `level` more coordinates from `start` on); returns the end.
+  template <typename T>
+  T* emit(const T* x, int level, int64_t start, T prefix, T* out) const {
+    if (level == 1) {
+      for (int64_t j = start; j < dim_; ++j) out[j - start] = prefix * x[j];
+      return out + (dim_ - start);
+    }
+    for (int64_t i = start; i < dim_; ++i) out = emit(x, level - 1, i, prefix * x[i], out);
+    return out;
+  }
+  // The reverse of emit: consumes the gradients of the features it wrote (advancing g), adds
+  // their share to dx, and returns the gradient of `prefix`.
+  template <typename T>
+  T emit_backward(const T* x, int level, int64_t start, T prefix, const T*& g, T* dx) const {
+    T dprefix = 0;
+    if (level == 1) {
+      for (int64_t j = start; j < dim_; ++j) {
+        dprefix += g[j - start] * x[j];
+        dx[j] += g[j - start] * prefix;
+      }
+      g += dim_ - start;
+      return dprefix;
+    }
+    for (int64_t i = start; i < dim_; ++i) {
+      const T dchild = emit_backward(x, level - 1, i, prefix * x[i], g, dx);
+      dprefix += dchild * x[i];
+      dx[i] += dchild * prefix;
+    }
+    return dprefix;
+  }
+
   int64_t dim_;
   int power_;
-  std::vector<int32_t> index_;  // features x power coordinates, each multiset ascending
-  std::vector<double> count_;   // the multinomial count of each multiset
+  std::vector<double> count_;  // the multinomial count of each multiset
 };
 
 }  // namespace pg

@@ -1,12 +1,20 @@
 #include "nn/attention_op.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
+#include "kernels/symmetric_power.h"
 
 namespace pg {
 
 namespace {
+
+// Measured crossover / the FLOP model's 2D + C (docs/results.md, long context: d = 32 and 64,
+// poly:2, causal, f32, 2 threads).
+constexpr double kLinearCrossoverRatio = 1.35;
 
 // Through autograd ops: the reference of the fused kernels and the path of custom activations.
 Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -52,6 +60,15 @@ void check_linear(const AttentionActivation& act, const Tensor& key_padding_mask
            "the linear path takes no key padding mask; use the quadratic path for padded keys");
 }
 
+// Auto's choice of the linear path: where it exists and the cost model says it is faster.
+bool auto_linear(const AttentionActivation& act, const Tensor& q, const Tensor& k, bool causal,
+                 const Tensor& key_padding_mask) {
+  if (act.kind() != AttnActivation::Poly || key_padding_mask.defined() || !q.device().is_cpu() ||
+      q.dim() != 4 || k.dim() != 4 || (causal && q.size(2) != k.size(2)))
+    return false;
+  return k.size(2) >= linear_crossover(q.size(3), act.power());
+}
+
 bool use_fused(const AttentionActivation& act, AttentionPath path) {
   PG_CHECK(path != AttentionPath::Fused || act.has_fused_kernel(), "attention",
            "the fused path was asked for, but activation '", act.spec(), "' has no fused kernel");
@@ -60,10 +77,19 @@ bool use_fused(const AttentionActivation& act, AttentionPath path) {
 
 }  // namespace
 
+int64_t linear_crossover(int64_t d, int power) {
+  const int64_t features = SymmetricPower::feature_count(std::max<int64_t>(d, 1), power);
+  if (features < 0 || features > (int64_t(1) << 40)) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(kLinearCrossoverRatio *
+                              static_cast<double>(2 * features + kLinearChunk));
+}
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionActivation& act,
                  bool causal, double scale, const Tensor& key_padding_mask,
                  std::shared_ptr<AttentionStats> stats, AttentionPath path) {
   if (k.dim() == 4) act.check_scale(k.size(2), q.dtype());  // other shapes: the op's own error
+  if (path == AttentionPath::Auto && auto_linear(act, q, k, causal, key_padding_mask))
+    path = AttentionPath::Linear;
   if (path == AttentionPath::Linear) {
     check_linear(act, key_padding_mask);
     return linear_attention(q, k, v, act.kernel_params(causal, scale), std::move(stats));
@@ -78,6 +104,11 @@ Tensor attention_packed(const Tensor& qkv, int64_t heads, const AttentionActivat
                         bool causal, double scale, const Tensor& key_padding_mask,
                         std::shared_ptr<AttentionStats> stats, AttentionPath path) {
   if (qkv.dim() == 3) act.check_scale(qkv.size(1), qkv.dtype());
+  if (path == AttentionPath::Auto && qkv.dim() == 3 && heads > 0 &&
+      qkv.size(2) % (3 * heads) == 0 && act.kind() == AttnActivation::Poly &&
+      !key_padding_mask.defined() && qkv.device().is_cpu() &&
+      qkv.size(1) >= linear_crossover(qkv.size(2) / (3 * heads), act.power()))
+    path = AttentionPath::Linear;
   if (path == AttentionPath::Linear) check_linear(act, key_padding_mask);
   if (path != AttentionPath::Linear && use_fused(act, path))
     return fused_attention_packed(qkv, heads, act.kernel_params(causal, scale), key_padding_mask,

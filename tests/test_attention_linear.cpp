@@ -314,3 +314,23 @@ TEST_CASE(
   check_same_step(vit, vit.blocks(), randn({3, 1, 8, 8}, {DType::F64}, &gen),
                   randint(0, 3, {3}, {DType::I64}, &gen));
 }
+
+TEST_CASE("Auto takes the linear path for poly:p from the crossover on, and only where it exists") {
+  const int64_t d = 4, cross = linear_crossover(d, 2);  // D = 10 features
+  CHECK(cross == static_cast<int64_t>(1.35 * (2 * 10 + C)));
+  CHECK(linear_crossover(32, 2) > linear_crossover(16, 2));
+  CHECK(linear_crossover(64, 8) > linear_crossover(64, 3));
+  auto path_taken = [&](const std::string& spec, int64_t T, bool causal, const Tensor& mask) {
+    Generator gen(12);
+    Tensor q = randn({1, 2, T, d}, {}, &gen), k = randn({1, 2, T, d}, {}, &gen),
+           v = randn({1, 2, T, d}, {}, &gen);
+    auto stats = std::make_shared<AttentionStats>();
+    attention(q, k, v, AttentionActivation::parse(spec), causal, 0.5, mask, stats);
+    return stats->formed_a ? "quadratic" : "linear";
+  };
+  CHECK(std::string(path_taken("poly:2", cross, true, Tensor())) == "linear");
+  CHECK(std::string(path_taken("poly:2", cross, false, Tensor())) == "linear");
+  CHECK(std::string(path_taken("poly:2", cross - 1, true, Tensor())) == "quadratic");
+  CHECK(std::string(path_taken("softmax", cross, true, Tensor())) == "quadratic");
+  CHECK(std::string(path_taken("poly:2", cross, false, ones({1, cross}))) == "quadratic");
+}

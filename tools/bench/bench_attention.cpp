@@ -1,45 +1,19 @@
 // Fused attention vs the composite path (matmul -> activation -> matmul through autograd):
 // forward + backward time and peak memory, side by side in one run, medians over repeats.
 // Usage: bench_attention [B H T d] [repeats]   (default 32 4 128 32, 20 repeats)
-#include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <vector>
 
 #include "nn/attention_op.h"
 #include "polygrad.h"
+#include "tools/bench/measure.h"
 #include "tools/cli/omp_env.h"
 
 using namespace pg;
 
-namespace {
-
-struct Result {
-  double ms;
-  double peak_mib;
-};
-
-template <typename F>
-Result measure(int repeats, F&& step) {
-  step();  // warm-up fills the allocator cache
-  std::vector<double> t;
-  size_t peak = 0;
-  for (int i = 0; i < repeats; ++i) {
-    size_t base = cpu_allocator().stats().allocated;
-    cpu_allocator().reset_peak();
-    auto t0 = std::chrono::steady_clock::now();
-    step();
-    t.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    peak = std::max(peak, cpu_allocator().stats().peak_allocated - base);
-  }
-  std::sort(t.begin(), t.end());
-  return {t[t.size() / 2], static_cast<double>(peak) / (1 << 20)};
-}
-
-}  // namespace
+using bench::measure;
+using bench::Result;
 
 int main(int argc, char** argv) {
   pg::tools::ensure_passive_omp_wait(argv);

@@ -3,11 +3,13 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/grad_mode.h"
 #include "autograd/mixed_precision.h"
 #include "autograd/ops.h"
 #include "kernels/factory.h"
 #include "kernels/matmul_precision.h"
 #include "kernels/ops.h"
+#include "kernels/symmetric_power.h"
 
 namespace pg {
 
@@ -201,6 +203,35 @@ Tensor linear_attention(const Tensor& q, const Tensor& k, const Tensor& v,
           .attention_linear_backward(kernel_operand(g), qd, kd, vd, p, dq, dk, dv);
     return {dq, dk, dv};
   });
+}
+
+Tensor recurrent_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionParams& params, Tensor& state, int64_t first_position,
+                           int64_t keys) {
+  check_attention_operands(q, k, v, Tensor());
+  PG_CHECK(params.act == AttnActivation::Poly && params.causal, "attention",
+           "the recurrent form exists for causal poly:p only, got ",
+           attn::activation_name(params.act), params.causal ? "" : " (not causal)");
+  PG_CHECK(q.size(2) == k.size(2) && first_position >= 0 && keys >= 1, "attention",
+           "the recurrent form takes as many keys as queries, got q ", shape_str(q.shape()),
+           " and k ", shape_str(k.shape()));
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3), e = v.size(3);
+  PG_CHECK(d >= 1, "attention", "the recurrent form needs a head size of at least 1");
+  const Shape shape{B, H, SymmetricPower::feature_count(d, params.power), e};
+  if (!state.defined()) state = zeros(shape, {q.dtype(), q.device()});
+  PG_CHECK(state.shape() == shape && state.dtype() == q.dtype() && state.is_contiguous(),
+           "attention", "the recurrent state must be a contiguous ", dtype_name(q.dtype()), " ",
+           shape_str(shape), ", got ", state.dtype() == q.dtype() ? "" : dtype_name(state.dtype()),
+           " ", shape_str(state.shape()));
+  NoGradGuard no_grad;
+  Tensor out = empty_heads_last(B, H, T, e, {q.dtype(), q.device()});
+  AttentionParams p = params;
+  p.bf16 = false;
+  if (out.numel())
+    backend_for(q.device())
+        .attention_recurrent(kernel_operand(q), kernel_operand(k), kernel_operand(v), p,
+                             first_position, keys, state, out);
+  return out;
 }
 
 Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, const AttentionParams& params,

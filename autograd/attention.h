@@ -57,6 +57,15 @@ Tensor linear_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionParams& params,
                         std::shared_ptr<AttentionStats> stats = nullptr);
 
+/// linear_attention's recurrent form for decoding (no gradient): the t tokens of q, k, v
+/// ([B,H,t,d], [B,H,t,d], [B,H,t,e]) at positions first_position ... each add their key to
+/// `state` (the running D x e sum per (batch, head), made [B,H,D,e] when undefined) and read it
+/// with their query; N is `keys` (the training context) or, with n_visible, the position + 1.
+/// Causal poly:p only; returns [B,H,t,e], what linear_attention gives those rows.
+Tensor recurrent_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionParams& params, Tensor& state, int64_t first_position,
+                           int64_t keys);
+
 Tensor fused_attention_packed(const Tensor& qkv, int64_t heads, const AttentionParams& params,
                               const Tensor& key_padding_mask = Tensor(),
                               std::shared_ptr<AttentionStats> stats = nullptr);

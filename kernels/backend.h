@@ -196,6 +196,13 @@ class Backend {
   virtual void attention_linear_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                          const Tensor& v, const AttentionParams& p, Tensor& dq,
                                          Tensor& dk, Tensor& dv);
+  /// The linear path's recurrent form, for decoding: the t tokens of q, k [B,H,t,d], v [B,H,t,e]
+  /// at absolute positions first_position ... in order, each adding phi_k(k) v^T to state
+  /// [B,H,D,e] (contiguous) and then reading out [B,H,t,e] = r * phi_q(scale q) . state (causal:
+  /// a token sees itself). N is `keys`, or with n_visible the position + 1. Default: pg::Error.
+  virtual void attention_recurrent(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const AttentionParams& p, int64_t first_position, int64_t keys,
+                                   Tensor& state, Tensor& out);
 };
 
 /// The backend serving `device`; throws pg::Error when that device is not available.

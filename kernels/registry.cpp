@@ -44,6 +44,11 @@ void Backend::attention_linear_backward(const Tensor&, const Tensor& q, const Te
   no_linear_kernel(q.device());
 }
 
+void Backend::attention_recurrent(const Tensor& q, const Tensor&, const Tensor&,
+                                  const AttentionParams&, int64_t, int64_t, Tensor&, Tensor&) {
+  no_linear_kernel(q.device());
+}
+
 void set_num_threads(int n) {
   PG_CHECK(n >= 1, "set_num_threads", "expected at least 1 thread, got ", n);
   omp_set_num_threads(n);

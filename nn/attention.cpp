@@ -55,6 +55,18 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KvCache& cache, int64
   Tensor heads = permute(reshape((*qkv)(x), {B, t, 3, H, hd}), {2, 0, 3, 1, 4});
   Tensor q = heads.select(0, 0), k = heads.select(0, 1);
   if (q_norm) q = (*q_norm)(q), k = (*k_norm)(k);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (config_.causal && config_.activation.kind() == AttnActivation::Poly &&
+      config_.path != AttentionPath::Composite) {
+    if (cache.length == 0) cache.state = Tensor();  // a prompt starts a new sequence
+    PG_CHECK(!cache.state.defined() || cache.state.size(0) == B, "MultiHeadAttention",
+             "the state was made for batch ", cache.state.size(0), ", not ", B);
+    Tensor out =
+        recurrent_attention(q, k, heads.select(0, 2), config_.activation.kernel_params(true, scale),
+                            cache.state, cache.length, capacity);
+    cache.length += t;
+    return (*proj)(reshape(transpose(out, 1, 2), {B, t, config_.dim}));
+  }
   if (cache.length == 0) {
     cache.k = zeros({B, H, capacity, hd}, {x.dtype(), x.device()});
     cache.v = zeros({B, H, capacity, hd}, {x.dtype(), x.device()});
@@ -71,7 +83,6 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KvCache& cache, int64
   Tensor written = lt(arange(0, static_cast<double>(capacity), 1, {x.dtype(), x.device()}),
                       full({}, static_cast<double>(cache.length), {x.dtype(), x.device()}));
   Tensor visible = expand(reshape(written, {1, capacity}), {B, capacity}).contiguous();
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   // The cache masks the positions not written yet: no linear path here.
   const auto path =
       config_.path == AttentionPath::Composite ? AttentionPath::Composite : AttentionPath::Auto;

@@ -21,9 +21,12 @@ struct AttentionConfig {
   bool record_stats = true;  ///< keep ||A||_F diagnostics of the last forward/backward
 };
 
-/// The keys and values of the tokens a MultiHeadAttention has seen, for incremental decoding.
+/// What a MultiHeadAttention keeps of the tokens it has seen, for incremental decoding: their
+/// keys and values, or for causal poly:p the linear path's running state, whose size does not
+/// grow with the tokens (recurrent_attention).
 struct KvCache {
   Tensor k, v;         ///< [B, H, capacity, head dim], allocated by the first forward_cached
+  Tensor state;        ///< poly:p instead of k and v: [B, H, D features, head dim]
   int64_t length = 0;  ///< positions filled
 };
 
@@ -38,7 +41,9 @@ class MultiHeadAttention : public Module {
   /// keys and values are appended to `cache` (of `capacity` positions) and their queries attend
   /// to every cached position up to their own. N is what forward() uses on a full window of
   /// `capacity` tokens (a training window): `capacity`, or with n=visible the keys the row
-  /// sees. Either the cache is empty (a prompt, t >= 1) or t == 1 (one new token).
+  /// sees. Either the cache is empty (a prompt, t >= 1) or t == 1 (one new token). Causal
+  /// poly:p keeps the running state instead (constant memory and time per token; the composite
+  /// path keeps keys and values).
   Tensor forward_cached(const Tensor& x, KvCache& cache, int64_t capacity);
   std::string type_name() const override { return "MultiHeadAttention"; }
   const AttentionConfig& config() const { return config_; }

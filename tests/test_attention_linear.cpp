@@ -334,3 +334,35 @@ TEST_CASE("Auto takes the linear path for poly:p from the crossover on, and only
   CHECK(std::string(path_taken("softmax", cross, true, Tensor())) == "quadratic");
   CHECK(std::string(path_taken("poly:2", cross, false, ones({1, cross}))) == "quadratic");
 }
+
+TEST_CASE("the recurrent form equals the linear path row by row, with a state of fixed size") {
+  Generator gen(13);
+  for (const char* spec : {"poly:1", "poly:2,n=visible", "poly:p=3,scale=n^-1"}) {
+    CAPTURE(spec);
+    const auto act = AttentionActivation::parse(spec);
+    const int64_t T = C + 9;
+    TensorOptions f64{DType::F64};
+    Tensor q = randn({2, 3, T, 4}, f64, &gen), k = randn({2, 3, T, 4}, f64, &gen),
+           v = randn({2, 3, T, 5}, f64, &gen);
+    Tensor whole = attention(q, k, v, act, true, 0.5, Tensor(), nullptr, AttentionPath::Linear);
+    Tensor state;
+    // A prompt of 3 tokens, then one token at a time.
+    Tensor got = recurrent_attention(q.narrow(2, 0, 3), k.narrow(2, 0, 3), v.narrow(2, 0, 3),
+                                     act.kernel_params(true, 0.5), state, 0, T);
+    const Shape size = state.shape();
+    CHECK(size == Shape{2, 3, SymmetricPower::feature_count(4, act.power()), 5});
+    for (int64_t i = 3; i < T; ++i) {
+      got = cat({got, recurrent_attention(q.narrow(2, i, 1), k.narrow(2, i, 1), v.narrow(2, i, 1),
+                                          act.kernel_params(true, 0.5), state, i, T)},
+                2);
+      CHECK(state.shape() == size);
+    }
+    CHECK(max_abs_diff(got, whole) <= 1e-12 * weight_scale(q, k, v, act, true, 0.5));
+  }
+  Tensor state;
+  Tensor x = randn({1, 1, 2, 4});
+  CHECK_THROWS_WITH_AS(
+      recurrent_attention(x, x, x, AttentionActivation::parse("softmax").kernel_params(true, 1.0),
+                          state, 0, 2),
+      doctest::Contains("causal poly:p only"), pg::Error);
+}

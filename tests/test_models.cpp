@@ -542,7 +542,8 @@ TEST_CASE("GPT generate: greedy is deterministic, lengths, top_k = 1 equals gree
   CHECK_PG_ERROR(model.generate({}, 3, 0.0, 0, g1), "generate", "prompt");
 }
 
-TEST_CASE("KV cache: incremental logits equal the full forward, every built-in activation") {
+TEST_CASE(
+    "KV cache and recurrent state: incremental logits equal the full forward, every built-in") {
   std::vector<std::string> specs = pgt::builtin_specs();
   for (const char* extra : {"poly:1", "poly:2", "poly:3,n=visible", "relu:n=visible",
                             "sigmoid:n=visible", "poly:p=2,scale=n^-1"})
@@ -575,6 +576,10 @@ TEST_CASE("KV cache: incremental logits equal the full forward, every built-in a
     CHECK(close(prompt, whole.narrow(1, 0, 3)));
     CHECK(caches.size() == 2);
     CHECK(caches[0].length == 3);
+    // Polynomial attention keeps the linear path's state, not the keys and values.
+    const bool poly = spec.rfind("poly", 0) == 0;
+    CHECK(caches[0].state.defined() == poly);
+    CHECK(caches[0].k.defined() == !poly);
     for (int64_t i = 3; i < 8; ++i) {
       CAPTURE(i);
       Tensor step = model.forward_cached(tokens.narrow(1, i, 1).contiguous(), caches);

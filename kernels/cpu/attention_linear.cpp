@@ -28,7 +28,8 @@ struct StdExp {
 };
 using Math = attn::ScalarMath<StdExp>;
 
-// The policy's r_i for query row i: N^e, N the key count or (n=visible, causal) i + 1.
+// The policy's r_i for query row i (its absolute position): N^e, N the key count or
+// (n=visible, causal) i + 1.
 template <typename T>
 T row_factor(const AttentionParams& p, int64_t keys, int64_t i) {
   const double n = p.n_visible && p.causal ? static_cast<double>(i + 1) : static_cast<double>(keys);
@@ -225,7 +226,46 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
   }
 }
 
+template <typename T>
+void recurrent_typed(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p,
+                     int64_t first_position, int64_t keys, Tensor& state, Tensor& out) {
+  const int64_t B = q.size(0), H = q.size(1), t = q.size(2), d = q.size(3), e = v.size(3);
+  const SymmetricPower phi(d, p.power);
+  const int64_t D = phi.features();
+  Operand<T> Q(q), K(k), V(v), O(out);
+  const int64_t per = D + d;
+  Tensor buf = scratch<T>(omp_get_max_threads(), per);
+  const T scale = static_cast<T>(p.scale);
+#pragma omp parallel for schedule(dynamic) if (B * H > 1)
+  for (int64_t bh = 0; bh < B * H; ++bh) {
+    const int64_t b = bh / H, h = bh % H;
+    T* feat = buf.data<T>() + omp_get_thread_num() * per;
+    T* qs = feat + D;
+    T* S = state.data<T>() + bh * D * e;
+    for (int64_t i = 0; i < t; ++i) {
+      const T* vi = V.at(b, h) + i * V.ld;
+      phi.features(K.at(b, h) + i * K.ld, true, feat);
+      for (int64_t a = 0; a < D; ++a)
+        for (int64_t c = 0; c < e; ++c) S[a * e + c] += feat[a] * vi[c];
+      scaled_rows(Q.at(b, h), Q.ld, i, 1, d, scale, qs);
+      phi.features(qs, false, feat);
+      T* oi = O.at(b, h) + i * O.ld;
+      gemm<T>(false, false, 1, e, D, 1, feat, D, S, e, 0, oi, e);
+      const T f = row_factor<T>(p, keys, first_position + i);
+      for (int64_t c = 0; c < e; ++c) oi[c] *= f;
+    }
+  }
+}
+
 }  // namespace
+
+void CpuBackend::attention_recurrent(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const AttentionParams& p, int64_t first_position, int64_t keys,
+                                     Tensor& state, Tensor& out) {
+  dispatch_floating(q.dtype(), "attention (recurrent)", [&](auto tag) {
+    recurrent_typed<decltype(tag)>(q, k, v, p, first_position, keys, state, out);
+  });
+}
 
 void CpuBackend::attention_linear_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                           const AttentionParams& p, Tensor& out) {

@@ -43,6 +43,9 @@ class CpuBackend final : public Backend {
   void attention_linear_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                  const Tensor& v, const AttentionParams& p, Tensor& dq, Tensor& dk,
                                  Tensor& dv) override;
+  void attention_recurrent(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionParams& p, int64_t first_position, int64_t keys,
+                           Tensor& state, Tensor& out) override;
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& key_mask, const Tensor& lse, const AttentionParams& p,
                           Tensor& dq, Tensor& dk, Tensor& dv, Tensor& grad_frob_sq) override;

@@ -3,7 +3,10 @@
 // softmax and poly:2 on the fused quadratic kernel, poly:2 and poly:3 on the linear path. Then,
 // per head size, the T where the linear poly:2 overtakes the fused one beside the FLOP model's
 // 2D + C, and each curve's growth exponent (log-log slope of the time per sequence, T >= 1024).
+// Last, decoding one token at a time: time per token against position, KV cache against state.
 // Usage: bench_long_attention [TOKENS [REPEATS [MAX_T]]]   (default 16384, 3, 16384)
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "kernels/symmetric_power.h"
+#include "nn/attention.h"
 #include "nn/attention_op.h"
 #include "polygrad.h"
 #include "tools/bench/measure.h"
@@ -107,6 +111,49 @@ int main(int argc, char** argv) {
         std::printf(" %s %.2f%s", arms[a].label.c_str(), log_slope(ts, per_seq[a]),
                     a + 1 < arms.size() ? "," : "\n");
     }
+  }
+  // Decoding: one TransformerBlock (dim 128, 4 heads of 32, causal), one sequence, one token at a
+  // time up to max_t: softmax keeps keys and values, poly:2 the linear path's state.
+  std::printf(
+      "\ndecoding, one block of dim 128 (4 heads of 32), batch 1: ms per token at position i "
+      "(median of the 16 up to it), and the bytes each keeps per block\n%-16s",
+      "policy");
+  std::vector<int64_t> marks;
+  for (int64_t i = 128; i <= max_t; i *= 4) marks.push_back(i);
+  for (int64_t i : marks) std::printf(" %9s%-6lld", "i = ", (long long)i);
+  std::printf(" %14s\n", "cache bytes");
+  for (const char* spec : {"softmax", "poly:2"}) {
+    AttentionConfig cfg;
+    cfg.dim = 128;
+    cfg.heads = 4;
+    cfg.causal = true;
+    cfg.activation = AttentionActivation::parse(spec);
+    manual_seed(0);
+    TransformerBlock block(cfg, 4 * cfg.dim);
+    block.eval();
+    NoGradGuard no_grad;
+    Tensor x = randn({1, max_t, cfg.dim});
+    KvCache cache;
+    std::printf("%-16s", spec);
+    size_t mark = 0;
+    std::vector<double> window;  // the 16 tokens up to the mark: their median
+    for (int64_t i = 0; i < max_t && mark < marks.size(); ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      block.forward_cached(x.narrow(1, i, 1).contiguous(), cache, max_t);
+      if (i + 16 >= marks[mark])
+        window.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
+      if (i + 1 == marks[mark]) {
+        std::sort(window.begin(), window.end());
+        std::printf(" %15.3f", window[window.size() / 2]);
+        window.clear();
+        ++mark;
+      }
+    }
+    const int64_t bytes =
+        (cache.state.defined() ? cache.state.numel() : cache.k.numel() + cache.v.numel()) * 4;
+    std::printf(" %14lld\n", (long long)bytes);
   }
   return 0;
 }

@@ -13,11 +13,17 @@
 namespace pg {
 
 std::string GptConfig::to_json() const {
-  nlohmann::json j = {{"model", "gpt"},         {"vocab_size", vocab_size},
-                      {"context", context},     {"dim", dim},
-                      {"layers", layers},       {"heads", heads},
-                      {"mlp_ratio", mlp_ratio}, {"dropout", dropout},
-                      {"attn", attn},           {"tie_weights", tie_weights}};
+  nlohmann::json j = {{"model", "gpt"},
+                      {"vocab_size", vocab_size},
+                      {"context", context},
+                      {"dim", dim},
+                      {"layers", layers},
+                      {"heads", heads},
+                      {"mlp_ratio", mlp_ratio},
+                      {"dropout", dropout},
+                      {"attn", attn},
+                      {"tie_weights", tie_weights},
+                      {"pos", pos}};
   return j.dump();
 }
 
@@ -34,6 +40,7 @@ GptConfig GptConfig::from_json(const std::string& text, const std::string& who) 
   config_field(j, "dropout", c.dropout, who);
   config_field(j, "attn", c.attn, who);
   config_field(j, "tie_weights", c.tie_weights, who);
+  if (j.contains("pos")) config_field(j, "pos", c.pos, who);  // older checkpoints: learned
   c.check(who);
   return c;
 }
@@ -41,6 +48,10 @@ GptConfig GptConfig::from_json(const std::string& text, const std::string& who) 
 void GptConfig::check(const std::string& who) const {
   check_config_range(who, "vocab_size", vocab_size, 1, kMaxVocab);
   check_config_range(who, "context", context, 1, kMaxContext);
+  PG_CHECK(pos == "learned" || pos == "rope", who, "config field 'pos' is '", pos,
+           "'; expected 'learned' or 'rope'");
+  PG_CHECK(pos != "rope" || heads <= 0 || dim % heads != 0 || (dim / heads) % 2 == 0, who,
+           "rotary positions need an even head size, got dim ", dim, " / heads ", heads);
   check_transformer_fields(who, *this);
   check_config_parameters(who, parameter_count());
 }
@@ -53,15 +64,18 @@ int64_t GptConfig::parameter_count() const {
   const W d = dim, h = W(mlp_ratio) * d, v = vocab_size;
   // ln1 and ln2 (2d each), qkv (3d^2 + 3d), proj (d^2 + d), fc1 (dh + h), fc2 (hd + d).
   const W block = 4 * d + 4 * d * d + 4 * d + 2 * d * h + h + d;
-  const W n = v * d + W(context) * d + W(layers) * block + 2 * d + (tie_weights ? 0 : d * v);
+  const W table = pos == "rope" ? 0 : W(context) * d;  // learned positions only
+  const W n = v * d + table + W(layers) * block + 2 * d + (tie_weights ? 0 : d * v);
   return n >= W(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(n);
 }
 
 Gpt::Gpt(const GptConfig& c) : config_(c) {
   c.check("Gpt");
   tok_ = register_module("tok", std::make_shared<Embedding>(c.vocab_size, c.dim));
-  pos_ = register_module("pos", std::make_shared<Embedding>(c.context, c.dim));
+  if (c.pos == "learned")
+    pos_ = register_module("pos", std::make_shared<Embedding>(c.context, c.dim));
   AttentionConfig ac;
+  ac.rope = c.pos == "rope";
   ac.dim = c.dim;
   ac.heads = c.heads;
   ac.activation = AttentionActivation::parse(c.attn);
@@ -88,8 +102,8 @@ Tensor Gpt::forward(const Tensor& tokens) {
            "expected token ids [B, T] with T <= context ", config_.context, ", got ",
            shape_str(tokens.shape()));
   int64_t T = tokens.size(1);
-  Tensor positions = arange(T, {DType::I64, tokens.device()});
-  Tensor x = add((*tok_)(tokens), (*pos_)(positions));
+  Tensor x = (*tok_)(tokens);
+  if (pos_) x = add(x, (*pos_)(arange(T, {DType::I64, tokens.device()})));
   for (auto& b : blocks_) x = (*b)(x);
   return (*head_)((*ln_f_)(x));
 }
@@ -102,9 +116,10 @@ Tensor Gpt::forward_cached(const Tensor& tokens, std::vector<KvCache>& caches) {
   const int64_t start = caches.front().length, T = tokens.size(1);
   PG_CHECK(start + T <= config_.context, "Gpt", "positions ", start, " to ", start + T - 1,
            " are past the context of ", config_.context);
-  Tensor positions = arange(static_cast<double>(start), static_cast<double>(start + T), 1,
-                            {DType::I64, tokens.device()});
-  Tensor x = add((*tok_)(tokens), (*pos_)(positions));
+  Tensor x = (*tok_)(tokens);
+  if (pos_)
+    x = add(x, (*pos_)(arange(static_cast<double>(start), static_cast<double>(start + T), 1,
+                              {DType::I64, tokens.device()})));
   for (size_t i = 0; i < blocks_.size(); ++i)
     x = blocks_[i]->forward_cached(x, caches[i], config_.context);
   return (*head_)((*ln_f_)(x));

@@ -22,6 +22,9 @@ struct GptConfig {
   double dropout = 0.0;
   std::string attn = "softmax";  ///< attention-activation spec
   bool tie_weights = false;      ///< share the token embedding with the output head
+  /// Positions: "learned" (a table of `context` rows added to the tokens) or "rope" (rotary,
+  /// applied to queries and keys in every attention). Configs without the field are "learned".
+  std::string pos = "learned";
 
   /// Largest sizes a config may have (see also kMaxConfigParameters in models/config_json.h).
   static constexpr int64_t kMaxVocab = int64_t{1} << 24, kMaxContext = int64_t{1} << 20,
@@ -41,7 +44,8 @@ struct GptConfig {
   int64_t parameter_count() const;
 };
 
-/// Token + learned position embeddings, pre-norm causal blocks, final LayerNorm, linear head.
+/// Token embeddings (+ learned positions, or rotary ones in the attention), pre-norm causal
+/// blocks, final LayerNorm, linear head.
 class Gpt : public Module {
  public:
   explicit Gpt(const GptConfig& config);

@@ -4,6 +4,7 @@
 
 #include "autograd/ops.h"
 #include "kernels/factory.h"
+#include "nn/rope.h"
 
 namespace pg {
 
@@ -13,6 +14,8 @@ MultiHeadAttention::MultiHeadAttention(const AttentionConfig& config) : config_(
            config.heads);
   qkv = register_module("qkv", std::make_shared<Linear>(config.dim, 3 * config.dim));
   proj = register_module("proj", std::make_shared<Linear>(config.dim, config.dim));
+  PG_CHECK(!config.rope || (config.dim / config.heads) % 2 == 0, "MultiHeadAttention",
+           "rotary positions need an even head size, got ", config.dim / config.heads);
   if (config.qk_norm) {
     int64_t hd = config.dim / config.heads;
     q_norm = register_module("q_norm", std::make_shared<LayerNorm>(hd));
@@ -30,13 +33,15 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& key_padding_ma
   const AttentionPath path = config_.path;
   auto stats = config_.record_stats ? stats_ : nullptr;
   Tensor out;
-  if (!q_norm) {  // the fused kernel reads the projection in place and writes one gradient
+  if (!q_norm && !config_.rope) {  // the fused kernel reads the projection in place
     out = attention_packed(packed, H, act, config_.causal, scale, key_padding_mask, stats, path);
   } else {
     // [B, T, 3, H, hd] -> [3, B, H, T, hd]: views, no copies; the fused kernel reads them
     // with BLAS leading dimensions.
     Tensor heads = permute(reshape(packed, {B, T, 3, H, hd}), {2, 0, 3, 1, 4});
-    Tensor q = (*q_norm)(heads.select(0, 0)), k = (*k_norm)(heads.select(0, 1));
+    Tensor q = heads.select(0, 0), k = heads.select(0, 1);
+    if (q_norm) q = (*q_norm)(q), k = (*k_norm)(k);
+    if (config_.rope) q = apply_rope(q, 0), k = apply_rope(k, 0);
     out = attention(q, k, heads.select(0, 2), act, config_.causal, scale, key_padding_mask, stats,
                     path);
   }
@@ -55,6 +60,7 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KvCache& cache, int64
   Tensor heads = permute(reshape((*qkv)(x), {B, t, 3, H, hd}), {2, 0, 3, 1, 4});
   Tensor q = heads.select(0, 0), k = heads.select(0, 1);
   if (q_norm) q = (*q_norm)(q), k = (*k_norm)(k);
+  if (config_.rope) q = apply_rope(q, cache.length), k = apply_rope(k, cache.length);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   if (config_.causal && config_.activation.kind() == AttnActivation::Poly &&
       config_.path != AttentionPath::Composite) {

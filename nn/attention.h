@@ -15,6 +15,7 @@ struct AttentionConfig {
   AttentionActivation activation;  ///< default softmax
   bool causal = false;
   bool qk_norm = false;  ///< LayerNorm on queries and keys (per head)
+  bool rope = false;     ///< rotary position embeddings on queries and keys (nn/rope.h)
   /// Which implementation forward() runs (Linear: poly:p only, no key padding mask); cached
   /// decoding runs Auto (or Composite when this is Composite).
   AttentionPath path = AttentionPath::Auto;

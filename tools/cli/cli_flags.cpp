@@ -189,6 +189,11 @@ void add_vit_flags(CLI::App* app, VitConfig& c) {
 }
 
 void add_gpt_flags(CLI::App* app, GptConfig& c) {
+  app->add_option("--pos", c.pos,
+                  "positions: learned (a table of context rows) or rope (rotary, in the "
+                  "attention; checkpoints record it)")
+      ->capture_default_str()
+      ->check(one_of({"learned", "rope"}));
   app->add_option("--context", c.context, "context length")
       ->capture_default_str()
       ->check(number_in(1, static_cast<double>(GptConfig::kMaxContext)));

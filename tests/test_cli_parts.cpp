@@ -94,6 +94,18 @@ TEST_CASE("summarize_run: training ms/step without evaluations, over the segment
       << "\n";
   }
   CHECK(summarize_run(d.string(), false).ms_per_step == doctest::Approx(1000));
+  // A layer on the linear path reports ||A|| as null (unavailable), not a number.
+  {
+    std::ofstream m(d / "metrics.jsonl");
+    m << R"({"step":1,"time_s":1.0,"train_s":1.0,"loss":2.0,"a_frob_sqrt_n":[null,0.5]})"
+      << "\n"
+      << R"({"step":1,"val_loss":1.95,"eval_s":0.1})"
+      << "\n";
+  }
+  RunSummary linear = summarize_run(d.string(), false);
+  REQUIRE(linear.a_frob_sqrt_n.size() == 2);
+  CHECK(std::isnan(linear.a_frob_sqrt_n[0]));
+  CHECK(linear.a_frob_sqrt_n[1] == 0.5);
 }
 
 TEST_CASE("TrainingRun: ms/step counts training only; evaluations are timed apart") {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "nn/checkpoint.h"
@@ -203,8 +204,13 @@ RunSummary summarize_run(const std::string& dir, bool vit) {
         if (t < segment) seconds += segment;
         segment = t;
       }
-      if (j.contains("a_frob_sqrt_n"))
-        r.a_frob_sqrt_n = j["a_frob_sqrt_n"].get<std::vector<double>>();
+      if (j.contains("a_frob_sqrt_n") && j["a_frob_sqrt_n"].is_array()) {
+        // null where the linear path ran (it never forms A): NaN, "unavailable".
+        r.a_frob_sqrt_n.clear();
+        for (const auto& v : j["a_frob_sqrt_n"])
+          r.a_frob_sqrt_n.push_back(v.is_number() ? v.get<double>()
+                                                  : std::numeric_limits<double>::quiet_NaN());
+      }
     }
   }
   PG_CHECK(evaluated, dir, "/metrics.jsonl has no evaluation: the run did not finish");

@@ -62,8 +62,9 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KvCache& cache, int64
   if (q_norm) q = (*q_norm)(q), k = (*k_norm)(k);
   if (config_.rope) q = apply_rope(q, cache.length), k = apply_rope(k, cache.length);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  // The state's kernel is the CPU's; on a GPU poly:p keeps keys and values.
   if (config_.causal && config_.activation.kind() == AttnActivation::Poly &&
-      config_.path != AttentionPath::Composite) {
+      config_.path != AttentionPath::Composite && x.device().is_cpu()) {
     if (cache.length == 0) cache.state = Tensor();  // a prompt starts a new sequence
     PG_CHECK(!cache.state.defined() || cache.state.size(0) == B, "MultiHeadAttention",
              "the state was made for batch ", cache.state.size(0), ", not ", B);

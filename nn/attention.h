@@ -43,8 +43,8 @@ class MultiHeadAttention : public Module {
   /// to every cached position up to their own. N is what forward() uses on a full window of
   /// `capacity` tokens (a training window): `capacity`, or with n=visible the keys the row
   /// sees. Either the cache is empty (a prompt, t >= 1) or t == 1 (one new token). Causal
-  /// poly:p keeps the running state instead (constant memory and time per token; the composite
-  /// path keeps keys and values).
+  /// poly:p on CPU tensors keeps the running state instead (constant memory and time per token;
+  /// the composite path and GPU tensors keep keys and values).
   Tensor forward_cached(const Tensor& x, KvCache& cache, int64_t capacity);
   std::string type_name() const override { return "MultiHeadAttention"; }
   const AttentionConfig& config() const { return config_; }

@@ -76,7 +76,7 @@ Task vit_task() {
           randint(0, 3, {kSteps * kBatch}, {DType::I64}, &gen)};
 }
 
-// Two linear layers of odd sizes: 7,087 parameters, the first weight (37 x 131 = 4,847) larger
+// Two linear layers of odd sizes: 5,638 parameters, the first weight (37 x 131 = 4,847) larger
 // than one chunk of the gradient-norm sum, so ZeRO-1 can cut it between ranks.
 Task mlp_task() {
   struct Mlp : Module {

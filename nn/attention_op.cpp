@@ -60,13 +60,15 @@ void check_linear(const AttentionActivation& act, const Tensor& key_padding_mask
            "the linear path takes no key padding mask; use the quadratic path for padded keys");
 }
 
-// Auto's choice of the linear path: where it exists and the cost model says it is faster.
-bool auto_linear(const AttentionActivation& act, const Tensor& q, const Tensor& k, bool causal,
-                 const Tensor& key_padding_mask) {
-  if (act.kind() != AttnActivation::Poly || key_padding_mask.defined() || !q.device().is_cpu() ||
-      q.dim() != 4 || k.dim() != 4 || (causal && q.size(2) != k.size(2)))
+// Auto's choice of the linear path for queries [.., tq, d] against tk keys: where it exists
+// (poly:p on the CPU, no padding mask, causal only when square) and the cost model says it is
+// faster.
+bool auto_linear(const AttentionActivation& act, const Device& device, int64_t tq, int64_t tk,
+                 int64_t d, bool causal, const Tensor& key_padding_mask) {
+  if (act.kind() != AttnActivation::Poly || key_padding_mask.defined() || !device.is_cpu() ||
+      (causal && tq != tk))
     return false;
-  return k.size(2) >= linear_crossover(q.size(3), act.power());
+  return tk >= linear_crossover(d, act.power());
 }
 
 bool use_fused(const AttentionActivation& act, AttentionPath path) {
@@ -88,7 +90,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
                  bool causal, double scale, const Tensor& key_padding_mask,
                  std::shared_ptr<AttentionStats> stats, AttentionPath path) {
   if (k.dim() == 4) act.check_scale(k.size(2), q.dtype());  // other shapes: the op's own error
-  if (path == AttentionPath::Auto && auto_linear(act, q, k, causal, key_padding_mask))
+  if (path == AttentionPath::Auto && q.dim() == 4 && k.dim() == 4 &&
+      auto_linear(act, q.device(), q.size(2), k.size(2), q.size(3), causal, key_padding_mask))
     path = AttentionPath::Linear;
   if (path == AttentionPath::Linear) {
     check_linear(act, key_padding_mask);
@@ -105,9 +108,9 @@ Tensor attention_packed(const Tensor& qkv, int64_t heads, const AttentionActivat
                         std::shared_ptr<AttentionStats> stats, AttentionPath path) {
   if (qkv.dim() == 3) act.check_scale(qkv.size(1), qkv.dtype());
   if (path == AttentionPath::Auto && qkv.dim() == 3 && heads > 0 &&
-      qkv.size(2) % (3 * heads) == 0 && act.kind() == AttnActivation::Poly &&
-      !key_padding_mask.defined() && qkv.device().is_cpu() &&
-      qkv.size(1) >= linear_crossover(qkv.size(2) / (3 * heads), act.power()))
+      qkv.size(2) % (3 * heads) == 0 &&
+      auto_linear(act, qkv.device(), qkv.size(1), qkv.size(1), qkv.size(2) / (3 * heads), causal,
+                  key_padding_mask))
     path = AttentionPath::Linear;
   if (path == AttentionPath::Linear) check_linear(act, key_padding_mask);
   if (path != AttentionPath::Linear && use_fused(act, path))

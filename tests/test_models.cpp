@@ -16,26 +16,16 @@
 #include "nn/optim.h"
 #include "nn/safetensors.h"
 #include "scratch_files.h"
+#include "tiny_gpt.h"
 
 using namespace pg;
 namespace fs = std::filesystem;
 
+using test::tiny_gpt;
+
 namespace {
 
 const char* const kPolicies[] = {"softmax", "poly:3", "relu", "sigmoid"};
-
-GptConfig tiny_gpt(const std::string& attn, double dropout = 0.0) {
-  GptConfig c;
-  c.vocab_size = 11;
-  c.context = 8;
-  c.dim = 16;
-  c.layers = 2;
-  c.heads = 2;
-  c.mlp_ratio = 4;
-  c.dropout = dropout;
-  c.attn = attn;
-  return c;
-}
 
 VitConfig tiny_vit(const std::string& attn, double dropout = 0.0) {
   VitConfig c;

@@ -10,6 +10,7 @@
 #include "nn/rope.h"
 #include "nn/safetensors.h"
 #include "polygrad.h"
+#include "tiny_gpt.h"
 
 using namespace pg;
 
@@ -19,17 +20,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return max(abs(sub(a.to(DType::F64), b.to(DType::F64)))).item();
 }
 
-GptConfig rope_gpt(const std::string& attn) {
-  GptConfig c;
-  c.vocab_size = 11;
-  c.context = 8;
-  c.dim = 16;
-  c.layers = 2;
-  c.heads = 2;
-  c.attn = attn;
-  c.pos = "rope";
-  return c;
-}
+GptConfig rope_gpt(const std::string& attn) { return test::tiny_gpt(attn, 0.0, "rope"); }
 
 }  // namespace
 

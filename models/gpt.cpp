@@ -97,7 +97,7 @@ Gpt::Gpt(const GptConfig& c) : config_(c) {
   if (c.tie_weights) head_->weight = tok_->weight;
 }
 
-Tensor Gpt::forward(const Tensor& tokens) {
+Tensor Gpt::trunk(const Tensor& tokens) {
   PG_CHECK(tokens.dim() == 2 && tokens.size(1) <= config_.context, "Gpt",
            "expected token ids [B, T] with T <= context ", config_.context, ", got ",
            shape_str(tokens.shape()));
@@ -105,7 +105,18 @@ Tensor Gpt::forward(const Tensor& tokens) {
   Tensor x = (*tok_)(tokens);
   if (pos_) x = add(x, (*pos_)(arange(T, {DType::I64, tokens.device()})));
   for (auto& b : blocks_) x = (*b)(x);
-  return (*head_)((*ln_f_)(x));
+  return x;
+}
+
+Tensor Gpt::forward(const Tensor& tokens) { return (*head_)((*ln_f_)(trunk(tokens))); }
+
+Tensor Gpt::forward(const Tensor& tokens, const Tensor& rows) {
+  PG_CHECK(rows.dim() == 1 && rows.dtype() == DType::I64, "Gpt",
+           "expected rows as i64 indices [R], got ", shape_str(rows.shape()));
+  Tensor x = trunk(tokens);
+  // The rows' gradient flows back through embedding()'s scatter-add into the blocks' output.
+  Tensor picked = embedding(reshape(x, {x.size(0) * x.size(1), x.size(2)}), rows);
+  return (*head_)((*ln_f_)(picked));
 }
 
 Tensor Gpt::forward_cached(const Tensor& tokens, std::vector<KvCache>& caches) {

@@ -51,6 +51,9 @@ class Gpt : public Module {
   explicit Gpt(const GptConfig& config);
   /// Token ids [B, T] (i64, T <= context) -> logits [B, T, vocab].
   Tensor forward(const Tensor& tokens) override;
+  /// Logits [R, vocab] at `rows` (i64 [R], indices into the B*T positions of tokens [B, T]):
+  /// those rows of forward(tokens), without the output head's cost for the others.
+  Tensor forward(const Tensor& tokens, const Tensor& rows);
   std::string type_name() const override { return "Gpt"; }
   const GptConfig& config() const { return config_; }
   /// Logits [B, t, vocab] of tokens [B, t] at positions caches[0].length ... (eval mode),
@@ -69,6 +72,7 @@ class Gpt : public Module {
   const std::vector<std::shared_ptr<TransformerBlock>>& blocks() const { return blocks_; }
 
  private:
+  Tensor trunk(const Tensor& tokens);  // the blocks' output [B, T, dim], before ln_f
   GptConfig config_;
   std::shared_ptr<Embedding> tok_, pos_;
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;

@@ -1,5 +1,7 @@
 #include "nn/text.h"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -169,6 +171,77 @@ TextCorpus load_text_corpus(const std::string& path, double val_fraction) {
     if (c.vocab.contains(ch)) val.push_back(ch);
   c.val = c.vocab.encode(val);
   return c;
+}
+
+std::vector<std::string> list_files(const std::string& dir, const std::string& glob,
+                                    const std::vector<std::string>& skip_folders) {
+  namespace fs = std::filesystem;
+  PG_CHECK(fs::is_directory(dir), dir, "is not a folder (a --glob pattern selects files in one)");
+  std::vector<std::string> files;
+  for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
+       ++it) {
+    const std::string name = it->path().filename().string();
+    if (it->is_directory() && !it->is_symlink()) {
+      if (std::find(skip_folders.begin(), skip_folders.end(), name) != skip_folders.end())
+        it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file() && !it->is_symlink() && fnmatch(glob.c_str(), name.c_str(), 0) == 0)
+      files.push_back(it->path().string());
+  }
+  std::sort(files.begin(), files.end());
+  PG_CHECK(!files.empty(), dir, "holds no file matching '", glob, "'");
+  return files;
+}
+
+TextCorpus load_file_corpus(const std::vector<std::string>& files, int64_t val_every) {
+  PG_CHECK(val_every >= 2, "load_file_corpus", "val_every must be 2 or more, got ", val_every);
+  PG_CHECK(static_cast<int64_t>(files.size()) >= val_every, "load_file_corpus", "only ",
+           files.size(), " files: a split by file needs at least ", val_every, " (every ",
+           val_every, "th is validation text)");
+  std::u32string train, val;
+  for (size_t i = 0; i < files.size(); ++i)
+    ((static_cast<int64_t>(i) + 1) % val_every == 0 ? val : train) +=
+        utf8_decode(read_text(files[i]));
+  PG_CHECK(train.size() >= 2 && !val.empty(), "load_file_corpus", "too little text: ", train.size(),
+           " training and ", val.size(), " validation characters");
+  TextCorpus c;
+  c.vocab = CharVocab::from_text(train);
+  c.train = c.vocab.encode(train);
+  std::u32string kept;
+  for (char32_t ch : val)
+    if (c.vocab.contains(ch)) kept.push_back(ch);
+  c.val = c.vocab.encode(kept);
+  return c;
+}
+
+std::vector<std::string> python_stdlib_skipped_folders() {
+  return {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"};
+}
+
+std::string python_stdlib_dir() {
+  namespace fs = std::filesystem;
+  std::string best;
+  int best_minor = -1;
+  if (fs::is_directory("/usr/lib"))
+    for (const auto& e : fs::directory_iterator("/usr/lib")) {
+      const std::string name = e.path().filename().string();
+      if (!name.starts_with("python3.") || !fs::exists(e.path() / "os.py")) continue;
+      const int minor = std::atoi(name.c_str() + 8);
+      if (minor > best_minor) best_minor = minor, best = e.path().string();
+    }
+  PG_CHECK(!best.empty(), kPythonStdlib,
+           "no Python standard library found (/usr/lib/python3.N/os.py): apt-get install "
+           "libpython3-stdlib");
+  return best;
+}
+
+TextCorpus load_corpus(const std::string& path, const std::string& glob) {
+  if (path == kPythonStdlib)
+    return load_file_corpus(list_files(python_stdlib_dir(), glob.empty() ? "*.py" : glob,
+                                       python_stdlib_skipped_folders()));
+  if (glob.empty()) return load_text_corpus(path.empty() ? kFortunesDir : path, 0.1);
+  return load_file_corpus(list_files(path.empty() ? kFortunesDir : path, glob));
 }
 
 }  // namespace pg

@@ -9,6 +9,9 @@ namespace pg {
 
 /// Where Debian's fortunes package puts its text files.
 inline constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
+/// The name (as a data path) of the long-range corpus: the Python standard library sources of
+/// this machine's python3 (Debian's libpython3.N-stdlib), tests excluded.
+inline constexpr const char* kPythonStdlib = "python-stdlib";
 
 /// Maps Unicode code points to token ids and back.
 class CharVocab {
@@ -54,5 +57,27 @@ std::string read_text(const std::string& path);
 /// Reads `path`, builds the vocabulary from the training part and splits off the last
 /// `val_fraction` of the text for validation.
 TextCorpus load_text_corpus(const std::string& path = kFortunesDir, double val_fraction = 0.1);
+
+/// Regular files under `dir` (recursively, symbolic links not followed) whose name matches the
+/// shell pattern `glob` (fnmatch: '*', '?', '[...]'), in sorted path order, leaving out every
+/// folder whose name is in `skip_folders`. A pg::Error when `dir` is not a folder or nothing
+/// matches.
+std::vector<std::string> list_files(const std::string& dir, const std::string& glob,
+                                    const std::vector<std::string>& skip_folders = {});
+/// A corpus split by file, not by offset: of `files` in their order, every `val_every`-th (the
+/// val_every-th, 2*val_every-th, ...) is validation text, the rest training text, each part the
+/// concatenation of its files; the vocabulary comes from the training text (characters only
+/// in validation files are dropped).
+TextCorpus load_file_corpus(const std::vector<std::string>& files, int64_t val_every = 10);
+/// The folders the Python standard library corpus leaves out: its tests and installed packages.
+std::vector<std::string> python_stdlib_skipped_folders();
+/// The newest /usr/lib/python3.N holding os.py; a pg::Error naming the Debian package otherwise.
+std::string python_stdlib_dir();
+/// The corpus a training program reads from its --data PATH and --glob PATTERN: with an empty
+/// glob, load_text_corpus(path, 0.1) (the fortunes when path is empty); with one, the matching
+/// files under the folder `path`, split by file (load_file_corpus). kPythonStdlib as the path is
+/// python_stdlib_dir() with glob "*.py" unless one is given, python_stdlib_skipped_folders() left
+/// out.
+TextCorpus load_corpus(const std::string& path, const std::string& glob);
 
 }  // namespace pg

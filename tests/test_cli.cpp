@@ -367,6 +367,105 @@ TEST_CASE("train gpt, sample from it, and resume to more steps") {
                        "vocabulary");
 }
 
+TEST_CASE("train recall: accuracy at the queries, eval, resume, and sizes checked in one line") {
+  const std::string model =
+      " --vocab 32 --context 32 --pairs 4 --dim 16 --layers 1 --heads 2 --batch 4 --threads 1";
+  fs::path straight = temp_root() / "recall_straight", split = temp_root() / "recall_split";
+  // (The straight 4-step run's schedule is 4 steps; a resumed 2-step run keeps its 2-step one.)
+  Result r = run("train recall --steps 4 --attn poly:2 --out " + quote(straight.string()) + model);
+  INFO("stdout: " << r.out);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("recall accuracy") != std::string::npos);
+  const auto evals = metrics(straight / "metrics.jsonl");
+  const nlohmann::json last = evals.back();
+  REQUIRE(last.contains("test_accuracy"));
+  CHECK(last.at("test_accuracy").get<double>() >= 0);
+  CHECK(last.at("test_accuracy").get<double>() <= 1);
+  pg::Checkpoint ck = pg::load_checkpoint((straight / "checkpoint.safetensors").string());
+  CHECK(ck.metadata.at("model") == "recall");
+  CHECK(nlohmann::json::parse(ck.metadata.at("task")).at("pairs") == 4);
+  Result ev = run("eval --ckpt " + quote((straight / "checkpoint.safetensors").string()));
+  CHECK(ev.code == 0);
+  char expected[64];
+  std::snprintf(expected, sizeof expected, "recall accuracy %.2f%%",
+                100 * last.at("test_accuracy").get<double>());
+  CHECK(ev.out.find(expected) != std::string::npos);
+  // Two steps, then --resume to four: the first records kept, the steps continued, and the
+  // resumed steps the same as those of the same two invocations in a fresh folder.
+  auto two_then_four = [&](const fs::path& dir) {
+    REQUIRE(run("train recall --steps 2 --attn poly:2 --out " + quote(dir.string()) + model).code ==
+            0);
+    const auto first_two = train_records(dir / "metrics.jsonl");
+    REQUIRE(run("train recall --resume --steps 4 --out " + quote(dir.string()) + model).code == 0);
+    const auto all = train_records(dir / "metrics.jsonl");
+    REQUIRE(all.size() == 4);
+    CHECK(all[0] == first_two[0]);
+    CHECK(all[1] == first_two[1]);
+    std::vector<double> losses;
+    for (size_t i = 0; i < 4; ++i) {
+      CHECK(all[i].at("step") == i + 1);
+      losses.push_back(all[i].at("loss").get<double>());
+    }
+    return losses;
+  };
+  CHECK(two_then_four(split) == two_then_four(temp_root() / "recall_split_again"));
+  CHECK(pg::load_checkpoint((split / "checkpoint.safetensors").string()).step == 4);
+  // compare --model recall: the report ranks by test accuracy and names the task.
+  fs::path cmp = temp_root() / "recall_compare";
+  Result c = run("compare --model recall --steps 2 --attn-list softmax poly:2 --out " +
+                 quote(cmp.string()) + model);
+  INFO("compare stdout: " << c.out);
+  INFO("compare stderr: " << c.err);
+  REQUIRE(c.code == 0);
+  const std::string report = read_file(cmp / "report.md");
+  CHECK(report.find("associative recall") != std::string::npos);
+  CHECK(report.find("\"pairs\":4") != std::string::npos);
+  CHECK(report.find("final test accuracy") != std::string::npos);
+  CHECK(pg::load_checkpoint((cmp / "poly_2" / "seed-1337" / "checkpoint.safetensors").string())
+            .metadata.at("model") == "recall");
+  // Too many pairs for the context: one line naming the sizes.
+  check_one_line_error(
+      run("train recall --steps 1 --pairs 9 --out " + quote((temp_root() / "recall_bad").string()) +
+          " --vocab 32 --context 32 --threads 1"),
+      "at least 4 * pairs = 36");
+}
+
+TEST_CASE("train gpt on a folder by --glob: split by file, loss by position bucket") {
+  fs::path dir = temp_root() / "glob_corpus";
+  fs::create_directories(dir / "sub");
+  for (int i = 0; i < 10; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "f%d.txt", i);
+    std::ofstream out((i % 2 ? dir / "sub" : dir) / name);
+    for (int k = 0; k < 30; ++k) out << "line " << k << " of the file number " << i % 3 << "\n";
+  }
+  std::ofstream(dir / "skip.md") << "never read: Q";
+  fs::path out = temp_root() / "glob_run";
+  Result r = run("train gpt --steps 2 --data " + quote(dir.string()) +
+                 " --glob '*.txt' --context 160 --dim 16 --layers 1 --heads 2 --batch 2 "
+                 "--threads 1 --out " +
+                 quote(out.string()));
+  INFO("stdout: " << r.out);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.code == 0);
+  nlohmann::json last = metrics(out / "metrics.jsonl").back();
+  REQUIRE(last.contains("val_loss_by_position"));
+  const auto buckets = last.at("val_loss_by_position").get<std::vector<double>>();
+  REQUIRE(buckets.size() == 2);  // positions 0-127 and 128-159
+  // Each bucket is a mean over its positions: weighted by their counts, the mean of all.
+  CHECK((128 * buckets[0] + 32 * buckets[1]) / 160 ==
+        doctest::Approx(last.at("val_loss").get<double>()).epsilon(1e-5));
+  Result ev = run("eval --ckpt " + quote((out / "checkpoint.safetensors").string()) + " --data " +
+                  quote(dir.string()) + " --glob '*.txt'");
+  CHECK(ev.code == 0);
+  CHECK(ev.out.find("positions 128-159") != std::string::npos);
+  check_one_line_error(
+      run("train gpt --steps 1 --data " + quote(dir.string()) +
+          " --glob '*.rs' --threads 1 --out " + quote((temp_root() / "glob_bad").string())),
+      "no file matching '*.rs'");
+}
+
 TEST_CASE("usage errors: short messages, exit status 2, unknown subcommands named") {
   const std::string safe = " --steps 1 --out " + quote((temp_root() / "usage_run").string());
   Result r = run("train gpt --steps -1 --out " + quote((temp_root() / "usage_run").string()));
@@ -443,7 +542,7 @@ std::vector<Damage> gpt_damages() {
       {"step_empty", meta("step", ""), {"'step'"}, "e"},
       {"step_overflow", meta("step", "99999999999999999999"), {"'step'", "too large"}, "e"},
       {"no_model", drop("model"), {"'model'"}},
-      {"model_unknown", meta("model", "bert"), {"'model'", "'bert'", "'gpt' or 'vit'"}},
+      {"model_unknown", meta("model", "bert"), {"'model'", "'bert'", "'gpt', 'vit' or 'recall'"}},
       {"model_vit", meta("model", "vit"), {"'model'", "'vit'"}},
       {"no_config", drop("config"), {"'config'"}},
       {"config_not_json", meta("config", "{\"dim\": 16,"), {"'config'", "not a JSON object"}},
@@ -489,10 +588,7 @@ std::vector<Damage> gpt_damages() {
        {"'vocab'", "vocab_size"},
        "e"},
       // The same number of characters as the training text, but not its characters.
-      {"vocab_other",
-       [](F& f) { f.metadata["vocab"] = "Z" + f.metadata.at("vocab").substr(1); },
-       {"different text"},
-       "er"},
+      {"vocab_other", [](F& f) { f.metadata.at("vocab")[0] = 'Z'; }, {"different text"}, "er"},
       {"model_tensor_shape",
        [](F& f) {
          f.tensors["model.ln_f.weight"] = pg::zeros({4, 4});

@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "nn/data_loader.h"
 #include "nn/mnist.h"
+#include "nn/recall.h"
 #include "nn/text.h"
 #include "polygrad.h"
 #include "scratch_files.h"
@@ -221,4 +224,122 @@ TEST_CASE("image augmentation: mirrored or shifted copies with zero fill, fixed 
     CHECK(changed >= 8);  // most of 16 images move (the chance of none moving is 1/50 each)
   }
   CHECK_THROWS_AS(ImageBatcher(set, 4, 1, ImageAugment{false, 5}), Error);
+}
+
+TEST_CASE(
+    "recall: every query's target is the value paired with its key; same (seed, index), same "
+    "sequence") {
+  RecallTask task;
+  task.vocab = 64;
+  task.context = 48;
+  task.pairs = 6;
+  Batch b = recall_batch(task, 7, 0, 5);
+  REQUIRE(b.inputs.shape() == Shape{5, 48});
+  const auto x = b.inputs.to_vector<int64_t>(), y = b.targets.to_vector<int64_t>();
+  for (int64_t s = 0; s < 5; ++s) {
+    const int64_t* in = x.data() + s * 48;
+    const int64_t* target = y.data() + s * 48;
+    std::map<int64_t, int64_t> value_of;
+    std::set<int64_t> values;
+    for (int64_t i = 0; i < task.pairs; ++i) {
+      CHECK(in[2 * i] >= 1);
+      CHECK(in[2 * i] < 32);  // keys from [1, V/2)
+      CHECK(in[2 * i + 1] >= 32);
+      CHECK(in[2 * i + 1] < 64);  // values from [V/2, V)
+      value_of[in[2 * i]] = in[2 * i + 1];
+      values.insert(in[2 * i + 1]);
+      CHECK(target[2 * i] == kRecallNoTarget);
+      CHECK(target[2 * i + 1] == kRecallNoTarget);
+    }
+    CHECK(value_of.size() == 6);  // distinct keys
+    CHECK(values.size() == 6);    // distinct values
+    std::set<int64_t> queried;
+    for (int64_t t = 2 * task.pairs; t < 48; ++t) {
+      CHECK(in[t] >= 0);
+      CHECK(in[t] < 64);
+      if (target[t] == kRecallNoTarget) continue;
+      CHECK((t - 2 * task.pairs) % 2 == 0);  // query slots are every other position
+      REQUIRE(value_of.count(in[t]) == 1);
+      CHECK(target[t] == value_of[in[t]]);
+      queried.insert(in[t]);
+    }
+    CHECK(queried.size() == 6);  // each key queried exactly once
+  }
+  // A function of (seed, index): a slice of the stream is the same sequences, another seed
+  // another stream.
+  Batch again = recall_batch(task, 7, 2, 3);
+  CHECK(again.inputs.to_vector<int64_t>() ==
+        std::vector<int64_t>(x.begin() + 2 * 48, x.begin() + 5 * 48));
+  CHECK(again.targets.to_vector<int64_t>() ==
+        std::vector<int64_t>(y.begin() + 2 * 48, y.begin() + 5 * 48));
+  CHECK(recall_batch(task, 8, 0, 5).inputs.to_vector<int64_t>() != x);
+}
+
+TEST_CASE("recall: short gaps are likelier (power law), and bad sizes are refused by name") {
+  RecallTask task;
+  task.vocab = 512;
+  task.context = 256;
+  task.pairs = 8;
+  const auto y = recall_batch(task, 1, 0, 200).targets.to_vector<int64_t>();
+  int64_t first_half = 0, second_half = 0;  // queries in the first and second half of the slots
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (y[i] == kRecallNoTarget) continue;
+    const int64_t slot = (static_cast<int64_t>(i % 256) - 16) / 2;
+    (slot < 60 ? first_half : second_half) += 1;
+  }
+  CHECK(first_half + second_half == 200 * 8);
+  CHECK(first_half > second_half);
+  task.pairs = 65;  // 4 * 65 > 256
+  CHECK_THROWS_WITH_AS(task.check("recall"), doctest::Contains("at least 4 * pairs = 260"),
+                       pg::Error);
+  task.pairs = 300;
+  CHECK_THROWS_WITH_AS(task.check("recall"), doctest::Contains("distinct keys"), pg::Error);
+  CHECK_THROWS_WITH_AS(RecallTask::from_json("{\"vocab\": 8}", "ck.safetensors: task"),
+                       doctest::Contains("'context'"), pg::Error);
+  CHECK(RecallTask::from_json(RecallTask{}.to_json()).to_json() == RecallTask{}.to_json());
+}
+
+TEST_CASE("a folder corpus by glob: sorted files, every 10th for validation, skipped folders") {
+  fs::path d = pgt::temp_dir("data", "glob");
+  fs::create_directories(d / "pkg" / "tests");
+  fs::create_directories(d / "b");
+  for (int i = 0; i < 12; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "m%02d.py", i);
+    write_file((i % 2 ? d / "pkg" : d / "b") / name, std::string(i + 1, 'a') + "b");
+  }
+  write_file(d / "pkg" / "tests" / "test_x.py", "Z");  // a skipped folder
+  write_file(d / "notes.txt", "Q");                    // not matching
+  const std::vector<std::string> files = list_files(d.string(), "*.py", {"tests"});
+  REQUIRE(files.size() == 12);
+  CHECK(std::is_sorted(files.begin(), files.end()));
+  CHECK(files.front() == (d / "b" / "m00.py").string());  // b/ sorts before pkg/
+  CHECK(list_files(d.string(), "*.py").size() == 13);
+  // Sorted: b/m00 m02 ... m10, pkg/m01 ... m11; file i holds i + 1 'a's and a 'b'. The 10th
+  // file (pkg/m07) is validation text, the others training text in that order.
+  TextCorpus c = load_file_corpus(files);
+  CHECK(c.vocab.decode(c.val) == "aaaaaaaab");
+  std::string train;
+  for (int i : {0, 2, 4, 6, 8, 10, 1, 3, 5, 9, 11}) train += std::string(i + 1, 'a') + "b";
+  CHECK(c.vocab.decode(c.train) == train);
+  CHECK_THROWS_WITH_AS(list_files(d.string(), "*.rs"), doctest::Contains("no file matching '*.rs'"),
+                       pg::Error);
+  CHECK_THROWS_WITH_AS(list_files((d / "notes.txt").string(), "*"),
+                       doctest::Contains("is not a folder"), pg::Error);
+  CHECK_THROWS_WITH_AS(load_file_corpus({files.front()}), doctest::Contains("only 1 files"),
+                       pg::Error);
+  // load_corpus: a glob splits by file, none by offset.
+  CHECK(load_corpus(d.string(), "*.py").val.size() == 9);
+}
+
+TEST_CASE("the Python standard library corpus: this machine's sources, tests left out") {
+  const std::string dir = python_stdlib_dir();  // tools/test installs libpython3-stdlib
+  CHECK(fs::exists(fs::path(dir) / "os.py"));
+  const std::vector<std::string> files = list_files(dir, "*.py", python_stdlib_skipped_folders());
+  CHECK(files.size() > 300);
+  for (const auto& f : files) {
+    INFO(f);
+    CHECK(f.find("/test/") == std::string::npos);
+    CHECK(f.find("/tests/") == std::string::npos);
+  }
 }

@@ -241,6 +241,43 @@ TEST_CASE("configs round-trip through JSON; bad JSON is refused naming the field
   CHECK_PG_ERROR(vit(zeros({2, 1, 7, 8})), "Vit", "[2, 1, 7, 8]", "[B, 1, 8, 8]");
 }
 
+TEST_CASE("GPT logits at chosen rows: those rows of the full forward, with the same gradients") {
+  manual_seed(4);
+  Gpt gpt(tiny_gpt("softmax", 0.0, "rope"));
+  std::vector<int64_t> ids(24);
+  for (int64_t i = 0; i < 24; ++i) ids[i] = (i * 7 + 3) % 11;
+  Tensor tokens = from_vector(ids, {3, 8});
+  Tensor rows = from_vector(std::vector<int64_t>{0, 9, 17, 23, 9}, {5});  // a row twice
+  Tensor targets = from_vector(std::vector<int64_t>{1, 2, 3, 4, 5}, {5});
+  // The reference: every row's logits, then the chosen ones picked out of the flat view.
+  Tensor all = reshape(gpt(tokens), {24, 11});
+  Tensor picked = gpt.forward(tokens, rows);
+  REQUIRE(picked.shape() == Shape({5, 11}));
+  const auto full = all.to_vector<float>(), part = picked.to_vector<float>();
+  const int64_t at[] = {0, 9, 17, 23, 9};
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t c = 0; c < 11; ++c)
+      CHECK(part[r * 11 + c] == doctest::Approx(full[at[r] * 11 + c]).epsilon(1e-5));
+  auto grads = [&](Tensor loss) {
+    gpt.zero_grad();
+    loss.backward();
+    std::vector<float> g;
+    for (auto& p : gpt.parameters()) {
+      auto v = p.grad().to_vector<float>();
+      g.insert(g.end(), v.begin(), v.end());
+    }
+    return g;
+  };
+  const auto g_part = grads(cross_entropy(gpt.forward(tokens, rows), targets));
+  const auto g_full =
+      grads(cross_entropy(embedding(reshape(gpt(tokens), {24, 11}), rows), targets));
+  REQUIRE(g_part.size() == g_full.size());
+  for (size_t i = 0; i < g_part.size(); ++i)
+    CHECK(g_part[i] == doctest::Approx(g_full[i]).epsilon(1e-4));
+  CHECK_THROWS_WITH_AS(gpt.forward(tokens, zeros({2, 2}, {DType::I64})),
+                       doctest::Contains("expected rows as i64 indices [R]"), pg::Error);
+}
+
 TEST_CASE("models: output shapes, parameter names, tied weights") {
   manual_seed(3);
   Gpt gpt(tiny_gpt("poly:3"));

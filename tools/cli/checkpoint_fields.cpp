@@ -9,9 +9,11 @@ namespace {
 // The kind a program needs, or a pg::Error saying what the file holds instead.
 void expect_kind(const Checkpoint& ck, const std::string& kind) {
   const std::string found = model_kind(ck);
-  PG_CHECK(found == kind, ck.path, "is a ", found == "gpt" ? "GPT" : "ViT",
-           " checkpoint (metadata 'model' is '", found, "'), expected a ",
-           kind == "gpt" ? "GPT" : "ViT", " checkpoint");
+  auto name = [](const std::string& k) {
+    return k == "gpt" ? "GPT" : k == "vit" ? "ViT" : "recall";
+  };
+  PG_CHECK(found == kind, ck.path, "is a ", name(found), " checkpoint (metadata 'model' is '",
+           found, "'), expected a ", name(kind), " checkpoint");
 }
 
 // The model tensors hold every parameter at least once (a tied head twice), so a config that
@@ -27,8 +29,9 @@ void expect_values(const Checkpoint& ck, int64_t parameters) {
 
 std::string model_kind(const Checkpoint& ck) {
   const std::string& kind = ck.field("model");
-  PG_CHECK(kind == "gpt" || kind == "vit", ck.path, "checkpoint metadata 'model' is '",
-           kind.size() > 40 ? kind.substr(0, 40) + "..." : kind, "', expected 'gpt' or 'vit'");
+  PG_CHECK(kind == "gpt" || kind == "vit" || kind == "recall", ck.path,
+           "checkpoint metadata 'model' is '", kind.size() > 40 ? kind.substr(0, 40) + "..." : kind,
+           "', expected 'gpt', 'vit' or 'recall'");
   return kind;
 }
 
@@ -37,6 +40,17 @@ GptConfig gpt_config(const Checkpoint& ck) {
   GptConfig cfg = GptConfig::from_json(ck.field("config"), ck.source("config"));
   expect_values(ck, cfg.parameter_count());
   return cfg;
+}
+
+std::pair<GptConfig, RecallTask> recall_config(const Checkpoint& ck) {
+  expect_kind(ck, "recall");
+  GptConfig cfg = GptConfig::from_json(ck.field("config"), ck.source("config"));
+  RecallTask task = RecallTask::from_json(ck.field("task"), ck.source("task"));
+  PG_CHECK(cfg.vocab_size == task.vocab && cfg.context == task.context, ck.source("config"),
+           "the model's vocab_size ", cfg.vocab_size, " and context ", cfg.context,
+           " are not the task's vocab ", task.vocab, " and context ", task.context);
+  expect_values(ck, cfg.parameter_count());
+  return {cfg, task};
 }
 
 VitConfig vit_config(const Checkpoint& ck) {

@@ -7,15 +7,19 @@
 #include "models/vit.h"
 #include "nn/checkpoint.h"
 #include "nn/mnist.h"
+#include "nn/recall.h"
 #include "nn/text.h"
 
 namespace pg::tools {
 
-/// Metadata 'model': "gpt" or "vit"; anything else is a pg::Error naming the file.
+/// Metadata 'model': "gpt", "vit" or "recall"; anything else is a pg::Error naming the file.
 std::string model_kind(const Checkpoint& ck);
 /// The checked config of a GPT checkpoint; also refuses a config that describes more
 /// parameters than the file holds values, before anything is allocated for it.
 GptConfig gpt_config(const Checkpoint& ck);
+/// The checked model config and task of a recall checkpoint (metadata 'config', 'task'); the
+/// model's vocabulary and context must be the task's.
+std::pair<GptConfig, RecallTask> recall_config(const Checkpoint& ck);
 /// The checked config of a ViT checkpoint (see gpt_config).
 VitConfig vit_config(const Checkpoint& ck);
 /// Refuses a ViT checkpoint whose images (config fields 'image_size', 'channels') are not those

@@ -120,7 +120,12 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
       ->capture_default_str()
       ->check(one_of({"f32", "bf16"}));
   app->add_option("--out", o.out, "run directory")->capture_default_str();
-  app->add_option("--data", o.data, "data path (ViT: MNIST-layout dir; GPT: text file or dir)");
+  app->add_option("--data", o.data,
+                  "data path (ViT: MNIST-layout dir; GPT: text file or dir, or python-stdlib: "
+                  "this machine's Python standard library sources, tests excluded)");
+  app->add_option("--glob", o.glob,
+                  "GPT: read the files under --data DIR whose name matches PATTERN ('*.py'), "
+                  "recursively, and split them into train/validation by file (every 10th)");
   app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
   app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)")
       ->check(kNonNegative);
@@ -188,17 +193,48 @@ void add_vit_flags(CLI::App* app, VitConfig& c) {
       ->check(one_of({"cls", "mean"}));
 }
 
-void add_gpt_flags(CLI::App* app, GptConfig& c) {
+namespace {
+
+void add_pos_flag(CLI::App* app, GptConfig& c) {
   app->add_option("--pos", c.pos,
                   "positions: learned (a table of context rows) or rope (rotary, in the "
                   "attention; checkpoints record it)")
       ->capture_default_str()
       ->check(one_of({"learned", "rope"}));
+}
+
+}  // namespace
+
+void add_gpt_flags(CLI::App* app, GptConfig& c) {
+  add_pos_flag(app, c);
   app->add_option("--context", c.context, "context length")
       ->capture_default_str()
       ->check(number_in(1, static_cast<double>(GptConfig::kMaxContext)));
   add_size_flags(app, c);
   app->add_flag("--tie-weights", c.tie_weights, "share token embedding and output head");
+}
+
+GptConfig default_recall_model() {
+  GptConfig c;
+  c.dim = 64;
+  c.layers = 2;
+  c.heads = 2;
+  c.pos = "rope";
+  return c;
+}
+
+void add_recall_flags(CLI::App* app, GptConfig& c, RecallTask& task) {
+  app->add_option("--vocab", task.vocab, "tokens: keys from [1, V/2), values from [V/2, V)")
+      ->capture_default_str()
+      ->check(number_in(4, 1 << 24));
+  app->add_option("--context", task.context, "sequence length T (at least 4 * pairs)")
+      ->capture_default_str()
+      ->check(number_in(4, static_cast<double>(GptConfig::kMaxContext)));
+  app->add_option("--pairs", task.pairs, "key-value pairs per sequence, each queried once")
+      ->capture_default_str()
+      ->check(kPositive);
+  add_pos_flag(app, c);
+  add_size_flags(app, c);
 }
 
 }  // namespace pg::tools

@@ -24,5 +24,9 @@ void add_train_flags(CLI::App* app, TrainOptions& o);
 void add_vit_flags(CLI::App* app, VitConfig& c);
 /// GPT size flags, bounded by GptConfig's limits.
 void add_gpt_flags(CLI::App* app, GptConfig& c);
+/// Recall task flags (--vocab, --context, --pairs) and the model's size flags.
+void add_recall_flags(CLI::App* app, GptConfig& c, RecallTask& task);
+/// The recall model's defaults: 2 blocks of width 64, 2 heads, rotary positions.
+GptConfig default_recall_model();
 
 }  // namespace pg::tools

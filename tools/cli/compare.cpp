@@ -51,7 +51,9 @@ nlohmann::json comparison_flags(const CompareOptions& o) {
           {"normalize", t.normalize},
           {"precision", t.precision},
           {"data", t.data},
-          {"config", o.model == "vit" ? o.vit.to_json() : o.gpt.to_json()}};
+          {"glob", t.glob},
+          {"config", o.model == "vit" ? o.vit.to_json() : o.gpt.to_json()},
+          {"task", o.model == "recall" ? o.recall.to_json() : ""}};
 }
 
 // Writes OUT/compare.json on the first run; later runs must match it.
@@ -120,7 +122,7 @@ std::vector<size_t> sampled_rows(size_t count) {
 // The per-row diagnostic of each activation's first-seed GPT: OUT/<activation>/rows.tsv and a
 // report section.
 void write_rows(const CompareOptions& o, std::ostream& md) {
-  TextCorpus corpus = load_text_corpus(o.train.data.empty() ? kFortunesDir : o.train.data, 0.1);
+  TextCorpus corpus = load_corpus(o.train.data, o.train.glob);
   md << "\n## Attention per row position\n\nRow i of causal attention sees i + 1 keys. Per "
         "query position, the RMS over batch, heads and layers of ||A_i||_2 (whose RMS over rows "
         "is ||A||_F/sqrt(N)), and in brackets the row's mass sum_j A_ij (1 for softmax), on the "
@@ -175,7 +177,8 @@ void write_rows(const CompareOptions& o, std::ostream& md) {
 
 }  // namespace
 
-RunSummary summarize_run(const std::string& dir, bool vit) {
+RunSummary summarize_run(const std::string& dir, bool accuracy) {
+  const bool vit = accuracy;  // the ViT's and recall's metric: test accuracy, higher is better
   std::ifstream in(dir + "/metrics.jsonl");
   PG_CHECK(in.good(), dir, "has no metrics.jsonl");
   RunSummary r;
@@ -224,6 +227,7 @@ int run_compare(const CompareOptions& o) {
   RunLock lock(o.train.out);  // the report and compare.json are this comparison's alone
   check_same_comparison(o);
   const bool vit = o.model == "vit";
+  const bool accuracy = o.model != "gpt";  // ViT and recall: test accuracy, higher is better
   // results[a][k]: activation a, seed seed + k.
   std::vector<std::vector<RunSummary>> results;
   for (const auto& spec : o.activations) {
@@ -243,17 +247,22 @@ int run_compare(const CompareOptions& o) {
                   note.c_str());
       if (vit)
         train_vit(t, o.vit);
+      else if (o.model == "recall")
+        train_recall(t, o.gpt, o.recall);
       else
         train_gpt(t, o.gpt);
       write_tsv(t.out);
-      results.back().push_back(summarize_run(t.out, vit));
+      results.back().push_back(summarize_run(t.out, accuracy));
     }
   }
 
   const std::string report = o.train.out + "/report.md";
   std::ofstream md(report);
-  const std::string metric = vit ? "test accuracy" : "val loss";
-  md << "# Attention activations compared (" << (vit ? "ViT on Fashion-MNIST" : "GPT on text")
+  const std::string metric = accuracy ? "test accuracy" : "val loss";
+  md << "# Attention activations compared ("
+     << (vit        ? "ViT on Fashion-MNIST"
+         : accuracy ? "associative recall " + o.recall.to_json()
+                    : "GPT on text")
      << ")\n\n"
      << o.seeds << (o.seeds == 1 ? " seed (" : " seeds (") << o.train.seed;
   if (o.seeds > 1) md << " to " << o.train.seed + static_cast<uint64_t>(o.seeds - 1);
@@ -284,10 +293,11 @@ int run_compare(const CompareOptions& o) {
     }
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.1f | %.1f", mean(ms), mean(eval_s));
-    md << "| `" << o.activations[a] << "` | " << mean_std(final_metrics(a), vit) << " | "
-       << mean_std(best_m, vit) << " | "
-       << (a == 0 ? "–"
-                  : mean_std(paired_differences(final_metrics(a), final_metrics(0)), vit, true))
+    md << "| `" << o.activations[a] << "` | " << mean_std(final_metrics(a), accuracy) << " | "
+       << mean_std(best_m, accuracy) << " | "
+       << (a == 0
+               ? "–"
+               : mean_std(paired_differences(final_metrics(a), final_metrics(0)), accuracy, true))
        << " | " << buf << " | ";
     for (size_t l = 0; l < afrob.size(); ++l) {
       std::snprintf(buf, sizeof buf, "%s%.3f", l ? ", " : "", afrob[l]);
@@ -303,7 +313,8 @@ int run_compare(const CompareOptions& o) {
     md << "\n";
     for (size_t a = 0; a < results.size(); ++a) {
       md << "| `" << o.activations[a] << "` |";
-      for (const RunSummary& r : results[a]) md << " " << format_value(r.final_metric, vit) << " |";
+      for (const RunSummary& r : results[a])
+        md << " " << format_value(r.final_metric, accuracy) << " |";
       md << "\n";
     }
   }
@@ -317,12 +328,12 @@ int run_compare(const CompareOptions& o) {
     loss.push_back({spec, write_band(dirs, "train.tsv", 3, base + "/loss_band.tsv"), 1, 2});
     afrob.push_back({spec, write_band(dirs, "afrob.tsv", 2, base + "/afrob_band.tsv"), 1, 2});
   }
-  if (!vit) write_rows(o, md);
+  if (o.model == "gpt") write_rows(o, md);
   md.close();
   const char* band = o.seeds > 1 ? " (band: +-1 std over seeds)" : "";
   // A character model's loss spans less than a decade: a linear axis separates the curves.
   plot_png(o.train.out + "/loss.png", std::string("training loss, ~100-step moving average") + band,
-           "step", "loss", loss, vit, o.seeds > 1);
+           "step", "loss", loss, accuracy, o.seeds > 1);
   plot_png(o.train.out + "/afrob.png", std::string("||A||_F / sqrt(N), mean over layers") + band,
            "step", "", afrob, true, o.seeds > 1);
   std::printf("\nreport: %s\n", report.c_str());

@@ -16,6 +16,7 @@ struct CompareOptions {
   TrainOptions train;
   VitConfig vit;
   GptConfig gpt;
+  RecallTask recall;  ///< --model recall: the task (cmp.gpt is then the recall model)
 };
 
 /// Trains the model once per activation and seed (same data order per seed, same budget) into
@@ -30,6 +31,6 @@ int run_compare(const CompareOptions& options);
 /// with the same flags, count the same as runs made now): the last and best evaluation, the
 /// steps, training milliseconds per step (evaluations and saves excluded; the segments of a
 /// resumed run added up), the evaluations' seconds and the last ||A||_F/sqrt(N) per layer.
-RunSummary summarize_run(const std::string& dir, bool vit);
+RunSummary summarize_run(const std::string& dir, bool accuracy);
 
 }  // namespace pg::tools

@@ -76,7 +76,7 @@ std::string subcommand_error(CLI::App& app, int argc, char** argv) {
   }
 }
 
-int run_eval(const std::string& ckpt_path, const std::string& data) {
+int run_eval(const std::string& ckpt_path, const std::string& data, const std::string& glob) {
   Checkpoint ck = load_checkpoint(ckpt_path);
   NoGradGuard no_grad;
   if (model_kind(ck) == "vit") {
@@ -92,15 +92,29 @@ int run_eval(const std::string& ckpt_path, const std::string& data) {
                 (long long)std::llround(r.accuracy * n), (long long)n);
     return 0;
   }
+  if (model_kind(ck) == "recall") {
+    auto [cfg, task] = recall_config(ck);
+    Gpt model(cfg);
+    restore_checkpoint(ck, model, nullptr);
+    const RecallResult r = evaluate_recall(model, task, kRecallTestSequences, 32);
+    std::printf("recall accuracy %.2f%%, loss %.4f, on %lld test sequences\n", 100 * r.accuracy,
+                r.loss, (long long)kRecallTestSequences);
+    return 0;
+  }
   GptConfig cfg = gpt_config(ck);
   CharVocab vocab = gpt_vocab(ck, cfg);
-  TextCorpus corpus = load_text_corpus(data.empty() ? kFortunesDir : data, 0.1);
+  TextCorpus corpus = load_corpus(data, glob);
   PG_CHECK(corpus.vocab.to_utf8() == vocab.to_utf8(), ckpt_path,
            "was trained on a different text (vocabulary differs)");
   Gpt model(cfg);
   restore_checkpoint(ck, model, nullptr);
   model.eval();
-  std::printf("validation loss %.4f nats/char\n", validation_loss(model, corpus.val, 32, 8));
+  const TextLoss loss = validation_loss(model, corpus.val, 32, 8);
+  std::printf("validation loss %.4f nats/char\n", loss.mean);
+  const auto buckets = position_buckets(cfg.context);
+  for (size_t k = 0; buckets.size() > 1 && k < buckets.size(); ++k)
+    std::printf("  positions %lld-%lld: %.4f\n", (long long)buckets[k].first,
+                (long long)buckets[k].second, loss.by_position[k]);
   return 0;
 }
 
@@ -160,14 +174,21 @@ int main(int argc, char** argv) {
       train->add_subcommand("gpt", "character GPT on a text corpus (default: fortunes)");
   add_train_flags(train_gpt_cmd, train_opt);
   add_gpt_flags(train_gpt_cmd, gpt);
+  GptConfig recall_model = default_recall_model();
+  RecallTask recall;
+  auto* train_recall_cmd = train->add_subcommand(
+      "recall", "causal transformer on multi-query associative recall (accuracy at the queries)");
+  add_train_flags(train_recall_cmd, train_opt);
+  add_recall_flags(train_recall_cmd, recall_model, recall);
 
-  std::string ckpt, data, prompt;
+  std::string ckpt, data, glob, prompt;
   int64_t tokens = 300, top_k = 20;
   double temperature = 0.8;
   uint64_t seed = 1;
   auto* eval = app.add_subcommand("eval", "evaluate a checkpoint");
   eval->add_option("--ckpt", ckpt, "checkpoint file")->required()->check(CLI::ExistingFile);
   eval->add_option("--data", data, "data path (default: the model's default)");
+  eval->add_option("--glob", glob, "GPT: the --glob the model was trained with");
   auto* sample = app.add_subcommand("sample", "generate text from a GPT checkpoint");
   sample->add_option("--ckpt", ckpt, "checkpoint file")->required()->check(CLI::ExistingFile);
   sample->add_option("--prompt", prompt, "text to continue");
@@ -189,9 +210,15 @@ int main(int argc, char** argv) {
   compare->add_option("--seeds", cmp.seeds, "runs per activation, seeds SEED, SEED+1, ...")
       ->capture_default_str()
       ->check(number_in(1, 1000));
-  compare->add_option("--model", cmp.model, "vit or gpt")
+  compare->add_option("--model", cmp.model, "vit, gpt or recall")
       ->capture_default_str()
-      ->check(one_of({"vit", "gpt"}));
+      ->check(one_of({"vit", "gpt", "recall"}));
+  compare->add_option("--pairs", cmp.recall.pairs, "recall: key-value pairs per sequence")
+      ->capture_default_str()
+      ->check(kPositive);
+  compare->add_option("--vocab", cmp.recall.vocab, "recall: tokens")
+      ->capture_default_str()
+      ->check(number_in(4, 1 << 24));
   // Every spec is checked before the first run starts, not when its turn comes.
   compare->add_option("--attn-list", cmp.activations, "activation specs, space-separated")
       ->capture_default_str()
@@ -225,21 +252,28 @@ int main(int argc, char** argv) {
     return report(e.what(), 2, "; see --help");
   }
   // compare's size flags: the ViT's defaults, and the GPT's only when given.
+  if (cmp.model == "recall") {  // the recall model's own defaults, and --context is the task's
+    const GptConfig given = cmp.gpt;
+    cmp.gpt = default_recall_model();
+    if (compare->count("--heads")) cmp.gpt.heads = given.heads;
+    if (compare->count("--context")) cmp.recall.context = given.context;
+  }
   if (compare->count("--dim")) cmp.gpt.dim = cmp.vit.dim;
   if (compare->count("--layers")) cmp.gpt.layers = cmp.vit.layers;
   cmp.vit.heads = cmp.gpt.heads;
   // Run-time errors: one line, exit status 1, whatever was thrown.
   try {
-    PG_CHECK(pg::dist::world_size() == 1 || train_vit_cmd->parsed() || train_gpt_cmd->parsed(),
-             "mpirun",
+    PG_CHECK(pg::dist::world_size() == 1 || train->parsed(), "mpirun",
              "only `polygrad train` runs on several processes; start eval, sample and "
              "compare without mpirun");
     if (train_vit_cmd->parsed())
       train_vit(train_opt, vit);
     else if (train_gpt_cmd->parsed())
       train_gpt(train_opt, gpt);
+    else if (train_recall_cmd->parsed())
+      train_recall(train_opt, recall_model, recall);
     else if (eval->parsed())
-      return run_eval(ckpt, data);
+      return run_eval(ckpt, data, glob);
     else if (sample->parsed())
       return run_sample(ckpt, prompt, tokens, temperature, top_k, seed);
     else if (compare->parsed())

@@ -17,22 +17,39 @@
 
 namespace pg::tools {
 
-// Mean validation loss in nats per character over `batches` fixed windows. Under mpirun the
-// ranks share the batches (batch i on rank i mod N), so each batch's loss is the one a single
-// process computes.
-double validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch,
-                       int64_t batches) {
+std::vector<std::pair<int64_t, int64_t>> position_buckets(int64_t context) {
+  std::vector<std::pair<int64_t, int64_t>> buckets;
+  for (int64_t first = 0, end = 128; first < context; first = end, end *= 4)
+    buckets.emplace_back(first, std::min(end, context) - 1);
+  return buckets;
+}
+
+TextLoss validation_loss(Gpt& model, const std::vector<int32_t>& val, int64_t batch,
+                         int64_t batches) {
   NoGradGuard no_grad;
   model.eval();
   const Device device = model.parameters().front().device();
-  std::vector<double> total{0};
+  const auto buckets = position_buckets(model.config().context);
+  std::vector<double> total(1 + buckets.size(), 0.0);  // the mean, then each bucket's
   for (int64_t i = dist::rank(); i < batches; i += dist::world_size()) {
     Batch b = text_batch(val, batch, model.config().context, 0xe7a1, i);
-    total[0] += cross_entropy(model(b.inputs.to(device)), b.targets.to(device)).item();
+    const Tensor logits = model(b.inputs.to(device)), targets = b.targets.to(device);
+    const double window = cross_entropy(logits, targets).item();
+    total[0] += window;
+    for (size_t k = 0; k < buckets.size(); ++k) {
+      const int64_t first = buckets[k].first, count = buckets[k].second - first + 1;
+      total[k + 1] += buckets.size() == 1 ? window  // the same positions: no second pass
+                                          : cross_entropy(logits.narrow(1, first, count),
+                                                          targets.narrow(1, first, count))
+                                                .item();
+    }
   }
   dist::all_reduce(total);
   model.train();
-  return total[0] / static_cast<double>(batches);
+  TextLoss loss{total[0] / static_cast<double>(batches), {}};
+  for (size_t k = 0; k < buckets.size(); ++k)
+    loss.by_position.push_back(total[k + 1] / static_cast<double>(batches));
+  return loss;
 }
 
 RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
@@ -40,7 +57,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   const std::string& ckpt_path = setup.checkpoint_path();
 
   // --- data: characters of the corpus, 90% train / 10% validation ---------------------
-  TextCorpus corpus = load_text_corpus(opt.data.empty() ? kFortunesDir : opt.data, 0.1);
+  TextCorpus corpus = load_corpus(opt.data, opt.glob);
   Checkpoint resumed;
   if (opt.resume) {
     resumed = load_checkpoint(ckpt_path);
@@ -74,8 +91,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   dist::DataParallel replicas(model, data_parallel_options(opt));
   dist::DistributedOptimizer optimizer(replicas, decay_groups(model, lr, opt.weight_decay),
                                        make_adamw);
-  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
-                          lr * 0.1);
+  WarmupCosineLR schedule = run_schedule(opt, lr, length, 0.1);
   if (opt.resume) resume_from(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   if (dist::rank() == 0)
@@ -124,8 +140,8 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
     optimizer.step();
     run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
-      double vl = validation_loss(model, corpus.val, batch, 8);
-      run.record_eval({{"val_loss", vl}}, vl);
+      const TextLoss vl = validation_loss(model, corpus.val, batch, 8);
+      run.record_eval({{"val_loss", vl.mean}, {"val_loss_by_position", vl.by_position}}, vl.mean);
     }
     if (run.save_or_stop()) return run.summary();
   }

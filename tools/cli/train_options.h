@@ -27,6 +27,7 @@ struct TrainOptions {
   std::string precision = "f32";  ///< matmul precision: "f32" or "bf16" (MatmulPrecision)
   std::string out = "out/run";    ///< run directory: metrics, checkpoints, plots
   std::string data;               ///< data path ("" = the model's default)
+  std::string glob;               ///< GPT: files of the folder `data` to read, split by file
   bool resume = false;            ///< continue from OUT/checkpoint.safetensors
   int64_t eval_every = 0;         ///< 0: a few times per run
   int64_t ckpt_every = 0;         ///< 0: only at the end (and on Ctrl-C)

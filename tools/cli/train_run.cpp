@@ -136,6 +136,12 @@ BatchRows dropout_rows(int64_t batch) {
   return BatchRows(key, batch / dist::world_size() * dist::rank());
 }
 
+WarmupCosineLR run_schedule(const TrainOptions& opt, double lr, const RunLength& length,
+                            double floor) {
+  return WarmupCosineLR(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
+                        lr * floor);
+}
+
 void check_step_memory(int64_t batch, int64_t tokens, double bytes_per_token, Device device) {
   const double ram = static_cast<double>(physical_memory_bytes());
   const double need = static_cast<double>(batch) * static_cast<double>(tokens) * bytes_per_token;

@@ -18,6 +18,7 @@
 #include "nn/attention.h"
 #include "nn/checkpoint.h"
 #include "nn/data_loader.h"
+#include "nn/lr_schedule.h"
 #include "tools/cli/run_lock.h"
 #include "tools/cli/train_common.h"
 #include "tools/cli/train_options.h"
@@ -49,6 +50,11 @@ struct RunLength {
   int64_t stop = 0;      ///< steps done when this invocation ends
 };
 RunLength run_length(int64_t requested, bool requested_given, const Checkpoint* resumed);
+
+/// The warm-up + cosine learning rate of a run: from 0 to `lr` over --warmup steps (5% of the
+/// schedule by default), then down to `lr * floor` at the schedule's end.
+WarmupCosineLR run_schedule(const TrainOptions& opt, double lr, const RunLength& length,
+                            double floor);
 
 /// Refuses a CPU run (pg::Error naming --batch) whose one step cannot fit in this machine's
 /// memory: `batch` sequences of `tokens` tokens, each needing at least `bytes_per_token` bytes

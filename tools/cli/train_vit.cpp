@@ -165,8 +165,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   dist::DataParallel replicas(model, data_parallel_options(opt));
   dist::DistributedOptimizer optimizer(
       replicas, decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}), make_adamw);
-  WarmupCosineLR schedule(lr, opt.warmup >= 0 ? opt.warmup : length.schedule / 20, length.schedule,
-                          lr * 0.05);
+  WarmupCosineLR schedule = run_schedule(opt, lr, length, 0.05);
   if (opt.resume) resume_from(resumed, model, optimizer);
   const int64_t first_step = opt.resume ? resumed.step : 0;
   if (dist::rank() == 0)

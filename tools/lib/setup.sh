@@ -10,10 +10,10 @@ PG_PACKAGES=(g++ cmake ninja-build pkg-config libopenblas-dev libopenblas-openmp
   doctest-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libopenmpi-dev openmpi-bin)
 
 # Packages the documented commands need at run time: the default data of `polygrad train vit`
-# and `eval` (Fashion-MNIST) and of `train gpt` (the fortunes text), and gnuplot for the plots
-# of training runs and `compare`. tools/test and tools/demo install both lists, so every command
+# and `eval` (Fashion-MNIST) and of `train gpt` (the fortunes text; `--data python-stdlib`, the
+# Python standard library sources), and gnuplot for the plots of training runs and `compare`. tools/test and tools/demo install both lists, so every command
 # of README.md works after either of them.
-PG_RUN_PACKAGES=(dataset-fashion-mnist fortunes gnuplot-nox)
+PG_RUN_PACKAGES=(dataset-fashion-mnist fortunes libpython3-stdlib gnuplot-nox)
 
 # Prints those of the given Debian packages that are not installed.
 pg_missing_packages() {

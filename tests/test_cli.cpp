@@ -424,6 +424,17 @@ TEST_CASE("train recall: accuracy at the queries, eval, resume, and sizes checke
   CHECK(report.find("final test accuracy") != std::string::npos);
   CHECK(pg::load_checkpoint((cmp / "poly_2" / "seed-1337" / "checkpoint.safetensors").string())
             .metadata.at("model") == "recall");
+  // Continued with another task, or in a folder whose comparison had a flag this one lacks:
+  // refused, naming it.
+  const std::string again = "compare --model recall --steps 2 --attn-list softmax poly:2 --out " +
+                            quote(cmp.string()) + model;
+  std::string five_pairs = again;
+  five_pairs.replace(five_pairs.find("--pairs 4"), 9, "--pairs 5");
+  check_one_line_error(run(five_pairs), "task");
+  nlohmann::json flags = nlohmann::json::parse(read_file(cmp / "compare.json"));
+  flags["glob"] = "*.py";
+  std::ofstream(cmp / "compare.json") << flags.dump();
+  check_one_line_error(run(again), "glob = \"*.py\", not without it");
   // Too many pairs for the context: one line naming the sizes.
   check_one_line_error(
       run("train recall --steps 1 --pairs 9 --out " + quote((temp_root() / "recall_bad").string()) +

@@ -37,23 +37,25 @@ std::string run_dir(const CompareOptions& o, const std::string& spec, uint64_t s
 // the same ones (threads, device and OUT itself may change).
 nlohmann::json comparison_flags(const CompareOptions& o) {
   const TrainOptions& t = o.train;
-  return {{"model", o.model},
-          {"steps", t.steps},
-          {"epochs", t.epochs},
-          {"batch", t.batch},
-          {"lr", t.lr},
-          {"warmup", t.warmup},
-          {"weight_decay", t.weight_decay},
-          {"grad_clip", t.grad_clip},
-          {"label_smoothing", t.label_smoothing},
-          {"flip", t.flip},
-          {"shift", t.shift},
-          {"normalize", t.normalize},
-          {"precision", t.precision},
-          {"data", t.data},
-          {"glob", t.glob},
-          {"config", o.model == "vit" ? o.vit.to_json() : o.gpt.to_json()},
-          {"task", o.model == "recall" ? o.recall.to_json() : ""}};
+  nlohmann::json flags = {{"model", o.model},
+                          {"steps", t.steps},
+                          {"epochs", t.epochs},
+                          {"batch", t.batch},
+                          {"lr", t.lr},
+                          {"warmup", t.warmup},
+                          {"weight_decay", t.weight_decay},
+                          {"grad_clip", t.grad_clip},
+                          {"label_smoothing", t.label_smoothing},
+                          {"flip", t.flip},
+                          {"shift", t.shift},
+                          {"normalize", t.normalize},
+                          {"precision", t.precision},
+                          {"data", t.data},
+                          {"config", o.model == "vit" ? o.vit.to_json() : o.gpt.to_json()}};
+  // Only where they apply, so that comparisons written before these flags existed continue.
+  if (!t.glob.empty()) flags["glob"] = t.glob;
+  if (o.model == "recall") flags["task"] = o.recall.to_json();
+  return flags;
 }
 
 // Writes OUT/compare.json on the first run; later runs must match it.
@@ -72,6 +74,9 @@ void check_same_comparison(const CompareOptions& o) {
              "this folder holds a comparison made with ", key, " = ",
              old.contains(key) ? old[key].dump() : "(absent)", ", not ", value.dump(),
              "; use another --out, or the same flags to continue it");
+  for (const auto& [key, value] : old.items())
+    PG_CHECK(flags.contains(key), path, "this folder holds a comparison made with ", key, " = ",
+             value.dump(), ", not without it; use another --out, or the same flags to continue it");
 }
 
 // Column `col` (1-based, tab-separated, '#' lines skipped) of a tsv file, keyed by step.

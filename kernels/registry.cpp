@@ -6,6 +6,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 
 namespace pg {
 
@@ -19,7 +20,8 @@ void register_backend(DeviceType type, Backend* backend) {
 
 Backend& backend_for(Device device) {
   static cpu::CpuBackend cpu_backend;
-  if (device.is_cpu()) return cpu_backend;
+  if (device.is_cpu())
+    return profile::recording() ? profile::recording_backend(cpu_backend) : cpu_backend;
   if (g_cuda_backend == nullptr) detail::load_device_runtime(device.type);
   PG_CHECK(g_cuda_backend != nullptr, "backend", "device ", device.str(),
            " is not available: polygrad was built without the CUDA backend or no GPU was found");

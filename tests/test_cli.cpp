@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -185,6 +187,7 @@ TEST_CASE("bad command lines exit non-zero with exactly one line on stderr") {
   check_one_line_error(run("train gpt --steps -5"), "--steps");
   check_one_line_error(run("train gpt --device tpu"), "tpu");
   check_one_line_error(run("train vit --shift 9"), "--shift");
+  check_one_line_error(run("train vit --glob '*.py' --steps 1"), "--glob applies to text");
   check_one_line_error(run("sample --ckpt " + quote((temp_root() / "nope.safetensors").string())),
                        "nope.safetensors");
   check_one_line_error(run(""), "subcommand");
@@ -367,6 +370,54 @@ TEST_CASE("train gpt, sample from it, and resume to more steps") {
                        "vocabulary");
 }
 
+TEST_CASE("--profile: where a step's milliseconds go, evaluations left out, the run unchanged") {
+  fs::path text = write_text_file("profile.txt");
+  auto train = [&](const std::string& name, const std::string& extra) {
+    const fs::path out = temp_root() / name;
+    Result r = run("train gpt --steps 5 --eval-every 2 --data " + quote(text.string()) + " --out " +
+                   quote(out.string()) + kGptModel + extra);
+    INFO("stdout: " << r.out);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.code == 0);
+    std::vector<double> losses;
+    for (const auto& j : train_records(out / "metrics.jsonl"))
+      losses.push_back(j.at("loss").get<double>());
+    return std::make_pair(r, losses);
+  };
+  const auto plain = train("profile_off", "");
+  const auto profiled = train("profile_on", " --profile");
+  // The recording backend forwards every call unchanged: the same losses, bit for bit.
+  CHECK(profiled.second == plain.second);
+  CHECK(!fs::exists(temp_root() / "profile_off" / "profile.md"));
+  const std::string md = read_file(temp_root() / "profile_on" / "profile.md");
+  CHECK(profiled.first.out.find("| GEMM |") != std::string::npos);
+  CHECK(md.find("3 steps after 2 of warm-up, 1 thread") != std::string::npos);
+  // Each table row: its name and its numbers.
+  std::map<std::string, std::vector<std::string>> parts, kernels;
+  std::istringstream lines(md);
+  int table = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("|---", 0) == 0) ++table;
+    if (line.rfind("| ", 0) != 0 || line.find("ms/step") != std::string::npos) continue;
+    std::vector<std::string> cells;
+    std::istringstream row(line.substr(1));
+    for (std::string cell; std::getline(row, cell, '|');)
+      cells.push_back(cell.substr(1, cell.size() - 2));  // " text " -> "text"
+    (table == 1 ? parts : kernels)[cells[0]] = cells;
+  }
+  REQUIRE(parts.count("GEMM"));
+  REQUIRE(parts.count("outside kernels (autograd, dispatch, allocation)"));
+  double share = 0;
+  for (const auto& [name, cells] : parts) share += std::stod(cells[2]);
+  CHECK(share == doctest::Approx(100).epsilon(0.001 * static_cast<double>(parts.size())));
+  // One block: one fused attention forward and one backward a step. The evaluations at steps
+  // 2 and 4 ran more forwards, outside the profile.
+  REQUIRE(kernels.count("fused forward"));
+  CHECK(kernels.at("fused forward")[1] == "attention");
+  CHECK(std::stod(kernels.at("fused forward")[4]) == 1.0);
+  CHECK(std::stod(kernels.at("fused backward")[4]) == 1.0);
+}
+
 TEST_CASE("train recall: accuracy at the queries, eval, resume, and sizes checked in one line") {
   const std::string model =
       " --vocab 32 --context 32 --pairs 4 --dim 16 --layers 1 --heads 2 --batch 4 --threads 1";
@@ -435,6 +486,13 @@ TEST_CASE("train recall: accuracy at the queries, eval, resume, and sizes checke
   flags["glob"] = "*.py";
   std::ofstream(cmp / "compare.json") << flags.dump();
   check_one_line_error(run(again), "glob = \"*.py\", not without it");
+  // Data flags that do not apply are refused rather than ignored.
+  check_one_line_error(run("train recall --steps 1 --data python-stdlib --out " +
+                           quote((temp_root() / "recall_data").string()) + model),
+                       "--data and --glob do not apply");
+  check_one_line_error(
+      run("eval --glob '*.py' --ckpt " + quote((straight / "checkpoint.safetensors").string())),
+      "associative-recall model");
   // Too many pairs for the context: one line naming the sizes.
   check_one_line_error(
       run("train recall --steps 1 --pairs 9 --out " + quote((temp_root() / "recall_bad").string()) +

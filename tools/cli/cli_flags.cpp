@@ -127,6 +127,9 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
                   "GPT: read the files under --data DIR whose name matches PATTERN ('*.py'), "
                   "recursively, and split them into train/validation by file (every 10th)");
   app->add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors");
+  app->add_flag("--profile", o.profile,
+                "time every kernel of the steps after the first two (evaluations left out) and "
+                "write where a step's milliseconds go to OUT/profile.md");
   app->add_option("--eval-every", o.eval_every, "evaluate every N steps (0: a few times per run)")
       ->check(kNonNegative);
   app->add_option("--dist-timeout", o.dist_timeout,

@@ -80,6 +80,7 @@ int run_eval(const std::string& ckpt_path, const std::string& data, const std::s
   Checkpoint ck = load_checkpoint(ckpt_path);
   NoGradGuard no_grad;
   if (model_kind(ck) == "vit") {
+    PG_CHECK(glob.empty(), "eval", "--glob applies to text; ", ckpt_path, " is a ViT");
     VitConfig cfg = vit_config(ck);
     MnistData d = load_mnist(data.empty() ? kFashionMnistDir : data);
     check_image_size(ck, cfg, d.test);
@@ -93,6 +94,8 @@ int run_eval(const std::string& ckpt_path, const std::string& data, const std::s
     return 0;
   }
   if (model_kind(ck) == "recall") {
+    PG_CHECK(data.empty() && glob.empty(), "eval", "--data and --glob do not apply: ", ckpt_path,
+             " is an associative-recall model, whose test set its task generates");
     auto [cfg, task] = recall_config(ck);
     Gpt model(cfg);
     restore_checkpoint(ck, model, nullptr);

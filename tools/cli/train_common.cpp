@@ -96,6 +96,20 @@ void keep_metrics_through(const std::string& path, int64_t step) {
   PG_CHECK(!ec, path, "cannot replace it with ", tmp, ": ", ec.message());
 }
 
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    PG_CHECK(out.good(), tmp, "cannot open for writing");
+    out << text;
+    out.flush();
+    PG_CHECK(out.good(), tmp, "write failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  PG_CHECK(!ec, path, "cannot replace it with ", tmp, ": ", ec.message());
+}
+
 void install_stop_handler() {
   g_stop = false;
   std::signal(SIGINT, [](int) {

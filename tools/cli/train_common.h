@@ -45,6 +45,9 @@ class MetricsWriter {
 /// goes, and so does a line that is not a record (one cut short by the kill). No file, no change.
 void keep_metrics_through(const std::string& path, int64_t step);
 
+/// Writes `text` to `path` through a temporary file and a rename: a reader never sees half of it.
+void write_text_file(const std::string& path, const std::string& text);
+
 /// Makes the first Ctrl-C request a clean stop (checked with stop_requested()).
 void install_stop_handler();
 /// True once Ctrl-C was pressed.

@@ -14,6 +14,7 @@
 #include "tools/cli/train_common.h"
 #include "tools/cli/train_programs.h"
 #include "tools/cli/train_run.h"
+#include "tools/cli/trainer.h"
 
 namespace pg::tools {
 
@@ -85,15 +86,11 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   Gpt model(cfg);
   use_attention_path(model.blocks(), opt);
   const Device device = parse_device(opt.device, dist::local_rank());
-  model.to(device);  // before the optimizer: it holds the parameters' handles
-  double lr = opt.lr > 0 ? opt.lr : 2e-3;
-  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
-  dist::DataParallel replicas(model, data_parallel_options(opt));
-  dist::DistributedOptimizer optimizer(replicas, decay_groups(model, lr, opt.weight_decay),
-                                       make_adamw);
-  WarmupCosineLR schedule = run_schedule(opt, lr, length, 0.1);
-  if (opt.resume) resume_from(resumed, model, optimizer);
-  const int64_t first_step = opt.resume ? resumed.step : 0;
+  model.to(device);
+  const double lr = opt.lr > 0 ? opt.lr : 2e-3;
+  Trainer trainer(opt, model, decay_groups(model, lr, opt.weight_decay), lr, length, 0.1,
+                  opt.resume ? &resumed : nullptr);
+  const int64_t first_step = trainer.first_step();
   if (dist::rank() == 0)
     std::printf(
         "GPT %s: %lld parameters, %zu train / %zu val characters, %lld steps of %lldx%lld "
@@ -101,15 +98,6 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
         cfg.to_json().c_str(), (long long)model.num_parameters(), corpus.train.size(),
         corpus.val.size(), (long long)total, (long long)batch, (long long)cfg.context,
         processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
-  auto save = [&](int64_t step) {
-    const StateDict optimizer_state = optimizer.state_dict();  // every rank: ZeRO-1 gathers
-    if (dist::rank() != 0) return;
-    save_checkpoint(ckpt_path, model, optimizer_state, step,
-                    {{"model", "gpt"},
-                     {"config", cfg.to_json()},
-                     {"vocab", corpus.vocab.to_utf8()},
-                     {"schedule_steps", std::to_string(length.schedule)}});
-  };
 
   // --- training loop ------------------------------------------------------------------
   Prefetcher loader(
@@ -117,28 +105,25 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
         return local_rows(text_batch(corpus.train, batch, cfg.context, opt.seed, s));
       },
       first_step);
-  TrainingRun run(opt, setup,
-                  {.first_step = first_step,
-                   .total = total,
-                   .evals = 10,
-                   .unit = "tok",
-                   .items_per_step = batch * cfg.context,
-                   .lower_is_better = true,
-                   .replicas = model.parameters()},
-                  save);
+  TrainingRun run(
+      opt, setup,
+      {.first_step = first_step,
+       .total = total,
+       .evals = 10,
+       .unit = "tok",
+       .items_per_step = batch * cfg.context,
+       .lower_is_better = true,
+       .replicas = model.parameters()},
+      trainer.saver(
+          ckpt_path, model,
+          {{"model", "gpt"}, {"config", cfg.to_json()}, {"vocab", corpus.vocab.to_utf8()}}));
   if (run.finished_before()) return run.summary();
   while (run.step() < total) {
     Batch b = loader.next();
     const BatchRows rows = dropout_rows(batch);  // masks by global row, on any process count
-    const double step_lr = schedule.lr_at(run.step());
-    optimizer.set_lr(step_lr);
-    Tensor loss = cross_entropy(model(b.inputs.to(device)), b.targets.to(device));
-    optimizer.zero_grad();
-    loss.backward();
-    replicas.sync_gradients();  // the mean over ranks, before the norm is taken
-    double grad_norm = optimizer.clip_grad_norm(opt.grad_clip);
-    optimizer.step();
-    run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
+    const Tensor loss = cross_entropy(model(b.inputs.to(device)), b.targets.to(device));
+    const auto [lr_used, grad_norm] = trainer.step(loss, run.step());
+    run.end_step(loss.item(), lr_used, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
       const TextLoss vl = validation_loss(model, corpus.val, batch, 8);
       run.record_eval({{"val_loss", vl.mean}, {"val_loss_by_position", vl.by_position}}, vl.mean);
@@ -148,7 +133,7 @@ RunSummary train_gpt(const TrainOptions& opt, GptConfig cfg) {
   RunSummary summary = run.finish(attention_norms(model.blocks()));
 
   // --- results ------------------------------------------------------------------------
-  report_data_parallel(replicas, optimizer, opt.overlap);
+  trainer.report();
   if (dist::rank() != 0) return summary;
   std::printf("validation loss %.4f nats/char (best %.4f), %.1f ms/step, %.0f tok/s\n",
               summary.final_metric, summary.best_metric, summary.ms_per_step, summary.items_per_s);

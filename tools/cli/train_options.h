@@ -32,6 +32,7 @@ struct TrainOptions {
   int64_t eval_every = 0;         ///< 0: a few times per run
   int64_t ckpt_every = 0;         ///< 0: only at the end (and on Ctrl-C)
   bool quiet = false;             ///< no terminal drawings at the end (compare uses it)
+  bool profile = false;           ///< time the kernels of every step: OUT/profile.md
   // Under `mpirun -np N`: data-parallel training (pg::dist).
   double dist_timeout = 300;  ///< seconds a collective may wait before the job ends (0: never)
   double bucket_mb = 4;       ///< gradient bucket size, in MiB

@@ -14,6 +14,7 @@
 #include "tools/cli/checkpoint_fields.h"
 #include "tools/cli/train_programs.h"
 #include "tools/cli/train_run.h"
+#include "tools/cli/trainer.h"
 
 namespace pg::tools {
 
@@ -58,6 +59,9 @@ RecallResult evaluate_recall(Gpt& model, const RecallTask& task, int64_t sequenc
 }
 
 RunSummary train_recall(const TrainOptions& opt, GptConfig cfg, RecallTask task) {
+  PG_CHECK(opt.data.empty() && opt.glob.empty(), "train recall",
+           "--data and --glob do not apply: the task generates its sequences (size them with "
+           "--vocab, --context and --pairs)");
   RunSetup setup(opt);
   const std::string& ckpt_path = setup.checkpoint_path();
   Checkpoint resumed;
@@ -84,54 +88,38 @@ RunSummary train_recall(const TrainOptions& opt, GptConfig cfg, RecallTask task)
   const Device device = parse_device(opt.device, dist::local_rank());
   model.to(device);
   const double lr = opt.lr > 0 ? opt.lr : 3e-3;
-  dist::DataParallel replicas(model, data_parallel_options(opt));
-  dist::DistributedOptimizer optimizer(replicas, decay_groups(model, lr, opt.weight_decay),
-                                       make_adamw);
-  WarmupCosineLR schedule = run_schedule(opt, lr, length, 0.1);
-  if (opt.resume) resume_from(resumed, model, optimizer);
-  const int64_t first_step = opt.resume ? resumed.step : 0;
+  Trainer trainer(opt, model, decay_groups(model, lr, opt.weight_decay), lr, length, 0.1,
+                  opt.resume ? &resumed : nullptr);
+  const int64_t first_step = trainer.first_step();
   if (dist::rank() == 0)
     std::printf("recall %s, model %s: %lld parameters, %lld steps of %lld sequences, %s, %s\n",
                 task.to_json().c_str(), cfg.to_json().c_str(), (long long)model.num_parameters(),
                 (long long)length.stop, (long long)batch, processes_and_threads().c_str(),
                 device.str().c_str());
-  auto save = [&](int64_t step) {
-    const StateDict optimizer_state = optimizer.state_dict();
-    if (dist::rank() != 0) return;
-    save_checkpoint(ckpt_path, model, optimizer_state, step,
-                    {{"model", "recall"},
-                     {"config", cfg.to_json()},
-                     {"task", task.to_json()},
-                     {"schedule_steps", std::to_string(length.schedule)}});
-  };
 
   Prefetcher loader(
       [&](int64_t s) { return local_rows(recall_batch(task, opt.seed, s * batch, batch)); },
       first_step);
-  TrainingRun run(opt, setup,
-                  {.first_step = first_step,
-                   .total = length.stop,
-                   .evals = 10,
-                   .unit = "seq",
-                   .items_per_step = batch,
-                   .lower_is_better = false,
-                   .replicas = model.parameters()},
-                  save);
+  TrainingRun run(
+      opt, setup,
+      {.first_step = first_step,
+       .total = length.stop,
+       .evals = 10,
+       .unit = "seq",
+       .items_per_step = batch,
+       .lower_is_better = false,
+       .replicas = model.parameters()},
+      trainer.saver(ckpt_path, model,
+                    {{"model", "recall"}, {"config", cfg.to_json()}, {"task", task.to_json()}}));
   if (run.finished_before()) return run.summary();
   while (run.step() < length.stop) {
     Batch b = loader.next();
     const BatchRows rows_for_dropout = dropout_rows(batch);
-    const double step_lr = schedule.lr_at(run.step());
-    optimizer.set_lr(step_lr);
     auto [rows, values] = query_rows(b.targets);
-    Tensor loss =
+    const Tensor loss =
         cross_entropy(model.forward(b.inputs.to(device), rows.to(device)), values.to(device));
-    optimizer.zero_grad();
-    loss.backward();
-    replicas.sync_gradients();
-    const double grad_norm = optimizer.clip_grad_norm(opt.grad_clip);
-    optimizer.step();
-    run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
+    const auto [lr_used, grad_norm] = trainer.step(loss, run.step());
+    run.end_step(loss.item(), lr_used, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
       const RecallResult r = evaluate_recall(model, task, kRecallTestSequences, batch);
       run.record_eval({{"test_loss", r.loss}, {"test_accuracy", r.accuracy}}, r.accuracy);
@@ -139,7 +127,7 @@ RunSummary train_recall(const TrainOptions& opt, GptConfig cfg, RecallTask task)
     if (run.save_or_stop()) return run.summary();
   }
   RunSummary summary = run.finish(attention_norms(model.blocks()));
-  report_data_parallel(replicas, optimizer, opt.overlap);
+  trainer.report();
   if (dist::rank() == 0) {
     std::printf("recall accuracy %.2f%% (best %.2f%%) on %lld test sequences, %.1f ms/step\n",
                 100 * summary.final_metric, 100 * summary.best_metric,

@@ -161,7 +161,12 @@ TrainingRun::TrainingRun(const TrainOptions& opt, const RunSetup& setup, RunPlan
       eval_every_(opt.eval_every > 0 ? opt.eval_every
                                      : std::max<int64_t>(1, plan_.total / plan_.evals)),
       step_(plan_.first_step),
-      lead_(dist::rank() == 0) {
+      lead_(dist::rank() == 0),
+      out_(opt.out) {
+  PG_CHECK(!opt.profile || parse_device(opt.device).is_cpu(), "--profile",
+           "times the CPU backend's kernels, not --device ", opt.device,
+           " (whose kernels run asynchronously: use a GPU profiler such as nsys)");
+  if (opt.profile) profile_.emplace();
   if (lead_) {
     const std::string metrics = opt.out + "/metrics.jsonl";
     // A run killed after its last checkpoint wrote steps that the resumed run writes again.
@@ -185,6 +190,7 @@ bool TrainingRun::finished_before() const {
 
 void TrainingRun::end_step(double loss, double lr, double grad_norm,
                            const std::vector<double>& a_frob_sqrt_n) {
+  if (profile_) profile_->end_step();
   // One message per step: the mean loss, and whether any rank was asked to stop (mpirun
   // forwards Ctrl-C to every rank, but they may see it at different steps).
   std::vector<double> agreed{loss, stop_requested() ? 1.0 : 0.0};
@@ -231,6 +237,8 @@ bool TrainingRun::save_or_stop() {
   if (ckpt_every_ > 0 && step_ % ckpt_every_ == 0) save(step_);
   if (dist::world_size() == 1) stop_ = stop_requested();  // no one to agree with: the latest
   step_start_ = std::chrono::steady_clock::now();
+  if (profile_ && step_ - plan_.first_step >= StepProfile::kWarmupSteps && step_ < plan_.total)
+    profile_->begin_step();
   if (!stop_) return false;
   if (lead_) progress_->finish();
   save(step_);
@@ -250,6 +258,11 @@ RunSummary TrainingRun::finish(std::vector<double> a_frob_sqrt_n) {
   summary_.items_per_s =
       train_seconds_ > 0 ? static_cast<double>(done * plan_.items_per_step) / train_seconds_ : 0;
   summary_.a_frob_sqrt_n = std::move(a_frob_sqrt_n);
+  if (profile_ && lead_) {
+    std::printf("\n%s(every kernel: %s/profile.md)\n",
+                profile_->table(get_num_threads(), 12).c_str(), out_.c_str());
+    write_text_file(out_ + "/profile.md", profile_->table(get_num_threads()));
+  }
   return summary_;
 }
 

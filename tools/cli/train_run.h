@@ -20,6 +20,7 @@
 #include "nn/data_loader.h"
 #include "nn/lr_schedule.h"
 #include "tools/cli/run_lock.h"
+#include "tools/cli/step_profile.h"
 #include "tools/cli/train_common.h"
 #include "tools/cli/train_options.h"
 
@@ -133,7 +134,8 @@ class TrainingRun {
   const RunSummary& summary() const { return summary_; }
   /// Ends the progress line, stops the clock, saves, and returns the summary with the timing
   /// (training time per step and throughput without evaluations; evaluation seconds apart) and
-  /// each layer's final ||A||_F/sqrt(N).
+  /// each layer's final ||A||_F/sqrt(N). With --profile, rank 0 prints the step profile and
+  /// writes it to OUT/profile.md.
   RunSummary finish(std::vector<double> a_frob_sqrt_n);
 
  private:
@@ -147,6 +149,8 @@ class TrainingRun {
   bool stop_ = false;  // some rank saw Ctrl-C
   std::optional<MetricsWriter> metrics_;
   std::optional<ProgressLine> progress_;
+  std::optional<StepProfile> profile_;  // --profile
+  std::string out_;
   RunSummary summary_;
   std::chrono::steady_clock::time_point start_, step_start_, step_end_;
   double train_seconds_ = 0;  // inside steps: from save_or_stop() (or the start) to end_step()

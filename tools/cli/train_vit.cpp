@@ -17,6 +17,7 @@
 #include "tools/cli/train_common.h"
 #include "tools/cli/train_programs.h"
 #include "tools/cli/train_run.h"
+#include "tools/cli/trainer.h"
 
 namespace pg::tools {
 
@@ -115,6 +116,8 @@ EvalResult evaluate(Vit& model, const ImageSet& split) {
 }
 
 RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
+  PG_CHECK(opt.glob.empty(), "train vit",
+           "--glob applies to text (train gpt); --data names an MNIST-layout directory");
   RunSetup setup(opt);  // threads, matmul precision and OUT/, for the whole run
   const std::string& ckpt_path = setup.checkpoint_path();
 
@@ -159,15 +162,11 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   Vit model(cfg);
   use_attention_path(model.blocks(), opt);
   const Device device = parse_device(opt.device, dist::local_rank());
-  model.to(device);  // before the optimizer: it holds the parameters' handles
-  double lr = opt.lr > 0 ? opt.lr : 1e-3;
-  // Under mpirun: the same model on every rank (checked), rank 0's values, gradient averaging.
-  dist::DataParallel replicas(model, data_parallel_options(opt));
-  dist::DistributedOptimizer optimizer(
-      replicas, decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}), make_adamw);
-  WarmupCosineLR schedule = run_schedule(opt, lr, length, 0.05);
-  if (opt.resume) resume_from(resumed, model, optimizer);
-  const int64_t first_step = opt.resume ? resumed.step : 0;
+  model.to(device);
+  const double lr = opt.lr > 0 ? opt.lr : 1e-3;
+  Trainer trainer(opt, model, decay_groups(model, lr, opt.weight_decay, {"cls_token", "pos_embed"}),
+                  lr, length, 0.05, opt.resume ? &resumed : nullptr);
+  const int64_t first_step = trainer.first_step();
   if (dist::rank() == 0)
     std::printf(
         "ViT %s: %lld parameters, attention %s, %lld steps of %lld images (%.2f epochs), "
@@ -175,14 +174,6 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
         cfg.to_json().c_str(), (long long)model.num_parameters(), cfg.attn.c_str(),
         (long long)total, (long long)batch, static_cast<double>(total) / batcher.steps_per_epoch(),
         processes_and_threads().c_str(), device.str().c_str(), opt.precision.c_str());
-  auto save = [&](int64_t step) {
-    const StateDict optimizer_state = optimizer.state_dict();  // every rank: ZeRO-1 gathers
-    if (dist::rank() != 0) return;
-    save_checkpoint(ckpt_path, model, optimizer_state, step,
-                    {{"model", "vit"},
-                     {"config", cfg.to_json()},
-                     {"schedule_steps", std::to_string(length.schedule)}});
-  };
 
   // --- training loop --------------------------------------------------------------------
   Prefetcher loader([&](int64_t s) { return local_rows(batcher.batch(s)); }, first_step);
@@ -194,21 +185,15 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
                    .items_per_step = batch,
                    .lower_is_better = false,
                    .replicas = model.parameters()},
-                  save);
+                  trainer.saver(ckpt_path, model, {{"model", "vit"}, {"config", cfg.to_json()}}));
   if (run.finished_before()) return run.summary();
   while (run.step() < total) {
     Batch b = loader.next();
     const BatchRows rows = dropout_rows(batch);  // masks by global row, on any process count
-    const double step_lr = schedule.lr_at(run.step());
-    optimizer.set_lr(step_lr);
-    Tensor loss =
+    const Tensor loss =
         cross_entropy(model(b.inputs.to(device)), b.targets.to(device), -100, opt.label_smoothing);
-    optimizer.zero_grad();
-    loss.backward();
-    replicas.sync_gradients();  // the mean over ranks, before the norm is taken
-    double grad_norm = optimizer.clip_grad_norm(opt.grad_clip);
-    optimizer.step();
-    run.end_step(loss.item(), step_lr, grad_norm, attention_norms(model.blocks()));
+    const auto [lr_used, grad_norm] = trainer.step(loss, run.step());
+    run.end_step(loss.item(), lr_used, grad_norm, attention_norms(model.blocks()));
     if (run.eval_due()) {
       EvalResult ev = evaluate(model, data.test);
       run.record_eval({{"test_loss", ev.loss}, {"test_accuracy", ev.accuracy}}, ev.accuracy);
@@ -225,7 +210,7 @@ RunSummary train_vit(const TrainOptions& opt, VitConfig cfg) {
   EvalResult final_eval = evaluate(model, data.test);
   summary.final_metric = final_eval.accuracy;
   summary.best_metric = std::max(summary.best_metric, final_eval.accuracy);
-  report_data_parallel(replicas, optimizer, opt.overlap);
+  trainer.report();
   if (dist::rank() != 0) return summary;
   std::printf("test accuracy %.2f%% (best %.2f%%), test loss %.4f, %.1f ms/step, %.0f img/s\n",
               100 * final_eval.accuracy, 100 * summary.best_metric, final_eval.loss,

@@ -95,37 +95,76 @@ def recall():
                 f"mean over seeds'; plot " + ", ".join(series))
 
 
+def loss_at(run, seconds):
+    """Validation loss after `seconds` of training, linear between the run's evaluations."""
+    ev, tr = evals(run)
+    train_s = {t["step"]: t["train_s"] for t in tr}
+    points = [(train_s[e["step"]], e["val_loss"]) for e in ev]
+    for (t0, l0), (t1, l1) in zip(points, points[1:]):
+        if t0 <= seconds <= t1:
+            return l0 + (l1 - l0) * (seconds - t0) / (t1 - t0)
+    return points[-1][1] if seconds >= points[-1][0] else float("nan")
+
+
 def text():
     root = os.path.join(out, "text")
     if not os.path.isdir(root):
         return
-    print("\n| context | activation | val loss | loss by position bucket | train ms/step | "
-          "steps | train tok/s | generation tok/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| context | activation | val loss at the end | at the common time | loss by position "
+          "bucket | training s | steps | train ms/step | train tok/s | generation tok/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for ctx in sorted((c for c in os.listdir(root) if c.startswith("T")), key=lambda c: int(c[1:])):
+        arms = []
         for d in sorted(os.listdir(os.path.join(root, ctx)), key=lambda d: (d != "softmax", d)):
             runs = seeds(os.path.join(root, ctx, d))
-            if not runs:
-                continue
-            a = spec(runs[0])
-            loss, buckets, ms, steps, gen = [], [], [], [], []
+            if runs:
+                arms.append((d, spec(runs[0]), runs))
+        if not arms:
+            continue
+        # Every arm's runs trained at least this long: their losses compare at equal time.
+        common = min(evals(r)[1][-1]["train_s"] for _, _, runs in arms for r in runs)
+        series = []
+        for d, a, runs in arms:
+            loss, buckets, ms, steps, gen, seconds = [], [], [], [], [], []
             for r in runs:
                 ev, tr = evals(r)
-                if not ev:
-                    continue
                 loss.append(ev[-1]["val_loss"])
                 buckets.append(ev[-1]["val_loss_by_position"])
                 steps.append(tr[-1]["step"])
+                seconds.append(tr[-1]["train_s"])
                 ms.append(1000 * tr[-1]["train_s"] / tr[-1]["step"])
-                speed = open(os.path.join(r, "sample_speed.txt")).read()
-                gen.append(float(re.search(r"\(([0-9.]+) tokens/s\)", speed).group(1)))
-            if not loss:
-                continue
+                speed = os.path.join(r, "sample_speed.txt")
+                found = re.search(r"\(([0-9.]+) tokens/s\)", open(speed).read()) \
+                    if os.path.exists(speed) else None
+                gen.append(float(found.group(1)) if found else float("nan"))
+            at_common = [loss_at(r, common) for r in runs]
             by_pos = ", ".join(f"{statistics.mean(b):.3f}" for b in zip(*buckets))
-            T = int(ctx[1:])
-            print(f"| {T} | `{a}` | {mean_std(loss)} | {by_pos} | {statistics.mean(ms):.0f} | "
-                  f"{statistics.mean(steps):.0f} | {8192 / statistics.mean(ms) * 1000:.0f} | "
+            series.append(loss_against_time(runs, f"text_{ctx}_{d}.tsv", a))
+            print(f"| {ctx[1:]} | `{a}` | {mean_std(loss)} | {mean_std(at_common)} ({common:.0f} s) | "
+                  f"{by_pos} | {statistics.mean(seconds):.0f} | {statistics.mean(steps):.0f} | "
+                  f"{statistics.mean(ms):.0f} | {8192 / statistics.mean(ms) * 1000:.0f} | "
                   f"{statistics.mean(gen):.0f} |")
+        gnuplot(f"set output '{here}/text_{ctx}.png'; set xlabel 'training seconds (evaluations "
+                f"excluded)'; set ylabel 'validation loss (nats/char)'; set key top right; "
+                f"set title 'Python sources, context {ctx[1:]}, mean over seeds'; plot " +
+                ", ".join(series))
+
+
+def loss_against_time(runs, name, title):
+    """Writes validation loss against training seconds, the mean over seeds at each evaluation,
+    and returns the gnuplot series that draws it."""
+    curves = []
+    for r in runs:
+        ev, tr = evals(r)
+        train_s = {t["step"]: t["train_s"] for t in tr}
+        curves.append([(train_s[e["step"]], e["val_loss"]) for e in ev])
+    n = min(len(c) for c in curves)
+    with open(os.path.join(data, name), "w") as f:
+        f.write("# training seconds\tvalidation loss, mean over seeds\n")
+        for i in range(n):
+            f.write(f"{statistics.mean(c[i][0] for c in curves):.1f}\t"
+                    f"{statistics.mean(c[i][1] for c in curves):.4f}\n")
+    return f"'{name}' using 1:2 with linespoints title '{title}'"
 
 
 def gnuplot(script):

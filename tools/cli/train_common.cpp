@@ -75,27 +75,6 @@ void MetricsWriter::write(const nlohmann::json& record) {
   PG_CHECK(out_.good(), path_, "write failed");
 }
 
-void keep_metrics_through(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in.good()) return;
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    PG_CHECK(out.good(), tmp, "cannot open for writing");
-    for (std::string line; std::getline(in, line);) {
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
-          j["step"].get<int64_t>() <= step)
-        out << line << '\n';
-    }
-    out.flush();
-    PG_CHECK(out.good(), tmp, "write failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  PG_CHECK(!ec, path, "cannot replace it with ", tmp, ": ", ec.message());
-}
-
 void write_text_file(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
@@ -108,6 +87,19 @@ void write_text_file(const std::string& path, const std::string& text) {
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   PG_CHECK(!ec, path, "cannot replace it with ", tmp, ": ", ec.message());
+}
+
+void keep_metrics_through(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in.good()) return;
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+        j["step"].get<int64_t>() <= step)
+      kept += line + '\n';
+  }
+  write_text_file(path, kept);
 }
 
 void install_stop_handler() {
